@@ -1,0 +1,190 @@
+package plan
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+type memStore map[string]StepRecord
+
+func (m memStore) Step(id string) StepRecord { return m[id] }
+func (m memStore) SetStep(_ context.Context, id string, r StepRecord) error {
+	m[id] = r
+	return nil
+}
+
+// fakeStep models an effect in a shared "world" so that Check sees what
+// Apply and Undo really did.
+type fakeStep struct {
+	id       string
+	world    map[string]bool
+	calls    *[]string
+	applyErr error
+	precond  error
+}
+
+func (f *fakeStep) ID() string       { return f.id }
+func (f *fakeStep) Describe() string { return "step " + f.id }
+func (f *fakeStep) Precondition(context.Context) error {
+	return f.precond
+}
+func (f *fakeStep) Apply(context.Context) error {
+	*f.calls = append(*f.calls, "apply:"+f.id)
+	if f.applyErr != nil {
+		return f.applyErr
+	}
+	f.world[f.id] = true
+	return nil
+}
+func (f *fakeStep) Check(context.Context) error {
+	if !f.world[f.id] {
+		return errors.New("not there")
+	}
+	return nil
+}
+func (f *fakeStep) Undo(context.Context) error {
+	*f.calls = append(*f.calls, "undo:"+f.id)
+	delete(f.world, f.id)
+	return nil
+}
+
+func TestRunner(t *testing.T) {
+	boom := errors.New("boom")
+	tests := []struct {
+		name       string
+		store      memStore
+		world      map[string]bool
+		applyErr   map[string]error
+		precond    map[string]error
+		undo       bool
+		wantCalls  []string
+		wantErrID  string
+		wantStatus map[string]Status
+	}{
+		{
+			name:       "fresh run applies every step in order",
+			store:      memStore{},
+			wantCalls:  []string{"apply:a", "apply:b", "apply:c"},
+			wantStatus: map[string]Status{"a": Done, "b": Done, "c": Done},
+		},
+		{
+			name:       "resume skips steps done whose effect holds",
+			store:      memStore{"a": {Status: Done}, "b": {Status: Started}},
+			world:      map[string]bool{"a": true},
+			wantCalls:  []string{"apply:b", "apply:c"},
+			wantStatus: map[string]Status{"a": Done, "b": Done, "c": Done},
+		},
+		{
+			name:       "a done step whose effect vanished is applied again",
+			store:      memStore{"a": {Status: Done}},
+			wantCalls:  []string{"apply:a", "apply:b", "apply:c"},
+			wantStatus: map[string]Status{"a": Done, "b": Done, "c": Done},
+		},
+		{
+			name:       "failure stops the run and is recorded",
+			store:      memStore{},
+			applyErr:   map[string]error{"b": boom},
+			wantCalls:  []string{"apply:a", "apply:b"},
+			wantErrID:  "b",
+			wantStatus: map[string]Status{"a": Done, "b": Failed, "c": Pending},
+		},
+		{
+			name:       "failed precondition changes nothing",
+			store:      memStore{},
+			precond:    map[string]error{"a": boom},
+			wantCalls:  nil,
+			wantErrID:  "a",
+			wantStatus: map[string]Status{"a": Pending, "b": Pending},
+		},
+		{
+			name:       "undo reverses started and done steps last first",
+			store:      memStore{"a": {Status: Done}, "b": {Status: Started}},
+			world:      map[string]bool{"a": true, "b": true},
+			undo:       true,
+			wantCalls:  []string{"undo:b", "undo:a"},
+			wantStatus: map[string]Status{"a": Undone, "b": Undone, "c": Pending},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls []string
+			world := tt.world
+			if world == nil {
+				world = map[string]bool{}
+			}
+			p := &Plan{Name: "test"}
+			for _, id := range []string{"a", "b", "c"} {
+				p.Steps = append(p.Steps, &fakeStep{id: id, world: world, calls: &calls, applyErr: tt.applyErr[id], precond: tt.precond[id]})
+			}
+			var out bytes.Buffer
+			r := &Runner{Store: tt.store, Out: &out}
+			var err error
+			if tt.undo {
+				_, err = r.Undo(context.Background(), p)
+			} else {
+				_, err = r.Run(context.Background(), p)
+			}
+			if tt.wantErrID == "" && err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if tt.wantErrID != "" {
+				var se *StepError
+				if !errors.As(err, &se) || se.StepID != tt.wantErrID {
+					t.Fatalf("want StepError for %s, got %v", tt.wantErrID, err)
+				}
+			}
+			if strings.Join(calls, ",") != strings.Join(tt.wantCalls, ",") {
+				t.Errorf("calls = %v, want %v", calls, tt.wantCalls)
+			}
+			for id, want := range tt.wantStatus {
+				if got := tt.store.Step(id).Status; got != want {
+					t.Errorf("status of %s = %q, want %q", id, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestAfterStepInterruptsLikeAKill(t *testing.T) {
+	var calls []string
+	world := map[string]bool{}
+	p := &Plan{Name: "t"}
+	for _, id := range []string{"a", "b"} {
+		p.Steps = append(p.Steps, &fakeStep{id: id, world: world, calls: &calls})
+	}
+	store := memStore{}
+	killed := errors.New("killed")
+	r := &Runner{Store: store, AfterStep: func(_ context.Context, id string) error {
+		if id == "a" {
+			return killed
+		}
+		return nil
+	}}
+	if _, err := r.Run(context.Background(), p); !errors.Is(err, killed) {
+		t.Fatalf("want killed, got %v", err)
+	}
+	r.AfterStep = nil
+	if _, err := r.Run(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(calls, ","); got != "apply:a,apply:b" {
+		t.Fatalf("resume re-applied a finished step: %s", got)
+	}
+}
+
+func TestPrintMarksProgress(t *testing.T) {
+	var calls []string
+	p := &Plan{Name: "demo", Steps: []Step{
+		&fakeStep{id: "a", world: map[string]bool{}, calls: &calls},
+		&fakeStep{id: "b", world: map[string]bool{}, calls: &calls},
+	}}
+	var out bytes.Buffer
+	Print(&out, p, memStore{"a": {Status: Done}})
+	got := out.String()
+	if !strings.Contains(got, "✓  1. step a") || !strings.Contains(got, "   2. step b") {
+		t.Fatalf("unexpected plan print:\n%s", got)
+	}
+}
