@@ -1,0 +1,264 @@
+package sandbox_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	watchtools "k8s.io/client-go/tools/watch"
+	"k8s.io/utils/ptr"
+
+	"github.com/rebind-dev/rebind/e2e/sandbox"
+)
+
+// One control plane per test package: starting one costs seconds, tests
+// isolate themselves with namespaces.
+var sb *sandbox.Sandbox
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	var err error
+	sb, err = sandbox.Start(ctx, sandbox.Options{})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "sandbox: ready in %.1fs (binaries %.1fs), peak RSS %d MiB, dir %s\n",
+		sb.Timing.StartToReady().Seconds(), sb.Timing.Binaries.Seconds(), sb.PeakRSS()>>20, sb.Dir)
+	code := m.Run()
+	if err := sb.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox stop:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func TestStatefulSetWithoutVolumesGoesReady(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	ns := sb.NewNamespace(t)
+	labels := map[string]string{"app": "web"}
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:    ptr.To[int32](1),
+			ServiceName: "web",
+			Selector:    &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "example.invalid/web:1"}}},
+			},
+		},
+	}
+	if _, err := sb.Kube.AppsV1().StatefulSets(ns).Create(ctx, sts, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sets := sb.Kube.AppsV1().StatefulSets(ns)
+	sel := fields.OneTermEqualSelector("metadata.name", "web").String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return sets.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return sets.Watch(ctx, o)
+		},
+	}
+	_, err := watchtools.UntilWithSync(ctx, lw, &appsv1.StatefulSet{}, nil, func(ev watch.Event) (bool, error) {
+		s, ok := ev.Object.(*appsv1.StatefulSet)
+		return ok && s.Status.ObservedGeneration >= s.Generation && s.Status.ReadyReplicas == 1, nil
+	})
+	if err != nil {
+		t.Fatalf("StatefulSet not ready: %v", err)
+	}
+	pod, err := sb.Kube.CoreV1().Pods(ns).Get(ctx, "web-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pod.Spec.NodeName == "" || pod.Status.PodIP == "" || pod.Status.Phase != corev1.PodRunning {
+		t.Fatalf("pod web-0: node %q, IP %q, phase %s", pod.Spec.NodeName, pod.Status.PodIP, pod.Status.Phase)
+	}
+	t.Logf("web-0 on %s with IP %s", pod.Spec.NodeName, pod.Status.PodIP)
+
+	// kwok's delete stage must finish what the StatefulSet controller starts,
+	// or scale-down and migrations would hang on Terminating pods.
+	if _, err := sets.Patch(ctx, "web", types.MergePatchType, []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPodGone(ctx, t, sb.Kube, ns, "web-0")
+}
+
+func waitPodGone(ctx context.Context, t *testing.T, kube kubernetes.Interface, ns, name string) {
+	t.Helper()
+	pods := kube.CoreV1().Pods(ns)
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return pods.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return pods.Watch(ctx, o)
+		},
+	}
+	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, func(store cache.Store) (bool, error) {
+		return len(store.List()) == 0, nil
+	}, func(ev watch.Event) (bool, error) {
+		return ev.Type == watch.Deleted, nil
+	})
+	if err != nil {
+		t.Fatalf("pod %s/%s not deleted: %v", ns, name, err)
+	}
+}
+
+func TestRBACIsEnforced(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	ns := sb.NewNamespace(t)
+	kc, err := sb.ServiceAccountKubeconfig(ctx, ns, "migrator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("list pods without a role: want Forbidden, got %v", err)
+	}
+
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "pod-reader"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}}},
+	}
+	if _, err := sb.Kube.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "migrator-reads-pods"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "pod-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "migrator", Namespace: ns}},
+	}
+	if _, err := sb.Kube.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The RBAC authorizer reads roles from an informer: allow it to catch up
+	// by retrying on the apiserver's answer, which is what changes.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err == nil {
+			break
+		}
+		if !apierrors.IsForbidden(err) {
+			t.Fatal(err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("still forbidden after the RoleBinding: %v", err)
+		case <-tick.C:
+		}
+	}
+	if _, err := client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("list secrets with only pod-reader: want Forbidden, got %v", err)
+	}
+}
+
+func TestCRDsAndStorageObjects(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	ns := sb.NewNamespace(t)
+
+	vs := &snapv1.VolumeSnapshot{
+		ObjectMeta: metav1.ObjectMeta{Name: "snap"},
+		Spec: snapv1.VolumeSnapshotSpec{
+			Source:                  snapv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To("data")},
+			VolumeSnapshotClassName: ptr.To(sandbox.SnapshotClassName),
+		},
+	}
+	if _, err := sb.Snap.SnapshotV1().VolumeSnapshots(ns).Create(ctx, vs, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create VolumeSnapshot: %v", err)
+	}
+
+	dyn, err := dynamic.NewForConfig(sb.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := &velerov1.Backup{
+		TypeMeta:   metav1.TypeMeta{APIVersion: velerov1.SchemeGroupVersion.String(), Kind: "Backup"},
+		ObjectMeta: metav1.ObjectMeta{Name: "nightly", Namespace: ns},
+		Spec:       velerov1.BackupSpec{IncludedNamespaces: []string{ns}},
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backups := dyn.Resource(schema.GroupVersionResource{Group: "velero.io", Version: "v1", Resource: "backups"}).Namespace(ns)
+	if _, err := backups.Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create velero Backup: %v", err)
+	}
+
+	classes, err := sb.Kube.StorageV1().StorageClasses().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		sandbox.StorageClassDefault: sandbox.DriverName,
+		sandbox.StorageClassPremium: sandbox.DriverName,
+		sandbox.StorageClassOther:   sandbox.OtherDriverName,
+	}
+	for _, c := range classes.Items {
+		if drv, ok := want[c.Name]; ok && c.Provisioner == drv {
+			delete(want, c.Name)
+		}
+	}
+	if len(want) != 0 {
+		t.Fatalf("missing StorageClasses: %v", want)
+	}
+	if _, err := sb.Snap.SnapshotV1().VolumeSnapshotClasses().Get(ctx, sandbox.SnapshotClassName, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func BenchmarkWarmStart(b *testing.B) {
+	for b.Loop() {
+		s, err := sandbox.Start(b.Context(), sandbox.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(s.Timing.StartToReady().Seconds(), "start-s")
+		b.ReportMetric(float64(s.PeakRSS())/(1<<20), "peak-rss-MiB")
+		if err := s.Stop(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
