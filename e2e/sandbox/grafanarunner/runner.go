@@ -1,0 +1,292 @@
+// Package grafanarunner stands in for the Grafana containers kwok never runs.
+// Every Ready pod labelled app.kubernetes.io/name=grafana gets a Grafana API
+// stand-in opened on the directory of the PersistentVolume bound to the pod's
+// `storage` claim, reachable at a loopback URL that stays the same for the pod
+// name across pod re-creation. The data served is whatever that PV holds: a
+// migration that binds the wrong volume serves the wrong dashboards, which is
+// exactly what the end-to-end tests need to see.
+package grafanarunner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/rebind-dev/rebind/e2e/grafanastandin"
+)
+
+// Selector picks the pods the runner serves: the Grafana chart's name label.
+const Selector = "app.kubernetes.io/name=grafana"
+
+// Config configures a Runner.
+type Config struct {
+	Kube kubernetes.Interface
+	// VolumeDir maps a PV to its directory; false when it has none (normally the
+	// storage agent's VolumeDir).
+	VolumeDir func(*corev1.PersistentVolume) (string, bool)
+	Log       *zap.Logger
+}
+
+// Runner serves the Grafana stand-ins.
+type Runner struct {
+	kube      kubernetes.Interface
+	volumeDir func(*corev1.PersistentVolume) (string, bool)
+	log       *zap.Logger
+
+	mu        sync.Mutex
+	endpoints map[types.NamespacedName]*endpoint
+	ended     bool
+	runOnce   sync.Once
+}
+
+// New returns a Runner; nothing is served before Run except 502s at URLs
+// handed out by PodURL.
+func New(cfg Config) *Runner {
+	log := cfg.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Runner{
+		kube:      cfg.Kube,
+		volumeDir: cfg.VolumeDir,
+		log:       log.Named("grafanarunner"),
+		endpoints: map[types.NamespacedName]*endpoint{},
+	}
+}
+
+// PodURL returns the base URL (http://127.0.0.1:<port>) for the pod name in
+// namespace. The listener is made on first use, whether or not such a pod
+// exists yet, and lives until Run returns; "" after that.
+func (r *Runner) PodURL(namespace, pod string) string {
+	e, err := r.endpoint(types.NamespacedName{Namespace: namespace, Name: pod})
+	if err != nil {
+		r.log.Warn("no endpoint for pod", zap.String("pod", namespace+"/"+pod), zap.Error(err))
+		return ""
+	}
+	return e.url
+}
+
+// Run watches Grafana pods until ctx is done, then closes every listener and
+// stand-in. It may be called once.
+func (r *Runner) Run(ctx context.Context) error {
+	err := errors.New("grafanarunner: Run called twice")
+	r.runOnce.Do(func() { err = r.run(ctx) })
+	return err
+}
+
+func (r *Runner) run(ctx context.Context) error {
+	defer r.closeAll()
+	if r.kube == nil || r.volumeDir == nil {
+		return errors.New("grafanarunner: Kube and VolumeDir are required")
+	}
+
+	factory := informers.NewSharedInformerFactoryWithOptions(r.kube, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = Selector }))
+	podInformer := factory.Core().V1().Pods()
+	pods := podInformer.Lister()
+	queue := workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](200*time.Millisecond, 10*time.Second),
+		workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "grafana-pods"})
+	enqueue := func(obj any) {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		if p, ok := obj.(*corev1.Pod); ok {
+			queue.Add(types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
+		}
+	}
+	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, obj any) { enqueue(obj) },
+		DeleteFunc: enqueue,
+	}); err != nil {
+		return fmt.Errorf("grafanarunner: %w", err)
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("grafanarunner: cache for %v did not sync: %w", typ, context.Cause(ctx))
+		}
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer queue.ShutDown()
+	wg.Go(func() {
+		for {
+			key, quit := queue.Get()
+			if quit {
+				return
+			}
+			if err := r.sync(ctx, pods, key); err != nil && ctx.Err() == nil {
+				r.log.Info("pod not served yet; will retry", zap.Stringer("pod", key), zap.Error(err))
+				queue.AddRateLimited(key)
+			} else {
+				queue.Forget(key)
+			}
+			queue.Done(key)
+		}
+	})
+	r.log.Info("grafana runner running", zap.String("selector", Selector))
+	<-ctx.Done()
+	return nil
+}
+
+// sync makes the endpoint of one pod name match the pod as it is now.
+func (r *Runner) sync(ctx context.Context, pods corelisters.PodLister, key types.NamespacedName) error {
+	e, err := r.endpoint(key)
+	if err != nil {
+		return nil // Run is ending
+	}
+	pod, err := pods.Pods(key.Namespace).Get(key.Name)
+	if apierrors.IsNotFound(err) {
+		e.detach(r.log, "pod deleted")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if pod.DeletionTimestamp != nil || !podReady(pod) {
+		e.detach(r.log, "pod not ready")
+		return nil
+	}
+	if e.servesUID(pod.UID) {
+		return nil
+	}
+	// A different pod under the same name must never see its predecessor's
+	// stand-in, even if opening its own fails below.
+	e.detach(r.log, "pod replaced")
+	b, err := r.open(ctx, pod)
+	if err != nil {
+		return err
+	}
+	e.attach(b)
+	r.log.Info("serving grafana pod", zap.Stringer("pod", key), zap.String("uid", string(pod.UID)),
+		zap.String("pv", b.pv), zap.String("dir", b.dir), zap.String("url", e.url))
+	return nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// endpoint returns the listener for a pod name, making it on first sight.
+func (r *Runner) endpoint(key types.NamespacedName) (*endpoint, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended {
+		return nil, errors.New("runner has stopped")
+	}
+	if e, ok := r.endpoints[key]; ok {
+		return e, nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	e := &endpoint{key: key, url: "http://" + ln.Addr().String()}
+	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := e.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.log.Warn("pod endpoint stopped", zap.Stringer("pod", key), zap.Error(err))
+		}
+	}()
+	r.endpoints[key] = e
+	return e, nil
+}
+
+func (r *Runner) closeAll() {
+	r.mu.Lock()
+	r.ended = true
+	eps := r.endpoints
+	r.endpoints = map[types.NamespacedName]*endpoint{}
+	r.mu.Unlock()
+	for _, e := range eps {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = e.srv.Shutdown(ctx)
+		cancel()
+		e.detach(r.log, "runner stopping")
+	}
+}
+
+// endpoint is the stable listener of one pod name. Requests hold the read lock
+// while they run, so swapping the backend waits for in-flight requests and a
+// stand-in is never closed under a request.
+type endpoint struct {
+	key types.NamespacedName
+	url string
+	srv *http.Server
+
+	mu      sync.RWMutex
+	backend *backend
+}
+
+type backend struct {
+	uid     types.UID
+	pv, dir string
+	standin *grafanastandin.Server
+	handler http.Handler
+}
+
+func (e *endpoint) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.backend == nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadGateway)
+		_, _ = w.Write([]byte(`{"message":"no ready pod"}` + "\n"))
+		return
+	}
+	e.backend.handler.ServeHTTP(w, req)
+}
+
+func (e *endpoint) servesUID(uid types.UID) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.backend != nil && e.backend.uid == uid
+}
+
+func (e *endpoint) attach(b *backend) {
+	e.mu.Lock()
+	old := e.backend
+	e.backend = b
+	e.mu.Unlock()
+	if old != nil {
+		_ = old.standin.Close()
+	}
+}
+
+func (e *endpoint) detach(log *zap.Logger, why string) {
+	e.mu.Lock()
+	old := e.backend
+	e.backend = nil
+	e.mu.Unlock()
+	if old == nil {
+		return
+	}
+	if err := old.standin.Close(); err != nil {
+		log.Warn("closing grafana stand-in", zap.Stringer("pod", e.key), zap.Error(err))
+	}
+	log.Info("stopped serving grafana pod", zap.Stringer("pod", e.key), zap.String("uid", string(old.uid)), zap.String("reason", why))
+}
