@@ -1,0 +1,271 @@
+package grafana
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// MaxSearchLimit is the largest page Grafana's search accepts; larger gives 422.
+const MaxSearchLimit = 5000
+
+// Health is the answer of /api/health.
+type Health struct {
+	Commit   string `json:"commit"`
+	Database string `json:"database"`
+	Version  string `json:"version"`
+}
+
+// UnhealthyError is returned by Health when Grafana answers but says its
+// database check fails.
+type UnhealthyError struct {
+	URL      string
+	Status   int
+	Database string
+}
+
+func (e *UnhealthyError) Error() string {
+	return fmt.Sprintf("grafana at %s is unhealthy (HTTP %d, database %q): Grafana cannot query grafana.db; check the volume and the pod logs",
+		e.URL, e.Status, e.Database)
+}
+
+// Health calls /api/health. A 503 is reported as *UnhealthyError right away
+// rather than retried, because the caller usually polls and wants the state.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	err := c.do(ctx, request{method: http.MethodGet, path: "/api/health"}, &h)
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Status >= 500 {
+		return h, &UnhealthyError{URL: c.display, Status: ae.Status, Database: nonEmpty(ae.database, ae.Message)}
+	}
+	return h, err
+}
+
+// Org is an organisation visible to the client's user.
+type Org struct {
+	ID   int64  `json:"orgId"`
+	Name string `json:"name"`
+	Role string `json:"role,omitempty"`
+}
+
+// Orgs lists the orgs the user can see: its memberships (/api/user/orgs), or,
+// where that endpoint does not apply (service account tokens), all orgs
+// (/api/orgs, server admins), or finally just the current org (/api/org).
+func (c *Client) Orgs(ctx context.Context) ([]Org, error) {
+	var mine []Org
+	err := c.get(ctx, "/api/user/orgs", nil, &mine)
+	if err == nil {
+		return mine, nil
+	}
+	if !fallbackable(err) {
+		return nil, err
+	}
+	var all []struct {
+		ID   int64  `json:"id"`
+		Name string `json:"name"`
+	}
+	err = c.get(ctx, "/api/orgs", nil, &all)
+	if err == nil {
+		out := make([]Org, 0, len(all))
+		for _, o := range all {
+			out = append(out, Org{ID: o.ID, Name: o.Name})
+		}
+		return out, nil
+	}
+	if !fallbackable(err) {
+		return nil, err
+	}
+	var cur struct {
+		ID   int64  `json:"id"`
+		Name string `json:"name"`
+	}
+	if err := c.get(ctx, "/api/org", nil, &cur); err != nil {
+		return nil, err
+	}
+	return []Org{{ID: cur.ID, Name: cur.Name}}, nil
+}
+
+// fallbackable: the endpoint exists for other principals but not this one.
+// A 401 is not, because the credentials themselves are wrong.
+func fallbackable(err error) bool {
+	var ae *AuthError
+	if errors.As(err, &ae) {
+		return ae.Kind == AuthForbidden
+	}
+	var api *APIError
+	return errors.As(err, &api) && (api.Status == http.StatusNotFound || api.Status == http.StatusForbidden)
+}
+
+// SearchHit is one entry of /api/search. Folder fields are empty for the
+// General folder.
+type SearchHit struct {
+	ID          int64    `json:"id"`
+	UID         string   `json:"uid"`
+	Title       string   `json:"title"`
+	URI         string   `json:"uri"`
+	URL         string   `json:"url"`
+	Slug        string   `json:"slug"`
+	Type        string   `json:"type"`
+	Tags        []string `json:"tags"`
+	IsStarred   bool     `json:"isStarred"`
+	FolderID    int64    `json:"folderId,omitempty"`
+	FolderUID   string   `json:"folderUid,omitempty"`
+	FolderTitle string   `json:"folderTitle,omitempty"`
+	FolderURL   string   `json:"folderUrl,omitempty"`
+}
+
+// Search types.
+const (
+	TypeDashboard = "dash-db"
+	TypeFolder    = "dash-folder"
+)
+
+// SearchQuery selects hits; Type is TypeDashboard or TypeFolder.
+type SearchQuery struct {
+	Type  string
+	Query string
+	// PageSize defaults to MaxSearchLimit.
+	PageSize int
+}
+
+// Search walks every page of /api/search, calling fn per hit, so callers can
+// start work before the last page arrives. Pages run 1..n until a short page.
+func (c *Client) Search(ctx context.Context, q SearchQuery, fn func(SearchHit) error) error {
+	limit := q.PageSize
+	if limit <= 0 || limit > MaxSearchLimit {
+		limit = MaxSearchLimit
+	}
+	var prevFirst string
+	for page := 1; ; page++ {
+		v := url.Values{}
+		if q.Type != "" {
+			v.Set("type", q.Type)
+		}
+		if q.Query != "" {
+			v.Set("query", q.Query)
+		}
+		v.Set("limit", strconv.Itoa(limit))
+		v.Set("page", strconv.Itoa(page))
+		var hits []SearchHit
+		if err := c.get(ctx, "/api/search", v, &hits); err != nil {
+			return err
+		}
+		if len(hits) > 0 {
+			first := hits[0].Type + "/" + hits[0].UID
+			// A server that ignores "page" would otherwise loop forever.
+			if page > 1 && first == prevFirst {
+				return fmt.Errorf("grafana %s: search returned the same page twice (page=%d); the server ignores paging", c.display, page)
+			}
+			prevFirst = first
+		}
+		for _, h := range hits {
+			if err := fn(h); err != nil {
+				return err
+			}
+		}
+		if len(hits) < limit {
+			return nil
+		}
+	}
+}
+
+// SearchDashboards lists every dashboard (type=dash-db) of the client's org.
+func (c *Client) SearchDashboards(ctx context.Context) ([]SearchHit, error) {
+	var out []SearchHit
+	err := c.Search(ctx, SearchQuery{Type: TypeDashboard}, func(h SearchHit) error {
+		out = append(out, h)
+		return nil
+	})
+	return out, err
+}
+
+// DashboardMeta is the "meta" part of /api/dashboards/uid/:uid.
+type DashboardMeta struct {
+	Type        string    `json:"type"`
+	Slug        string    `json:"slug"`
+	URL         string    `json:"url"`
+	Created     time.Time `json:"created"`
+	Updated     time.Time `json:"updated"`
+	Version     int64     `json:"version"`
+	FolderID    int64     `json:"folderId"`
+	FolderUID   string    `json:"folderUid"`
+	FolderTitle string    `json:"folderTitle"`
+	Provisioned bool      `json:"provisioned"`
+}
+
+// Dashboard is a dashboard with its raw JSON model, kept raw so that callers
+// can hash exactly what Grafana stored.
+type Dashboard struct {
+	Dashboard json.RawMessage `json:"dashboard"`
+	Meta      DashboardMeta   `json:"meta"`
+}
+
+// Dashboard fetches one dashboard; a missing one gives an error matching ErrNotFound.
+func (c *Client) Dashboard(ctx context.Context, uid string) (*Dashboard, error) {
+	var d Dashboard
+	if err := c.get(ctx, "/api/dashboards/uid/"+url.PathEscape(uid), nil, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// Folder is an entry of /api/folders. ParentUID is set for nested folders.
+type Folder struct {
+	ID        int64  `json:"id"`
+	UID       string `json:"uid"`
+	Title     string `json:"title"`
+	ParentUID string `json:"parentUid,omitempty"`
+}
+
+// Folders lists folders through /api/folders, page by page.
+func (c *Client) Folders(ctx context.Context) ([]Folder, error) {
+	const limit = 1000
+	var out []Folder
+	for page := 1; ; page++ {
+		v := url.Values{"limit": {strconv.Itoa(limit)}, "page": {strconv.Itoa(page)}}
+		var fs []Folder
+		if err := c.get(ctx, "/api/folders", v, &fs); err != nil {
+			return nil, err
+		}
+		out = append(out, fs...)
+		if len(fs) < limit {
+			return out, nil
+		}
+	}
+}
+
+// SaveRequest is the body of POST /api/dashboards/db.
+type SaveRequest struct {
+	Dashboard json.RawMessage `json:"dashboard"`
+	FolderUID string          `json:"folderUid,omitempty"`
+	Overwrite bool            `json:"overwrite"`
+	Message   string          `json:"message,omitempty"`
+}
+
+// SaveResult is the 200 answer of POST /api/dashboards/db.
+type SaveResult struct {
+	ID      int64  `json:"id"`
+	UID     string `json:"uid"`
+	URL     string `json:"url"`
+	Status  string `json:"status"`
+	Version int64  `json:"version"`
+	Slug    string `json:"slug"`
+}
+
+// SaveDashboard creates or updates a dashboard. It is never retried on 5xx: a
+// save that did land would then fail with 412 or, with Overwrite, save twice.
+// A 412 comes back as *APIError with GrafanaStatus version-mismatch or name-exists.
+func (c *Client) SaveDashboard(ctx context.Context, sr SaveRequest) (SaveResult, error) {
+	var res SaveResult
+	body, err := json.Marshal(sr)
+	if err != nil {
+		return res, err
+	}
+	err = c.do(ctx, request{method: http.MethodPost, path: "/api/dashboards/db", body: body}, &res)
+	return res, err
+}

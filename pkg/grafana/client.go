@@ -1,0 +1,382 @@
+// Package grafana is a small client for the parts of the Grafana HTTP API that
+// rebind needs to prove a migration lost nothing: health, orgs, search,
+// dashboards and folders.
+package grafana
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Credentials authenticate the client. Token wins over User/Password when both
+// are set, matching what Grafana does with an Authorization header.
+type Credentials struct {
+	User     string
+	Password string
+	Token    string
+	// Source names where the credentials came from (e.g. "Secret monitoring/grafana")
+	// so that error messages can point a person at the thing to fix.
+	Source string
+}
+
+// String never reveals the password or token: Credentials end up in %v of
+// structs more often than anyone intends.
+func (c Credentials) String() string {
+	switch {
+	case c.Token != "":
+		return "bearer token (redacted)"
+	case c.User != "" || c.Password != "":
+		return fmt.Sprintf("basic user=%q password=(redacted)", c.User)
+	default:
+		return "no credentials"
+	}
+}
+
+// GoString covers %#v, which would otherwise print the fields.
+func (c Credentials) GoString() string { return "grafana.Credentials{" + c.String() + "}" }
+
+func (c Credentials) empty() bool { return c.Token == "" && c.User == "" && c.Password == "" }
+
+// Options configure a Client. Only URL is required.
+type Options struct {
+	URL         string
+	Credentials Credentials
+	// OrgID, when > 0, is sent as X-Grafana-Org-Id on every request.
+	OrgID              int64
+	CAFile             string
+	InsecureSkipVerify bool
+	// Timeout bounds each attempt (default 30s).
+	Timeout time.Duration
+	// MaxAttempts for idempotent requests failing with 5xx or connection errors (default 4).
+	MaxAttempts int
+	// RetryBaseDelay is the first backoff, doubled on each retry up to RetryMaxDelay
+	// (defaults 250ms and 5s).
+	RetryBaseDelay time.Duration
+	RetryMaxDelay  time.Duration
+	// MaxConnsPerHost caps parallel connections (default 32).
+	MaxConnsPerHost int
+	Logger          *zap.Logger
+	// Transport replaces the default transport (tests, proxies). TLS options are
+	// ignored when it is set.
+	Transport http.RoundTripper
+}
+
+// Client talks to one Grafana. It is safe for concurrent use.
+type Client struct {
+	base        *url.URL
+	display     string // base URL without user info, safe for messages
+	creds       Credentials
+	orgID       int64
+	hc          *http.Client
+	maxAttempts int
+	baseDelay   time.Duration
+	maxDelay    time.Duration
+	log         *zap.Logger
+}
+
+// New validates the options and builds a Client. It does not contact Grafana.
+func New(opts Options) (*Client, error) {
+	if strings.TrimSpace(opts.URL) == "" {
+		return nil, errors.New("grafana: URL is required")
+	}
+	u, err := url.Parse(strings.TrimSpace(opts.URL))
+	if err != nil {
+		// url.Parse errors echo the input, which may hold a password.
+		return nil, errors.New("grafana: URL is not a valid URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("grafana: URL scheme must be http or https, got %q", u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, errors.New("grafana: URL has no host")
+	}
+	creds := opts.Credentials
+	if u.User != nil {
+		// Accept http://user:pass@host for convenience, but keep it out of
+		// every message and log line from here on.
+		if creds.empty() {
+			creds.User = u.User.Username()
+			creds.Password, _ = u.User.Password()
+			creds.Source = "the URL"
+		}
+		u.User = nil
+	}
+	u.RawQuery, u.Fragment = "", ""
+	u.Path = strings.TrimRight(u.Path, "/")
+
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	c := &Client{
+		base:        u,
+		display:     u.String(),
+		creds:       creds,
+		orgID:       opts.OrgID,
+		maxAttempts: opts.MaxAttempts,
+		baseDelay:   opts.RetryBaseDelay,
+		maxDelay:    opts.RetryMaxDelay,
+		log:         log.With(zap.String("grafana", u.String())),
+	}
+	if c.maxAttempts <= 0 {
+		c.maxAttempts = 4
+	}
+	if c.baseDelay <= 0 {
+		c.baseDelay = 250 * time.Millisecond
+	}
+	if c.maxDelay <= 0 {
+		c.maxDelay = 5 * time.Second
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	rt := opts.Transport
+	if rt == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		conns := opts.MaxConnsPerHost
+		if conns <= 0 {
+			conns = 32
+		}
+		// The default of 2 idle connections per host makes a worker pool
+		// open and close a socket per request, which on loopback soon runs
+		// out of ephemeral ports.
+		tr.MaxIdleConnsPerHost = conns
+		tr.MaxConnsPerHost = conns
+		if u.Scheme == "https" {
+			tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+			if opts.CAFile != "" {
+				pem, err := os.ReadFile(opts.CAFile)
+				if err != nil {
+					return nil, fmt.Errorf("grafana: reading CA file: %w", err)
+				}
+				pool, err := x509.SystemCertPool()
+				if err != nil || pool == nil {
+					pool = x509.NewCertPool()
+				}
+				if !pool.AppendCertsFromPEM(pem) {
+					return nil, fmt.Errorf("grafana: CA file %s holds no PEM certificate", opts.CAFile)
+				}
+				tlsCfg.RootCAs = pool
+			}
+			if opts.InsecureSkipVerify {
+				c.log.Warn("TLS certificate verification is disabled for Grafana; anyone on the path can read the credentials")
+				tlsCfg.InsecureSkipVerify = true
+			}
+			tr.TLSClientConfig = tlsCfg
+		}
+		rt = tr
+	} else if opts.InsecureSkipVerify {
+		c.log.Warn("insecure-skip-verify requested but a custom transport is in use; the flag has no effect")
+	}
+	c.hc = &http.Client{Transport: rt, Timeout: timeout}
+	return c, nil
+}
+
+// URL is the base URL without user info.
+func (c *Client) URL() string { return c.display }
+
+// OrgID is the org sent in X-Grafana-Org-Id (0: the user's current org).
+func (c *Client) OrgID() int64 { return c.orgID }
+
+// WithOrg returns a client for another org sharing this client's connections.
+func (c *Client) WithOrg(orgID int64) *Client {
+	cp := *c
+	cp.orgID = orgID
+	cp.log = c.log.With(zap.Int64("org", orgID))
+	return &cp
+}
+
+// request describes one API call; retries are decided from it.
+type request struct {
+	method string
+	path   string
+	query  url.Values
+	body   []byte
+	// retry5xx: only for idempotent calls; a retried POST could save twice.
+	retry5xx bool
+}
+
+// errorBody is the shape of Grafana's error answers.
+type errorBody struct {
+	Message   string `json:"message"`
+	MessageID string `json:"messageId"`
+	Status    string `json:"status"`
+	Database  string `json:"database"`
+}
+
+// do runs a request with retries and decodes a 2xx JSON answer into out.
+func (c *Client) do(ctx context.Context, r request, out any) error {
+	u := *c.base
+	u.Path = c.base.Path + r.path
+	if len(r.query) > 0 {
+		u.RawQuery = r.query.Encode()
+	}
+	target := u.String()
+	var lastErr error
+	lastStatus := 0
+	attempts := 0
+	for attempt := 1; attempt <= c.maxAttempts; attempt++ {
+		attempts = attempt
+		if attempt > 1 {
+			if err := c.sleep(ctx, attempt-1); err != nil {
+				return err
+			}
+		}
+		resp, err := c.send(ctx, r, target)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			lastErr, lastStatus = connErr(err), 0
+			c.log.Warn("grafana request failed, will retry", zap.String("method", r.method), zap.String("path", r.path),
+				zap.Int("attempt", attempt), zap.Error(lastErr))
+			continue
+		}
+		if resp.StatusCode >= 500 && r.retry5xx {
+			eb := readErrorBody(resp)
+			lastStatus = resp.StatusCode
+			lastErr = fmt.Errorf("%s %s: %d %s", r.method, r.path, resp.StatusCode, nonEmpty(eb.Message, http.StatusText(resp.StatusCode)))
+			c.log.Warn("grafana answered a server error, will retry", zap.String("method", r.method), zap.String("path", r.path),
+				zap.Int("status", resp.StatusCode), zap.Int("attempt", attempt))
+			continue
+		}
+		return c.finish(r, target, resp, out)
+	}
+	return &UnreachableError{URL: c.display, Attempts: attempts, Status: lastStatus, Err: lastErr}
+}
+
+func (c *Client) send(ctx context.Context, r request, target string) (*http.Response, error) {
+	var body io.Reader
+	if r.body != nil {
+		body = bytes.NewReader(r.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, target, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if r.body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	switch {
+	case c.creds.Token != "":
+		req.Header.Set("Authorization", "Bearer "+c.creds.Token)
+	case c.creds.User != "" || c.creds.Password != "":
+		req.SetBasicAuth(c.creds.User, c.creds.Password)
+	}
+	if c.orgID > 0 {
+		req.Header.Set("X-Grafana-Org-Id", strconv.FormatInt(c.orgID, 10))
+	}
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	if err == nil && c.log.Core().Enabled(zap.DebugLevel) {
+		c.log.Debug("grafana request", zap.String("method", r.method), zap.String("path", r.path),
+			zap.Int("status", resp.StatusCode), zap.Duration("took", time.Since(start)))
+	}
+	return resp, err
+}
+
+// finish turns a final answer into a decoded value or a typed error.
+func (c *Client) finish(r request, target string, resp *http.Response, out any) error {
+	defer func() {
+		// Draining lets the connection be reused by the next request.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+		resp.Body.Close()
+	}()
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if out == nil {
+			return nil
+		}
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return fmt.Errorf("grafana %s %s: decoding answer: %w", r.method, target, err)
+		}
+		return nil
+	}
+	eb := readErrorBody(resp)
+	switch resp.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		ae := &AuthError{URL: c.display, Status: resp.StatusCode, MessageID: eb.MessageID, Message: eb.Message,
+			User: c.creds.User, Source: c.creds.Source, OrgID: c.orgID}
+		switch {
+		case resp.StatusCode == http.StatusForbidden:
+			ae.Kind = AuthForbidden
+		case c.creds.empty():
+			ae.Kind = AuthMissing
+		case c.creds.Token != "":
+			ae.Kind = AuthTokenRejected
+		default:
+			ae.Kind = AuthPasswordRejected
+		}
+		return ae
+	}
+	return &APIError{Method: r.method, URL: target, Status: resp.StatusCode, Message: nonEmpty(eb.Message, http.StatusText(resp.StatusCode)),
+		MessageID: eb.MessageID, GrafanaStatus: eb.Status, database: eb.Database}
+}
+
+func readErrorBody(resp *http.Response) errorBody {
+	var eb errorBody
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	if json.Unmarshal(b, &eb) != nil || eb.Message == "" && eb.Status == "" && eb.Database == "" {
+		// Proxies answer with HTML or plain text; keep a short excerpt.
+		s := strings.TrimSpace(string(b))
+		if len(s) > 200 {
+			s = s[:200] + "..."
+		}
+		if eb.Message == "" {
+			eb.Message = s
+		}
+	}
+	return eb
+}
+
+// connErr strips *url.Error, whose text repeats the whole request URL.
+func connErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("timed out: %w", err)
+	}
+	return err
+}
+
+func (c *Client) sleep(ctx context.Context, retry int) error {
+	d := c.baseDelay << (retry - 1)
+	if d > c.maxDelay || d <= 0 {
+		d = c.maxDelay
+	}
+	// Jitter keeps many rebind processes from hammering a recovering Grafana in step.
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (c *Client) get(ctx context.Context, path string, q url.Values, out any) error {
+	return c.do(ctx, request{method: http.MethodGet, path: path, query: q, retry5xx: true}, out)
+}

@@ -1,0 +1,261 @@
+package inventory
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Change is a dashboard whose content differs.
+type Change struct {
+	UID             string `json:"uid"`
+	Title           string `json:"title"`
+	CurrentTitle    string `json:"currentTitle,omitempty"`
+	BaselineSHA256  string `json:"baselineSha256"`
+	CurrentSHA256   string `json:"currentSha256"`
+	BaselineVersion int64  `json:"baselineVersion"`
+	CurrentVersion  int64  `json:"currentVersion"`
+}
+
+// Move is a dashboard (or folder) now in another folder.
+type Move struct {
+	UID   string `json:"uid"`
+	Title string `json:"title"`
+	From  string `json:"from"` // folder uid, "" for General
+	To    string `json:"to"`
+}
+
+// OrgResult is the comparison of one org.
+type OrgResult struct {
+	OrgID int64  `json:"orgId"`
+	Name  string `json:"name,omitempty"`
+	// OrgMissing: the org exists in the baseline but not now (or the user
+	// cannot see it any more).
+	OrgMissing     bool        `json:"orgMissing,omitempty"`
+	Missing        []Dashboard `json:"missing,omitempty"`
+	Extra          []Dashboard `json:"extra,omitempty"`
+	Changed        []Change    `json:"changed,omitempty"`
+	Moved          []Move      `json:"moved,omitempty"`
+	MissingFolders []Folder    `json:"missingFolders,omitempty"`
+	ExtraFolders   []Folder    `json:"extraFolders,omitempty"`
+	RenamedFolders []Change    `json:"renamedFolders,omitempty"`
+	MovedFolders   []Move      `json:"movedFolders,omitempty"`
+	Identical      int         `json:"identical"`
+	// VersionOnly counts identical dashboards whose version number moved,
+	// which Grafana upgrades do on their own.
+	VersionOnly int `json:"versionOnly,omitempty"`
+}
+
+func (o OrgResult) ok() bool {
+	return !o.OrgMissing && len(o.Missing) == 0 && len(o.Changed) == 0 && len(o.Moved) == 0 &&
+		len(o.MissingFolders) == 0 && len(o.RenamedFolders) == 0 && len(o.MovedFolders) == 0
+}
+
+// Result is the outcome of Compare.
+type Result struct {
+	Baseline Counts      `json:"baseline"`
+	Current  Counts      `json:"current"`
+	Orgs     []OrgResult `json:"orgs"`
+}
+
+// OK is true when every baseline dashboard and folder is present, unchanged
+// and in place. Extra items alone do not make it false.
+func (r Result) OK() bool {
+	for _, o := range r.Orgs {
+		if !o.ok() {
+			return false
+		}
+	}
+	return true
+}
+
+// Totals sums the per-org findings.
+func (r Result) Totals() (missing, extra, changed, moved, identical int) {
+	for _, o := range r.Orgs {
+		missing += len(o.Missing)
+		extra += len(o.Extra)
+		changed += len(o.Changed)
+		moved += len(o.Moved)
+		identical += o.Identical
+	}
+	return
+}
+
+// Compare checks current against baseline, org by org, keyed by uid.
+func Compare(baseline, current *Inventory) Result {
+	r := Result{Baseline: baseline.Totals(), Current: current.Totals()}
+	seen := map[int64]bool{}
+	for _, bo := range baseline.Orgs {
+		seen[bo.ID] = true
+		co := current.Org(bo.ID)
+		or := OrgResult{OrgID: bo.ID, Name: bo.Name}
+		if co == nil {
+			or.OrgMissing = len(bo.Dashboards) > 0 || len(bo.Folders) > 0
+			co = &Org{ID: bo.ID}
+		}
+		compareOrg(&or, &bo, co)
+		r.Orgs = append(r.Orgs, or)
+	}
+	for _, co := range current.Orgs {
+		if seen[co.ID] {
+			continue
+		}
+		or := OrgResult{OrgID: co.ID, Name: co.Name}
+		compareOrg(&or, &Org{ID: co.ID}, &co)
+		r.Orgs = append(r.Orgs, or)
+	}
+	return r
+}
+
+func compareOrg(r *OrgResult, base, cur *Org) {
+	curDash := make(map[string]*Dashboard, len(cur.Dashboards))
+	for i := range cur.Dashboards {
+		curDash[cur.Dashboards[i].UID] = &cur.Dashboards[i]
+	}
+	for _, b := range base.Dashboards {
+		c, ok := curDash[b.UID]
+		if !ok {
+			r.Missing = append(r.Missing, b)
+			continue
+		}
+		delete(curDash, b.UID)
+		same := true
+		if c.SHA256 != b.SHA256 {
+			same = false
+			ch := Change{UID: b.UID, Title: b.Title, BaselineSHA256: b.SHA256, CurrentSHA256: c.SHA256,
+				BaselineVersion: b.Version, CurrentVersion: c.Version}
+			if c.Title != b.Title {
+				ch.CurrentTitle = c.Title
+			}
+			r.Changed = append(r.Changed, ch)
+		}
+		if c.FolderUID != b.FolderUID {
+			same = false
+			r.Moved = append(r.Moved, Move{UID: b.UID, Title: b.Title, From: b.FolderUID, To: c.FolderUID})
+		}
+		if same {
+			r.Identical++
+			if c.Version != b.Version {
+				r.VersionOnly++
+			}
+		}
+	}
+	for _, c := range cur.Dashboards {
+		if _, ok := curDash[c.UID]; ok {
+			r.Extra = append(r.Extra, c)
+		}
+	}
+
+	curFolders := make(map[string]Folder, len(cur.Folders))
+	for _, f := range cur.Folders {
+		curFolders[f.UID] = f
+	}
+	for _, b := range base.Folders {
+		c, ok := curFolders[b.UID]
+		if !ok {
+			r.MissingFolders = append(r.MissingFolders, b)
+			continue
+		}
+		delete(curFolders, b.UID)
+		if c.Title != b.Title {
+			r.RenamedFolders = append(r.RenamedFolders, Change{UID: b.UID, Title: b.Title, CurrentTitle: c.Title})
+		}
+		if c.ParentUID != b.ParentUID {
+			r.MovedFolders = append(r.MovedFolders, Move{UID: b.UID, Title: b.Title, From: b.ParentUID, To: c.ParentUID})
+		}
+	}
+	for _, c := range cur.Folders {
+		if _, ok := curFolders[c.UID]; ok {
+			r.ExtraFolders = append(r.ExtraFolders, c)
+		}
+	}
+}
+
+// summaryListMax keeps the summary readable when thousands differ; the JSON
+// result still has every entry.
+const summaryListMax = 20
+
+// Summary is a human-readable report, ending in a RESULT line.
+func (r Result) Summary() string {
+	var b strings.Builder
+	missing, extra, changed, moved, identical := r.Totals()
+	fmt.Fprintf(&b, "baseline: %d dashboards, %d folders; current: %d dashboards, %d folders\n",
+		r.Baseline.Dashboards, r.Baseline.Folders, r.Current.Dashboards, r.Current.Folders)
+	fmt.Fprintf(&b, "dashboards: %d identical, %d missing, %d changed, %d moved, %d extra\n", identical, missing, changed, moved, extra)
+	folderName := func(uid string) string {
+		if uid == "" {
+			return "General"
+		}
+		return uid
+	}
+	for _, o := range r.Orgs {
+		if o.ok() && len(o.Extra) == 0 && len(o.ExtraFolders) == 0 && o.VersionOnly == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "org %d", o.OrgID)
+		if o.Name != "" {
+			fmt.Fprintf(&b, " (%s)", o.Name)
+		}
+		b.WriteString(":\n")
+		if o.OrgMissing {
+			b.WriteString("  the org is missing (or no longer visible to this user)\n")
+		}
+		list(&b, "missing", len(o.Missing), func(i int) string {
+			d := o.Missing[i]
+			return fmt.Sprintf("%s %q in %s", d.UID, d.Title, folderName(d.FolderUID))
+		})
+		list(&b, "changed", len(o.Changed), func(i int) string {
+			c := o.Changed[i]
+			s := fmt.Sprintf("%s %q content differs (version %d -> %d)", c.UID, c.Title, c.BaselineVersion, c.CurrentVersion)
+			if c.CurrentTitle != "" {
+				s += fmt.Sprintf(", now titled %q", c.CurrentTitle)
+			}
+			return s
+		})
+		list(&b, "moved", len(o.Moved), func(i int) string {
+			m := o.Moved[i]
+			return fmt.Sprintf("%s %q from %s to %s", m.UID, m.Title, folderName(m.From), folderName(m.To))
+		})
+		list(&b, "missing folders", len(o.MissingFolders), func(i int) string {
+			f := o.MissingFolders[i]
+			return fmt.Sprintf("%s %q", f.UID, f.Title)
+		})
+		list(&b, "renamed folders", len(o.RenamedFolders), func(i int) string {
+			f := o.RenamedFolders[i]
+			return fmt.Sprintf("%s %q now %q", f.UID, f.Title, f.CurrentTitle)
+		})
+		list(&b, "moved folders", len(o.MovedFolders), func(i int) string {
+			m := o.MovedFolders[i]
+			return fmt.Sprintf("%s %q from %s to %s", m.UID, m.Title, folderName(m.From), folderName(m.To))
+		})
+		list(&b, "extra (not in baseline, not a failure)", len(o.Extra), func(i int) string {
+			d := o.Extra[i]
+			return fmt.Sprintf("%s %q", d.UID, d.Title)
+		})
+		list(&b, "extra folders (not a failure)", len(o.ExtraFolders), func(i int) string {
+			f := o.ExtraFolders[i]
+			return fmt.Sprintf("%s %q", f.UID, f.Title)
+		})
+		if o.VersionOnly > 0 {
+			fmt.Fprintf(&b, "  %d dashboards have a new version number but identical content (normal after a Grafana upgrade)\n", o.VersionOnly)
+		}
+	}
+	if r.OK() {
+		b.WriteString("RESULT: OK, every dashboard in the baseline is present and unchanged\n")
+	} else {
+		b.WriteString("RESULT: FAILED, dashboards or folders were lost or changed\n")
+	}
+	return b.String()
+}
+
+func list(b *strings.Builder, label string, n int, item func(int) string) {
+	if n == 0 {
+		return
+	}
+	fmt.Fprintf(b, "  %s: %d\n", label, n)
+	for i := 0; i < n && i < summaryListMax; i++ {
+		fmt.Fprintf(b, "    - %s\n", item(i))
+	}
+	if n > summaryListMax {
+		fmt.Fprintf(b, "    ... and %d more\n", n-summaryListMax)
+	}
+}
