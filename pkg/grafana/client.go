@@ -245,6 +245,11 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 				return ctx.Err()
 			}
 			lastErr, lastStatus = connErr(err), 0
+			var certErr *tls.CertificateVerificationError
+			if errors.As(err, &certErr) {
+				// Retrying cannot fix a certificate the client does not trust.
+				return fmt.Errorf("grafana at %s: TLS certificate not trusted (%v): pass --grafana-ca-file, or --grafana-insecure-skip-verify for a test setup", c.display, certErr.Err)
+			}
 			c.log.Warn("grafana request failed, will retry", zap.String("method", r.method), zap.String("path", r.path),
 				zap.Int("attempt", attempt), zap.Error(lastErr))
 			continue
