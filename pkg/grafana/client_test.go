@@ -1,0 +1,490 @@
+package grafana_test
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/rebind-dev/rebind/e2e/grafanastandin"
+	"github.com/rebind-dev/rebind/pkg/grafana"
+)
+
+const secretPassword = "s3cret-Pa55word-never-shown"
+
+func fastOpts(url string) grafana.Options {
+	return grafana.Options{URL: url, MaxAttempts: 4, RetryBaseDelay: time.Millisecond, RetryMaxDelay: 5 * time.Millisecond, Timeout: 2 * time.Second}
+}
+
+// flaky fails the first n requests with status, then answers 200 [].
+func flaky(n int, status int, calls *atomic.Int32) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if int(calls.Add(1)) <= n {
+			w.WriteHeader(status)
+			fmt.Fprint(w, `{"message":"boom"}`)
+			return
+		}
+		fmt.Fprint(w, `[]`)
+	}
+}
+
+func TestRetries(t *testing.T) {
+	tests := []struct {
+		name      string
+		fail      int
+		status    int
+		wantCalls int32
+		wantErr   func(error) bool
+	}{
+		{"503 twice then ok", 2, 503, 3, nil},
+		{"500 three times then ok", 3, 500, 4, nil},
+		{"503 always", 100, 503, 4, func(err error) bool {
+			var u *grafana.UnreachableError
+			return errors.As(err, &u) && u.Status == 503 && u.Attempts == 4
+		}},
+		{"400 never retried", 100, 400, 1, func(err error) bool {
+			var a *grafana.APIError
+			return errors.As(err, &a) && a.Status == 400
+		}},
+		{"404 never retried", 100, 404, 1, func(err error) bool { return errors.Is(err, grafana.ErrNotFound) }},
+		{"422 never retried", 100, 422, 1, func(err error) bool {
+			var a *grafana.APIError
+			return errors.As(err, &a) && a.Status == 422 && strings.Contains(a.Error(), "boom")
+		}},
+		{"401 never retried", 100, 401, 1, func(err error) bool {
+			var a *grafana.AuthError
+			return errors.As(err, &a) && a.Kind == grafana.AuthMissing
+		}},
+		{"403 never retried", 100, 403, 1, func(err error) bool {
+			var a *grafana.AuthError
+			return errors.As(err, &a) && a.Kind == grafana.AuthForbidden
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls atomic.Int32
+			srv := httptest.NewServer(flaky(tt.fail, tt.status, &calls))
+			defer srv.Close()
+			c, err := grafana.New(fastOpts(srv.URL))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Folders(context.Background())
+			if got := calls.Load(); got != tt.wantCalls {
+				t.Errorf("%d calls, want %d", got, tt.wantCalls)
+			}
+			if tt.wantErr == nil && err != nil {
+				t.Fatalf("unexpected error %v", err)
+			}
+			if tt.wantErr != nil && !tt.wantErr(err) {
+				t.Fatalf("unexpected error %T %v", err, err)
+			}
+		})
+	}
+}
+
+func TestPostNotRetriedOn5xx(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(flaky(100, 503, &calls))
+	defer srv.Close()
+	c, _ := grafana.New(fastOpts(srv.URL))
+	_, err := c.SaveDashboard(context.Background(), grafana.SaveRequest{Dashboard: []byte(`{"title":"x"}`)})
+	if err == nil || calls.Load() != 1 {
+		t.Fatalf("err %v after %d calls, want an error after 1", err, calls.Load())
+	}
+}
+
+func TestUnreachableNamesURL(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	c, _ := grafana.New(fastOpts("http://admin:" + secretPassword + "@" + addr + "/grafana/"))
+	_, err = c.Health(context.Background())
+	var u *grafana.UnreachableError
+	if !errors.As(err, &u) || u.Attempts != 4 {
+		t.Fatalf("got %T %v", err, err)
+	}
+	if !strings.Contains(err.Error(), "http://"+addr+"/grafana") || strings.Contains(err.Error(), secretPassword) {
+		t.Fatalf("error should name the URL without the password: %v", err)
+	}
+}
+
+func TestTimeoutRetried(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			time.Sleep(300 * time.Millisecond)
+		}
+		fmt.Fprint(w, `[]`)
+	}))
+	defer srv.Close()
+	o := fastOpts(srv.URL)
+	o.Timeout = 100 * time.Millisecond
+	c, _ := grafana.New(o)
+	if _, err := c.Folders(context.Background()); err != nil || calls.Load() != 2 {
+		t.Fatalf("err %v calls %d", err, calls.Load())
+	}
+}
+
+type standin struct {
+	dir string
+	s   *grafanastandin.Server
+	srv *httptest.Server
+}
+
+func newStandin(t *testing.T, spec grafanastandin.SeedSpec, opts grafanastandin.Options) *standin {
+	t.Helper()
+	dir := t.TempDir()
+	if err := grafanastandin.Seed(dir, spec); err != nil {
+		t.Fatal(err)
+	}
+	s, err := grafanastandin.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(func() { srv.Close(); s.Close() })
+	return &standin{dir: dir, s: s, srv: srv}
+}
+
+func TestAuthErrors(t *testing.T) {
+	st := newStandin(t, grafanastandin.SeedSpec{Orgs: 2, DashboardsPerOrg: 2, Seed: 1},
+		grafanastandin.Options{AdminPassword: secretPassword, Tokens: []string{"glsa_good"}})
+	kube := fake.NewClientset(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "monitoring", Name: "grafana"},
+		Data:       map[string][]byte{"admin-user": []byte("admin"), "admin-password": []byte("a-new-random-password")},
+	})
+	fromSecret, err := grafana.CredentialsFromSecret(context.Background(), kube, "monitoring", "grafana")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		creds    grafana.Credentials
+		wantKind grafana.AuthKind // 0: success
+		wantMsg  []string
+	}{
+		{"good password", grafana.Credentials{User: "admin", Password: secretPassword}, 0, nil},
+		{"good token", grafana.Credentials{Token: "glsa_good"}, 0, nil},
+		{"no credentials", grafana.Credentials{}, grafana.AuthMissing, []string{"401 Unauthorized", "--grafana-token"}},
+		{"bad token", grafana.Credentials{Token: "glsa_bad"}, grafana.AuthTokenRejected, []string{"bearer token"}},
+		{"password from a new Secret", fromSecret, grafana.AuthPasswordRejected,
+			[]string{"password-auth.failed", "Secret monitoring/grafana", "first start", "grafana cli admin reset-admin-password"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := fastOpts(st.srv.URL)
+			o.Credentials = tt.creds
+			c, err := grafana.New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			orgs, err := c.Orgs(context.Background())
+			if tt.wantKind == 0 {
+				if err != nil || len(orgs) == 0 {
+					t.Fatalf("orgs %v err %v", orgs, err)
+				}
+				return
+			}
+			var ae *grafana.AuthError
+			if !errors.As(err, &ae) || ae.Kind != tt.wantKind {
+				t.Fatalf("got %T %v, want AuthError kind %d", err, err, tt.wantKind)
+			}
+			for _, m := range tt.wantMsg {
+				if !strings.Contains(err.Error(), m) {
+					t.Errorf("error lacks %q: %v", m, err)
+				}
+			}
+			for _, secret := range []string{secretPassword, "a-new-random-password", "glsa_bad"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error leaks a credential: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestOrgsFallback(t *testing.T) {
+	st := newStandin(t, grafanastandin.SeedSpec{Orgs: 3, DashboardsPerOrg: 1, Seed: 1},
+		grafanastandin.Options{AdminPassword: "pw", Tokens: []string{"tok"}})
+	tests := []struct {
+		name  string
+		creds grafana.Credentials
+		want  []int64
+	}{
+		{"admin sees memberships", grafana.Credentials{User: "admin", Password: "pw"}, []int64{1, 2, 3}},
+		// A service account has no /api/user/orgs and no /api/orgs: only its own org.
+		{"token falls back to /api/org", grafana.Credentials{Token: "tok"}, []int64{1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := fastOpts(st.srv.URL)
+			o.Credentials = tt.creds
+			c, _ := grafana.New(o)
+			orgs, err := c.Orgs(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []int64
+			for _, o := range orgs {
+				ids = append(ids, o.ID)
+				if o.Name == "" {
+					t.Errorf("org %d without a name", o.ID)
+				}
+			}
+			if fmt.Sprint(ids) != fmt.Sprint(tt.want) {
+				t.Fatalf("orgs %v, want %v", ids, tt.want)
+			}
+		})
+	}
+	// Only the /api/orgs step answers: memberships are 404 here.
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/user/orgs", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(404); fmt.Fprint(w, `{"message":"nope"}`) })
+	mux.HandleFunc("/api/orgs", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `[{"id":4,"name":"four"}]`) })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	c, _ := grafana.New(fastOpts(srv.URL))
+	orgs, err := c.Orgs(context.Background())
+	if err != nil || len(orgs) != 1 || orgs[0].ID != 4 || orgs[0].Name != "four" {
+		t.Fatalf("orgs %v err %v", orgs, err)
+	}
+}
+
+func TestOrgHeaderAndAPI(t *testing.T) {
+	st := newStandin(t, grafanastandin.SeedSpec{Orgs: 2, FoldersPerOrg: 2, DashboardsPerOrg: 7, Seed: 9}, grafanastandin.Options{AdminPassword: "pw"})
+	o := fastOpts(st.srv.URL)
+	o.Credentials = grafana.Credentials{User: "admin", Password: "pw"}
+	base, _ := grafana.New(o)
+	ctx := context.Background()
+	h, err := base.Health(ctx)
+	if err != nil || h.Database != "ok" || h.Version == "" {
+		t.Fatalf("health %+v %v", h, err)
+	}
+	uidsByOrg := map[int64][]string{}
+	for _, org := range []int64{1, 2} {
+		c := base.WithOrg(org)
+		hits, err := c.SearchDashboards(ctx)
+		if err != nil || len(hits) != 7 {
+			t.Fatalf("org %d: %d hits, %v", org, len(hits), err)
+		}
+		for _, hit := range hits {
+			uidsByOrg[org] = append(uidsByOrg[org], hit.UID)
+			d, err := c.Dashboard(ctx, hit.UID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Meta.FolderUID != hit.FolderUID || d.Meta.Version != 1 || len(d.Dashboard) == 0 {
+				t.Fatalf("dashboard %s: meta %+v vs hit %+v", hit.UID, d.Meta, hit)
+			}
+		}
+		fs, err := c.Folders(ctx)
+		if err != nil || len(fs) != 2 {
+			t.Fatalf("folders %v %v", fs, err)
+		}
+	}
+	// The other org's uid is not found in org 1.
+	_, err = base.WithOrg(1).Dashboard(ctx, uidsByOrg[2][0])
+	if !errors.Is(err, grafana.ErrNotFound) {
+		t.Fatalf("cross-org fetch: %v", err)
+	}
+	// 412s carry Grafana's status word.
+	_, err = base.SaveDashboard(ctx, grafana.SaveRequest{Dashboard: []byte(`{"uid":"n1","title":"T"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = base.SaveDashboard(ctx, grafana.SaveRequest{Dashboard: []byte(`{"uid":"n1","title":"T","version":7}`)})
+	var ae *grafana.APIError
+	if !errors.As(err, &ae) || ae.Status != 412 || ae.GrafanaStatus != "version-mismatch" {
+		t.Fatalf("want 412 version-mismatch, got %v", err)
+	}
+	st.s.Close()
+	_, err = base.Health(ctx)
+	var ue *grafana.UnhealthyError
+	if !errors.As(err, &ue) || ue.Database != "failing" {
+		t.Fatalf("health after close: %T %v", err, err)
+	}
+}
+
+func TestSearchPagingOver5000(t *testing.T) {
+	if testing.Short() {
+		t.Skip("seeds 5003 dashboards")
+	}
+	st := newStandin(t, grafanastandin.SeedSpec{FoldersPerOrg: 2, DashboardsPerOrg: 5003, Seed: 11}, grafanastandin.Options{AdminPassword: "pw"})
+	var pages atomic.Int32
+	inner := st.srv.Config.Handler
+	st.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/search" {
+			pages.Add(1)
+			if r.URL.Query().Get("limit") != "5000" || r.URL.Query().Get("type") != "dash-db" {
+				t.Errorf("search query %s", r.URL.RawQuery)
+			}
+		}
+		inner.ServeHTTP(w, r)
+	})
+	o := fastOpts(st.srv.URL)
+	o.Credentials = grafana.Credentials{User: "admin", Password: "pw"}
+	c, _ := grafana.New(o)
+	hits, err := c.SearchDashboards(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, h := range hits {
+		seen[h.UID] = true
+	}
+	if len(hits) != 5003 || len(seen) != 5003 || pages.Load() != 2 {
+		t.Fatalf("%d hits, %d unique, %d pages; want 5003, 5003, 2", len(hits), len(seen), pages.Load())
+	}
+}
+
+func TestSearchRefusesServerIgnoringPages(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `[{"uid":"a","type":"dash-db"},{"uid":"b","type":"dash-db"}]`)
+	}))
+	defer srv.Close()
+	c, _ := grafana.New(fastOpts(srv.URL))
+	err := c.Search(context.Background(), grafana.SearchQuery{Type: grafana.TypeDashboard, PageSize: 2}, func(grafana.SearchHit) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "same page") {
+		t.Fatalf("want a paging error, got %v", err)
+	}
+}
+
+func TestCredentialsNeverLogged(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	st := newStandin(t, grafanastandin.SeedSpec{DashboardsPerOrg: 2, Seed: 1}, grafanastandin.Options{AdminPassword: secretPassword, Tokens: []string{"glsa_" + secretPassword}})
+	var calls atomic.Int32
+	flakySrv := httptest.NewServer(flaky(2, 503, &calls))
+	defer flakySrv.Close()
+	for _, o := range []grafana.Options{
+		{URL: st.srv.URL, Credentials: grafana.Credentials{User: "admin", Password: secretPassword}},
+		{URL: st.srv.URL, Credentials: grafana.Credentials{User: "admin", Password: secretPassword + "x"}},
+		{URL: st.srv.URL, Credentials: grafana.Credentials{Token: "glsa_" + secretPassword}},
+		{URL: strings.Replace(flakySrv.URL, "http://", "http://admin:"+secretPassword+"@", 1)},
+	} {
+		o.Logger = zap.New(core)
+		o.RetryBaseDelay = time.Millisecond
+		c, err := grafana.New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Folders(context.Background())
+		_, _ = c.SearchDashboards(context.Background())
+		for _, s := range []string{fmt.Sprint(err), fmt.Sprintf("%v %+v %#v", o.Credentials, o.Credentials, o.Credentials)} {
+			if strings.Contains(s, secretPassword) {
+				t.Fatalf("credential leaked: %s", s)
+			}
+		}
+	}
+	if logs.Len() == 0 {
+		t.Fatal("expected debug logs")
+	}
+	for _, e := range logs.All() {
+		line := e.Message + fmt.Sprint(e.ContextMap())
+		if strings.Contains(line, secretPassword) {
+			t.Fatalf("log leaks credential: %s", line)
+		}
+	}
+}
+
+func TestTLS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"database":"ok","version":"11.4.1"}`)
+	}))
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		ca       string
+		insecure bool
+		wantErr  string
+		wantWarn bool
+	}{
+		{"untrusted", "", false, "not trusted", false},
+		{"ca file", caFile, false, "", false},
+		{"insecure", "", true, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.WarnLevel)
+			o := fastOpts(srv.URL)
+			o.CAFile, o.InsecureSkipVerify, o.Logger = tt.ca, tt.insecure, zap.New(core)
+			c, err := grafana.New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Health(context.Background())
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err %v, want %q", err, tt.wantErr)
+			}
+			warned := logs.FilterMessageSnippet("verification is disabled").Len() > 0
+			if warned != tt.wantWarn {
+				t.Fatalf("warned=%v want %v", warned, tt.wantWarn)
+			}
+		})
+	}
+}
+
+func TestCredentialsFromSecret(t *testing.T) {
+	kube := fake.NewClientset(
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "mon", Name: "mon-grafana"},
+			Data: map[string][]byte{"admin-user": []byte("root"), "admin-password": []byte("pw")}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "mon", Name: "nopw"},
+			Data: map[string][]byte{"admin-user": []byte("root")}},
+	)
+	tests := []struct {
+		name, ns, secret string
+		wantUser         string
+		wantErr          string
+	}{
+		{"chart secret", "mon", "mon-grafana", "root", ""},
+		{"missing", "mon", "grafana", "", "not found"},
+		{"no password key", "mon", "nopw", "", `no "admin-password" key`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cr, err := grafana.CredentialsFromSecret(context.Background(), kube, tt.ns, tt.secret)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || cr.User != tt.wantUser || cr.Password != "pw" || cr.Source != "Secret mon/mon-grafana" {
+				t.Fatalf("%v %v", cr, err)
+			}
+		})
+	}
+}
+
+func TestNewValidatesURL(t *testing.T) {
+	for _, u := range []string{"", "ftp://x", "http://", "://admin:" + secretPassword + "@x"} {
+		_, err := grafana.New(grafana.Options{URL: u})
+		if err == nil {
+			t.Errorf("%q accepted", u)
+		} else if strings.Contains(err.Error(), secretPassword) {
+			t.Errorf("error leaks password: %v", err)
+		}
+	}
+}
