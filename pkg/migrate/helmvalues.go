@@ -1,0 +1,61 @@
+package migrate
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// LabelChart is set by Helm charts following the usual helpers.
+const LabelChart = "helm.sh/chart"
+
+// chartHasVolumeName says whether a Grafana chart version renders
+// persistence.volumeName into the StatefulSet's claim template (8.14.0+).
+// ok is false when the version is unknown.
+func chartHasVolumeName(chart string) (has, ok bool) {
+	v := strings.TrimPrefix(chart, "grafana-")
+	parts := strings.SplitN(strings.SplitN(v, "-", 2)[0], ".", 3)
+	if len(parts) < 2 {
+		return false, false
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return false, false
+	}
+	return major > 8 || (major == 8 && minor >= 14), true
+}
+
+// helmValues are the values a later `helm upgrade` needs so that it renders
+// the StatefulSet rebind created, plus notes on what the chart cannot say.
+func helmValues(s *Spec, e *env) (map[string]any, []string) {
+	persistence := map[string]any{"storageClassName": s.ToClass, "size": s.Size}
+	var notes []string
+	chart := s.Target.StatefulSet.Labels[LabelChart]
+	has, known := chartHasVolumeName(chart)
+	if s.VolumeName {
+		pv := "<restored PV name>"
+		if e != nil && e.j != nil {
+			if name, err := e.pvFor(0); err == nil {
+				pv = name
+			}
+		} else if s.Strategy == Reuse {
+			pv = s.Target.Ordinals[0].PV.Name
+		}
+		switch {
+		case known && !has:
+			notes = append(notes, fmt.Sprintf("chart %s has no persistence.volumeName (added in 8.14.0): the pre-bound claim %s keeps the binding; do not delete it", chart, s.Target.Ordinals[0].Claim))
+		default:
+			persistence["volumeName"] = pv
+			if !known {
+				notes = append(notes, "persistence.volumeName needs Grafana chart 8.14.0 or later; on older charts the pre-bound claim keeps the binding")
+			}
+		}
+	} else {
+		notes = append(notes, fmt.Sprintf("%d replicas: volumeName cannot be set in the claim template (it would apply to every replica); each ordinal's claim is pre-bound instead, keep those claims", s.replicas()))
+	}
+	if s.Target.Release != "" {
+		notes = append(notes, fmt.Sprintf("the StatefulSet was recreated directly: run the next `helm upgrade %s` with these values (or --values-out FILE), or Helm renders the old claim template and the upgrade fails on the immutable field", s.Target.Release))
+	}
+	return map[string]any{"persistence": persistence}, notes
+}

@@ -1,0 +1,440 @@
+package migrate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"go.uber.org/zap"
+
+	"github.com/rebind-dev/rebind/pkg/app"
+	"github.com/rebind-dev/rebind/pkg/discovery"
+	"github.com/rebind-dev/rebind/pkg/journal"
+	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/plan"
+	"github.com/rebind-dev/rebind/pkg/report"
+)
+
+// Mode says how far a run goes.
+type Mode int
+
+const (
+	Apply Mode = iota
+	// PlanOnly prints the steps (client-side dry run).
+	PlanOnly
+	// ServerDryRun also sends every write with dryRun=All.
+	ServerDryRun
+)
+
+// Migrate is the migrate operation (and its rollback).
+type Migrate struct {
+	Clients *kube.Clients
+	Checker app.Checker
+	Out     io.Writer
+	Log     *zap.Logger
+	// AfterStep lets tests kill a run right after a step.
+	AfterStep func(ctx context.Context, id string) error
+	// LeaseDuration defaults to 30s: a killed run blocks re-runs that long.
+	LeaseDuration time.Duration
+}
+
+// FailedError is a run that stopped half-way: the journal holds its
+// progress and the same command resumes it.
+type FailedError struct {
+	Namespace, StatefulSet string
+	Err                    error
+}
+
+func (e *FailedError) Error() string {
+	return fmt.Sprintf("%v\nnothing is lost: the original volumes are kept with reclaim policy Retain and progress is in ConfigMap %s/%s.\nfix the cause and re-run the same command to resume, or return to the original volumes with `rebind rollback -n %s --statefulset %s`",
+		e.Err, e.Namespace, journal.Name(e.StatefulSet), e.Namespace, e.StatefulSet)
+}
+func (e *FailedError) Unwrap() error { return e.Err }
+
+// RolledBackError is a migration whose verification failed and that was
+// rolled back to the original volumes.
+type RolledBackError struct{ Err error }
+
+func (e *RolledBackError) Error() string {
+	return fmt.Sprintf("%v\nrolled back: the StatefulSet runs on its original volumes again", e.Err)
+}
+func (e *RolledBackError) Unwrap() error { return e.Err }
+
+func (m *Migrate) out() io.Writer {
+	if m.Out == nil {
+		return io.Discard
+	}
+	return m.Out
+}
+
+func (m *Migrate) log() *zap.Logger {
+	if m.Log == nil {
+		return zap.NewNop()
+	}
+	return m.Log
+}
+
+func newRunID() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Run migrates (or plans, with mode != Apply). It returns the report even
+// on failure.
+func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report, error) {
+	start := time.Now()
+	rep := &report.Report{Operation: "migrate", Strategy: string(o.Strategy), StartedAt: start}
+	finish := func(outcome string, err error) (*report.Report, error) {
+		rep.Outcome = outcome
+		rep.FinishedAt = time.Now()
+		rep.Duration = report.Duration(rep.FinishedAt.Sub(start))
+		if err != nil {
+			rep.Error = err.Error()
+		}
+		return rep, err
+	}
+
+	ns := o.Target.Namespace
+	existing, err := m.existingJournal(ctx, o)
+	if err != nil {
+		return finish(report.Failed, err)
+	}
+
+	var spec *Spec
+	var j *journal.Journal
+	if existing != nil {
+		spec, err = decodeSpec(existing)
+		if err != nil {
+			return finish(report.Failed, err)
+		}
+		if err := sameRequest(spec, o); err != nil {
+			return finish(report.Failed, err)
+		}
+		j = existing
+		fmt.Fprintf(m.out(), "Resuming %s run %s of %s/%s (journal ConfigMap %s/%s)\n", spec.Strategy, spec.RunID, ns, spec.Target.Name(), ns, j.ConfigMapName())
+	} else {
+		t, err := discovery.Discover(ctx, m.Clients, o.Target)
+		if err != nil {
+			return finish(report.Failed, err)
+		}
+		fmt.Fprintf(m.out(), "Target: StatefulSet %s/%s, %d replica(s), claim template %q\n", t.Namespace, t.Name(), t.Replicas(), t.ClaimTemplate)
+		spec, err = m.resolve(ctx, o, t)
+		if err != nil {
+			return finish(report.Failed, err)
+		}
+		spec.RunID = newRunID()
+	}
+	rep.RunID, rep.Target, rep.Strategy = spec.RunID, ns+"/"+spec.Target.Name(), string(spec.Strategy)
+	rep.VolumesBefore = volumesOf(spec.Target)
+
+	e := &env{c: m.Clients, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID)), baseline: o.BaselineFile}
+	if mode != Apply {
+		p := buildPlan(e)
+		plan.Print(m.out(), p, nil)
+		if mode == ServerDryRun {
+			fmt.Fprintln(m.out(), "Server-side dry run (nothing is changed):")
+			if err := plan.ServerDryRun(ctx, m.out(), p); err != nil {
+				return finish(report.Failed, err)
+			}
+		}
+		for _, s := range p.Steps {
+			rep.Steps = append(rep.Steps, plan.Result{ID: s.ID(), Describe: s.Describe(), Status: "planned"})
+		}
+		rep.HelmValues, rep.Notes = helmValues(spec, e)
+		return finish(report.Planned, nil)
+	}
+
+	lease, err := journal.AcquireLease(ctx, m.Clients.Kube, ns, spec.Target.Name(), holderID(o, spec), m.leaseDuration())
+	if err != nil {
+		return finish(report.Failed, err)
+	}
+	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
+
+	if j == nil {
+		j, err = journal.Create(ctx, m.Clients.Kube, ns, spec.Target.Name(), spec.RunID, "migrate", spec)
+		if err != nil {
+			return finish(report.Failed, err)
+		}
+	} else if err := j.SetPhase(ctx, journal.Running, nil); err != nil {
+		return finish(report.Failed, err)
+	}
+	e.j = j
+	p := buildPlan(e)
+	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log, AfterStep: m.AfterStep}
+	fmt.Fprintf(m.out(), "Migrating %s/%s with strategy %s (run %s, %d steps)\n", ns, spec.Target.Name(), spec.Strategy, spec.RunID, len(p.Steps))
+	results, runErr := runner.Run(ctx, p)
+	rep.Steps = results
+	rep.Verification = e.verdicts
+	rep.Downtime = report.Duration(downtime(j))
+	rep.Leftovers = leftovers(ctx, e)
+
+	if runErr != nil {
+		var verr *VerificationError
+		if errors.As(runErr, &verr) && !o.NoRollback {
+			fmt.Fprintln(m.out(), "Verification failed: rolling back to the original volumes")
+			wctx := context.WithoutCancel(ctx)
+			_ = j.SetPhase(wctx, journal.RollingBack, runErr)
+			undo, uerr := runner.Undo(wctx, p)
+			rep.Steps = append(rep.Steps, undo...)
+			if uerr != nil {
+				_ = j.SetPhase(wctx, journal.Failed, uerr)
+				return finish(report.Failed, fmt.Errorf("%v; the automatic rollback also failed: %w; fix the cause and run `rebind rollback -n %s --statefulset %s`", runErr, uerr, ns, spec.Target.Name()))
+			}
+			_ = j.SetPhase(wctx, journal.RolledBack, runErr)
+			rep.VolumesAfter = currentVolumes(wctx, m.Clients, spec)
+			return finish(report.RolledBack, &RolledBackError{Err: runErr})
+		}
+		_ = j.SetPhase(context.WithoutCancel(ctx), journal.Failed, runErr)
+		if ctx.Err() != nil {
+			return finish(report.Failed, fmt.Errorf("interrupted: %w", &FailedError{Namespace: ns, StatefulSet: spec.Target.Name(), Err: runErr}))
+		}
+		return finish(report.Failed, &FailedError{Namespace: ns, StatefulSet: spec.Target.Name(), Err: runErr})
+	}
+	if err := j.SetPhase(ctx, journal.Completed, nil); err != nil {
+		return finish(report.Failed, err)
+	}
+	if len(rep.Verification) == 0 {
+		if raw := e.value(keyVerified); raw != "" {
+			_ = json.Unmarshal([]byte(raw), &rep.Verification)
+		}
+	}
+	rep.VolumesAfter = currentVolumes(ctx, m.Clients, spec)
+	rep.HelmValues, rep.Notes = helmValues(spec, e)
+	return finish(report.Succeeded, nil)
+}
+
+// Rollback returns the StatefulSet to its original volumes, after a
+// completed migration or from any point of an unfinished one.
+func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report, error) {
+	start := time.Now()
+	rep := &report.Report{Operation: "rollback", Target: ns + "/" + sts, StartedAt: start}
+	finish := func(outcome string, err error) (*report.Report, error) {
+		rep.Outcome, rep.FinishedAt = outcome, time.Now()
+		rep.Duration = report.Duration(rep.FinishedAt.Sub(start))
+		if err != nil {
+			rep.Error = err.Error()
+		}
+		return rep, err
+	}
+	j, err := journal.Load(ctx, m.Clients.Kube, ns, sts)
+	if err != nil {
+		return finish(report.Failed, err)
+	}
+	if j == nil {
+		return finish(report.Failed, fmt.Errorf("no rebind journal for StatefulSet %s/%s (ConfigMap %s): nothing to roll back", ns, sts, journal.Name(sts)))
+	}
+	if j.Record().Phase == journal.RolledBack {
+		fmt.Fprintf(m.out(), "Run %s of %s/%s is already rolled back\n", j.Record().RunID, ns, sts)
+		return finish(report.RolledBack, nil)
+	}
+	spec, err := decodeSpec(j)
+	if err != nil {
+		return finish(report.Failed, err)
+	}
+	rep.RunID, rep.Strategy = spec.RunID, string(spec.Strategy)
+	lease, err := journal.AcquireLease(ctx, m.Clients.Kube, ns, sts, "rollback-"+spec.RunID+"-"+hostname(), m.leaseDuration())
+	if err != nil {
+		return finish(report.Failed, err)
+	}
+	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
+	e := &env{c: m.Clients, j: j, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID))}
+	p := buildPlan(e)
+	if err := j.SetPhase(ctx, journal.RollingBack, nil); err != nil {
+		return finish(report.Failed, err)
+	}
+	fmt.Fprintf(m.out(), "Rolling back run %s of %s/%s to the original volumes\n", spec.RunID, ns, sts)
+	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log}
+	res, err := runner.Undo(ctx, p)
+	rep.Steps = res
+	if err != nil {
+		_ = j.SetPhase(context.WithoutCancel(ctx), journal.Failed, err)
+		return finish(report.Failed, fmt.Errorf("%w\nfix the cause and run `rebind rollback` again: it continues where it stopped", err))
+	}
+	if err := j.SetPhase(ctx, journal.RolledBack, nil); err != nil {
+		return finish(report.Failed, err)
+	}
+	rep.VolumesBefore = volumesOf(spec.Target)
+	rep.VolumesAfter = currentVolumes(ctx, m.Clients, spec)
+	rep.Leftovers = leftovers(ctx, e)
+	return finish(report.RolledBack, nil)
+}
+
+func (m *Migrate) leaseDuration() time.Duration {
+	if m.LeaseDuration > 0 {
+		return m.LeaseDuration
+	}
+	return 30 * time.Second
+}
+
+// existingJournal returns an unfinished journal of the target, if any. The
+// StatefulSet may be gone mid-migration, so the name comes from the
+// options, or from the journal found by release label.
+func (m *Migrate) existingJournal(ctx context.Context, o Options) (*journal.Journal, error) {
+	name := o.Target.StatefulSet
+	if name == "" {
+		list, err := m.Clients.Kube.CoreV1().ConfigMaps(o.Target.Namespace).List(ctx, metav1.ListOptions{LabelSelector: journal.LabelManagedBy + "=" + journal.ManagedBy})
+		if err != nil {
+			return nil, fmt.Errorf("looking for a rebind journal in %s: %w", o.Target.Namespace, err)
+		}
+		for _, cm := range list.Items {
+			sts := cm.Labels[journal.LabelTarget]
+			j, err := journal.Load(ctx, m.Clients.Kube, o.Target.Namespace, sts)
+			if err != nil || j == nil {
+				continue
+			}
+			spec, err := decodeSpec(j)
+			if err == nil && spec.Target.Release == o.Target.Release && unfinished(j) {
+				return j, nil
+			}
+		}
+		return nil, nil
+	}
+	j, err := journal.Load(ctx, m.Clients.Kube, o.Target.Namespace, name)
+	if err != nil || j == nil || !unfinished(j) {
+		return nil, err
+	}
+	return j, nil
+}
+
+func unfinished(j *journal.Journal) bool {
+	switch j.Record().Phase {
+	case journal.Running, journal.Failed:
+		return true
+	case journal.RollingBack:
+		return true
+	}
+	return false
+}
+
+func decodeSpec(j *journal.Journal) (*Spec, error) {
+	rec := j.Record()
+	if rec.Phase == journal.RollingBack && rec.Operation == "migrate" {
+		// Surface the in-progress rollback instead of resuming forwards.
+	}
+	var s Spec
+	if err := json.Unmarshal(rec.Spec, &s); err != nil {
+		return nil, fmt.Errorf("journal %s/%s holds no readable plan: %w", j.Namespace(), j.ConfigMapName(), err)
+	}
+	if s.Target == nil || s.Target.StatefulSet == nil {
+		return nil, fmt.Errorf("journal %s/%s holds no target", j.Namespace(), j.ConfigMapName())
+	}
+	return &s, nil
+}
+
+// sameRequest refuses to resume a run with different options: the plan
+// recorded is the one that must finish (or be rolled back).
+func sameRequest(s *Spec, o Options) error {
+	var diffs []string
+	if o.Strategy != "" && o.Strategy != s.Strategy {
+		diffs = append(diffs, fmt.Sprintf("strategy %s (recorded %s)", o.Strategy, s.Strategy))
+	}
+	if o.ToClass != "" && o.ToClass != s.ToClass {
+		diffs = append(diffs, fmt.Sprintf("storage class %s (recorded %s)", o.ToClass, s.ToClass))
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("an unfinished migration of %s/%s (run %s) was started with other options: %s; re-run it with the recorded options, or `rebind rollback` first",
+			s.ns(), s.sts(), s.RunID, strings.Join(diffs, ", "))
+	}
+	return nil
+}
+
+func holderID(o Options, s *Spec) string {
+	if o.HolderID != "" {
+		return o.HolderID
+	}
+	return fmt.Sprintf("%s-%s-%d", s.RunID, hostname(), os.Getpid())
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// downtime is from the start of the scale-down to the end of the redeploy:
+// the time no pod of the StatefulSet serves.
+func downtime(j *journal.Journal) time.Duration {
+	down, up := j.Step("scale-down"), j.Step("redeploy")
+	if down.StartedAt.IsZero() || up.FinishedAt.IsZero() {
+		return 0
+	}
+	return up.FinishedAt.Sub(down.StartedAt)
+}
+
+func volumesOf(t *discovery.Target) []report.Volume {
+	var out []report.Volume
+	for _, o := range t.Ordinals {
+		v := report.Volume{Ordinal: o.Index, Claim: o.Claim, StorageClass: o.StorageClass}
+		if o.PV != nil {
+			v.PV = o.PV.Name
+			v.ReclaimPolicy = string(o.PV.Spec.PersistentVolumeReclaimPolicy)
+			q := o.PV.Spec.Capacity[corev1.ResourceStorage]
+			v.Capacity = q.String()
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func currentVolumes(ctx context.Context, c *kube.Clients, s *Spec) []report.Volume {
+	var out []report.Volume
+	for _, o := range s.Target.Ordinals {
+		v := report.Volume{Ordinal: o.Index, Claim: o.Claim}
+		claim, err := c.Kube.CoreV1().PersistentVolumeClaims(s.ns()).Get(ctx, o.Claim, metav1.GetOptions{})
+		if err == nil && claim.Spec.VolumeName != "" {
+			if pv, err := c.Kube.CoreV1().PersistentVolumes().Get(ctx, claim.Spec.VolumeName, metav1.GetOptions{}); err == nil {
+				v.PV, v.StorageClass = pv.Name, pv.Spec.StorageClassName
+				v.ReclaimPolicy = string(pv.Spec.PersistentVolumeReclaimPolicy)
+				q := pv.Spec.Capacity[corev1.ResourceStorage]
+				v.Capacity = q.String()
+			}
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// leftovers lists what rebind deliberately kept: volumes no longer in use
+// (never deleted by rebind) and snapshots it took.
+func leftovers(ctx context.Context, e *env) []string {
+	inUse := map[string]bool{}
+	for _, v := range currentVolumes(ctx, e.c, e.spec) {
+		inUse[v.PV] = true
+	}
+	var out []string
+	seen := map[string]bool{}
+	consider := func(pv string) {
+		if pv == "" || inUse[pv] || seen[pv] {
+			return
+		}
+		seen[pv] = true
+		if _, err := e.c.Kube.CoreV1().PersistentVolumes().Get(ctx, pv, metav1.GetOptions{}); err == nil {
+			out = append(out, fmt.Sprintf("PersistentVolume %s (reclaim policy Retain, not in use): delete it with `kubectl delete pv %s` once you no longer need that copy", pv, pv))
+		}
+	}
+	for i, o := range e.spec.Target.Ordinals {
+		if o.PV != nil {
+			consider(o.PV.Name)
+		}
+		if e.j != nil {
+			consider(e.value(keyNewPV(i)))
+		}
+	}
+	if e.spec.Strategy == Restore && !e.spec.ExistingSnap && e.j != nil {
+		for i := range e.spec.Target.Ordinals {
+			if e.j.Step(fmt.Sprintf("snapshot/%d", i)).Status != plan.Pending {
+				out = append(out, fmt.Sprintf("VolumeSnapshot %s/%s", e.spec.ns(), e.spec.snapshotName(i)))
+			}
+		}
+	}
+	return out
+}

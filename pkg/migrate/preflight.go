@@ -1,0 +1,245 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/rebind-dev/rebind/pkg/discovery"
+	"github.com/rebind-dev/rebind/pkg/preflight"
+	"github.com/rebind-dev/rebind/pkg/snapshot"
+	"github.com/rebind-dev/rebind/pkg/volume"
+)
+
+// Permissions lists every API verb a migration of that strategy needs.
+// manifests/rbac-migrate.yaml grants exactly these.
+func Permissions(ns string, s Strategy) []preflight.Permission {
+	p := func(verb, group, res, sub, ns string) preflight.Permission {
+		return preflight.Permission{Verb: verb, Group: group, Resource: res, Subresource: sub, Namespace: ns}
+	}
+	perms := []preflight.Permission{
+		p("get", "apps", "statefulsets", "", ns), p("list", "apps", "statefulsets", "", ns), p("watch", "apps", "statefulsets", "", ns),
+		p("create", "apps", "statefulsets", "", ns), p("delete", "apps", "statefulsets", "", ns),
+		p("patch", "apps", "statefulsets", "scale", ns),
+		p("get", "", "pods", "", ns), p("list", "", "pods", "", ns), p("watch", "", "pods", "", ns),
+		p("get", "", "persistentvolumeclaims", "", ns), p("list", "", "persistentvolumeclaims", "", ns), p("watch", "", "persistentvolumeclaims", "", ns),
+		p("create", "", "persistentvolumeclaims", "", ns), p("delete", "", "persistentvolumeclaims", "", ns),
+		p("get", "", "persistentvolumes", "", ""), p("list", "", "persistentvolumes", "", ""), p("watch", "", "persistentvolumes", "", ""),
+		p("update", "", "persistentvolumes", "", ""),
+		p("list", "storage.k8s.io", "storageclasses", "", ""),
+		p("get", "", "configmaps", "", ns), p("create", "", "configmaps", "", ns), p("update", "", "configmaps", "", ns),
+		p("get", "coordination.k8s.io", "leases", "", ns), p("create", "coordination.k8s.io", "leases", "", ns), p("update", "coordination.k8s.io", "leases", "", ns),
+	}
+	if s == Restore {
+		perms = append(perms,
+			p("get", "snapshot.storage.k8s.io", "volumesnapshots", "", ns), p("list", "snapshot.storage.k8s.io", "volumesnapshots", "", ns),
+			p("watch", "snapshot.storage.k8s.io", "volumesnapshots", "", ns), p("create", "snapshot.storage.k8s.io", "volumesnapshots", "", ns),
+			p("get", "snapshot.storage.k8s.io", "volumesnapshotcontents", "", ""),
+			p("list", "snapshot.storage.k8s.io", "volumesnapshotclasses", "", ""),
+		)
+	}
+	return perms
+}
+
+// resolve validates the options against the discovered target and returns
+// the spec, or every problem found. It changes nothing.
+func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (*Spec, error) {
+	var r preflight.Report
+	if err := preflight.CheckAccess(ctx, m.Clients.Kube, Permissions(t.Namespace, o.Strategy), &r); err != nil {
+		return nil, err
+	}
+	stsRef := fmt.Sprintf("StatefulSet %s/%s", t.Namespace, t.Name())
+	spec := &Spec{Strategy: o.Strategy, Target: t, Quiesce: o.Quiesce, KeepRetain: o.KeepRetain, SkipVerify: o.SkipVerify, Timeouts: o.Timeouts}
+	if spec.Timeouts == (Timeouts{}) {
+		spec.Timeouts = DefaultTimeouts()
+	}
+	if t.Replicas() == 0 {
+		r.Add(stsRef, "has 0 replicas, so rebind cannot tell which ordinals hold data", fmt.Sprintf("scale it to the number of replicas it normally runs (kubectl scale statefulset %s -n %s --replicas=1) and re-run", t.Name(), t.Namespace))
+		return nil, r.Err()
+	}
+	spec.VolumeName = t.Replicas() == 1
+
+	if rp := t.StatefulSet.Spec.PersistentVolumeClaimRetentionPolicy; rp != nil {
+		if rp.WhenDeleted == appsv1.DeletePersistentVolumeClaimRetentionPolicyType || rp.WhenScaled == appsv1.DeletePersistentVolumeClaimRetentionPolicyType {
+			r.Add(stsRef, fmt.Sprintf("persistentVolumeClaimRetentionPolicy is whenDeleted=%s, whenScaled=%s: the StatefulSet controller would delete the claims that rebind scales down and re-creates", rp.WhenDeleted, rp.WhenScaled),
+				fmt.Sprintf(`set both to Retain first: kubectl patch statefulset %s -n %s --type merge -p '{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Retain","whenScaled":"Retain"}}}'`, t.Name(), t.Namespace))
+		}
+	}
+
+	tpl := t.Template()
+	size := tpl.Spec.Resources.Requests[corev1.ResourceStorage]
+	if o.Size != "" {
+		q, err := resource.ParseQuantity(o.Size)
+		if err != nil {
+			r.Add("--size", fmt.Sprintf("%q is not a quantity", o.Size), "use a Kubernetes quantity such as 10Gi")
+		} else {
+			size = q
+		}
+	}
+	spec.Size = size.String()
+
+	// Every ordinal's claim must be bound to its own PV: anything else means
+	// the StatefulSet is not where rebind thinks the data is.
+	for _, ord := range t.Ordinals {
+		claimRef := fmt.Sprintf("claim %s/%s", t.Namespace, ord.Claim)
+		switch {
+		case ord.PVC == nil && o.FromSnapshot == "":
+			r.Add(claimRef, "does not exist, so ordinal "+fmt.Sprint(ord.Index)+" has no volume to move", "check --claim-template, or restore it with --strategy restore --from-snapshot NAME")
+			continue
+		case ord.PVC == nil:
+			continue
+		case ord.PVC.Status.Phase != corev1.ClaimBound || ord.PV == nil:
+			r.Add(claimRef, fmt.Sprintf("is %s, not Bound to a PersistentVolume", ord.PVC.Status.Phase), "fix the claim (kubectl describe pvc) before migrating")
+			continue
+		}
+		if cr := ord.PV.Spec.ClaimRef; cr == nil || cr.UID != ord.PVC.UID || cr.Name != ord.Claim || cr.Namespace != t.Namespace {
+			other := "nothing"
+			if cr != nil {
+				other = cr.Namespace + "/" + cr.Name
+			}
+			r.Add("PersistentVolume "+ord.PV.Name, fmt.Sprintf("is claimed by %s, not by %s", other, ord.Claim), "the claim and volume disagree; resolve the binding (kubectl describe pv) before migrating")
+		}
+	}
+
+	// Target class.
+	fromClass := ""
+	for _, ord := range t.Ordinals {
+		if ord.StorageClass != "" {
+			fromClass = ord.StorageClass
+			break
+		}
+	}
+	if fromClass == "" {
+		fromClass = ptr.Deref(tpl.Spec.StorageClassName, t.DefaultClass)
+	}
+	spec.ToClass = o.ToClass
+	if spec.ToClass == "" {
+		spec.ToClass = fromClass
+	}
+	var toProvisioner string
+	if spec.ToClass == "" {
+		r.Add(stsRef, "its volumes have no StorageClass and the cluster has no default class", "pass --to-storage-class")
+	} else if sc, err := m.Clients.Kube.StorageV1().StorageClasses().Get(ctx, spec.ToClass, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		r.Add("StorageClass "+spec.ToClass, "not found", "list the classes with `kubectl get storageclass` and pass an existing one with --to-storage-class")
+	} else if err != nil {
+		return nil, fmt.Errorf("reading StorageClass %s: %w", spec.ToClass, err)
+	} else {
+		toProvisioner = sc.Provisioner
+	}
+
+	switch o.Strategy {
+	case Reuse:
+		if o.FromSnapshot != "" {
+			r.Add("--from-snapshot", "only applies to --strategy restore", "drop it or use --strategy restore")
+		}
+		for _, ord := range t.Ordinals {
+			if ord.PV == nil {
+				continue
+			}
+			if spec.ToClass != ord.PV.Spec.StorageClassName {
+				r.Add("PersistentVolume "+ord.PV.Name, fmt.Sprintf("is in class %q; reuse keeps the volume, so it cannot move to %q", ord.PV.Spec.StorageClassName, spec.ToClass), "use --strategy restore to copy the data into the new class")
+				continue
+			}
+			shape := volume.ShapeFromSpec(t.Namespace, ord.Claim, spec.templateSpec())
+			if err := volume.CheckFits(ord.PV, shape); err != nil {
+				r.Add("PersistentVolume "+ord.PV.Name, err.Error(), "choose a --size no larger than the volume, or --strategy restore into a larger volume")
+			}
+		}
+	case Restore:
+		m.checkRestore(ctx, o, spec, toProvisioner, &r)
+	default:
+		r.Add("--strategy", fmt.Sprintf("unknown strategy %q", o.Strategy), "use reuse or restore")
+	}
+
+	if !o.SkipVerify && o.BaselineFile == "" && m.Checker != nil {
+		for _, ord := range t.Ordinals {
+			if ord.PV == nil {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			err := m.Checker.Ready(cctx, ord.Pod)
+			cancel()
+			if err != nil {
+				r.Add(fmt.Sprintf("%s of pod %s", m.Checker.Kind(), ord.Pod), fmt.Sprintf("not reachable, so no baseline can be taken: %v", err),
+					"fix --grafana-url / credentials, or pass --baseline FILE from an earlier `rebind inventory`")
+			}
+		}
+	}
+	if o.FromSnapshot != "" && o.BaselineFile == "" && !o.SkipVerify {
+		r.Add("--from-snapshot", "restoring a snapshot after data loss needs a baseline from before the loss: what Grafana serves now is not it", "pass --baseline FILE (an earlier `rebind inventory`), or --skip-verify to accept the snapshot as is")
+	}
+	return spec, r.Err()
+}
+
+func (m *Migrate) checkRestore(ctx context.Context, o Options, spec *Spec, toProvisioner string, r *preflight.Report) {
+	t := spec.Target
+	size := resource.MustParse(spec.Size)
+	if o.FromSnapshot != "" {
+		spec.ExistingSnap = true
+		if t.Replicas() > 1 && !strings.Contains(o.FromSnapshot, "{ordinal}") {
+			r.Add("--from-snapshot", fmt.Sprintf("names one snapshot for %d replicas: every replica would get the same data", t.Replicas()), "put {ordinal} in the name (for example storage-grafana-{ordinal}-nightly)")
+			return
+		}
+		for _, ord := range t.Ordinals {
+			name := expandOrdinal(o.FromSnapshot, ord.Index)
+			spec.Snapshots = append(spec.Snapshots, name)
+			vs, err := snapshot.Get(ctx, m.Clients.Snap, t.Namespace, name)
+			if err != nil {
+				r.Add("VolumeSnapshot "+t.Namespace+"/"+name, err.Error(), "pass an existing snapshot; with several replicas use {ordinal} in the name")
+				continue
+			}
+			if vs.Status == nil || !ptr.Deref(vs.Status.ReadyToUse, false) {
+				r.Add("VolumeSnapshot "+t.Namespace+"/"+name, "is not readyToUse", "wait for it or choose another snapshot")
+				continue
+			}
+			driver, err := snapshot.Driver(ctx, m.Clients.Snap, vs)
+			if err != nil {
+				r.Add("VolumeSnapshot "+t.Namespace+"/"+name, err.Error(), "check the snapshot controller")
+				continue
+			}
+			if toProvisioner != "" && driver != toProvisioner {
+				r.Add("StorageClass "+spec.ToClass, fmt.Sprintf("is provisioned by %s, but snapshot %s belongs to driver %s: a snapshot can only be restored by its own driver", toProvisioner, name, driver), "restore into a class of driver "+driver+", or move the data with --strategy velero-restore")
+			}
+			if rs := snapshot.RestoreSize(vs); size.Cmp(rs) < 0 && o.Size != "" {
+				r.Add("--size", fmt.Sprintf("%s is smaller than snapshot %s's restoreSize %s", o.Size, name, rs.String()), "pass --size "+rs.String()+" or more")
+			}
+		}
+		return
+	}
+	for _, ord := range t.Ordinals {
+		if ord.PV == nil {
+			continue
+		}
+		pvRef := "PersistentVolume " + ord.PV.Name
+		if !ord.CSI {
+			r.Add(pvRef, "is not a CSI volume: the snapshot controller cannot snapshot it", "use --strategy reuse, or copy the data with Velero (--strategy velero-restore)")
+			continue
+		}
+		if ord.SnapshotClass == "" {
+			what := "no VolumeSnapshotClass for driver " + ord.Driver
+			if o.Target.SnapshotClass != "" {
+				what = fmt.Sprintf("VolumeSnapshotClass %q does not exist or is not for driver %s", o.Target.SnapshotClass, ord.Driver)
+			}
+			r.Add(pvRef, what, "create a VolumeSnapshotClass for "+ord.Driver+" (or mark one default) and pass --snapshot-class")
+		}
+		if toProvisioner != "" && toProvisioner != ord.Driver {
+			r.Add("StorageClass "+spec.ToClass, fmt.Sprintf("is provisioned by %s, but %s's snapshots belong to driver %s: a CSI snapshot cannot be restored by another driver", toProvisioner, ord.PV.Name, ord.Driver), "pick a class of driver "+ord.Driver+", or move the data with --strategy velero-restore")
+		}
+		capacity := ord.PV.Spec.Capacity[corev1.ResourceStorage]
+		if size.Cmp(capacity) < 0 {
+			r.Add("--size", fmt.Sprintf("%s is smaller than %s's capacity %s: the restored volume would not hold the data", spec.Size, ord.PV.Name, capacity.String()), "pass --size "+capacity.String()+" or more")
+		}
+	}
+}
+
+func expandOrdinal(pattern string, ord int) string {
+	return strings.ReplaceAll(pattern, "{ordinal}", fmt.Sprint(ord))
+}

@@ -1,0 +1,128 @@
+// Package migrate moves a StatefulSet's data volumes onto chosen
+// PersistentVolumes (the same ones, or restored copies) as a plan of
+// idempotent steps, verifies the application afterwards and rolls back when
+// anything was lost.
+package migrate
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
+
+	"github.com/rebind-dev/rebind/pkg/discovery"
+)
+
+// Strategy chooses where the data comes from.
+type Strategy string
+
+const (
+	// Reuse keeps every ordinal's PV and binds the redeployed StatefulSet to it.
+	Reuse Strategy = "reuse"
+	// Restore snapshots every ordinal's claim (or takes an existing snapshot)
+	// and binds the StatefulSet to PVs restored from those snapshots.
+	Restore Strategy = "restore"
+)
+
+// Timeouts bound every wait.
+type Timeouts struct {
+	Wait     time.Duration `json:"wait"`     // binds, deletions, pods
+	Snapshot time.Duration `json:"snapshot"` // snapshot ready, restore provisioned
+	Verify   time.Duration `json:"verify"`   // application answering after redeploy
+}
+
+// DefaultTimeouts suit real clusters; tests shorten them.
+func DefaultTimeouts() Timeouts {
+	return Timeouts{Wait: 10 * time.Minute, Snapshot: 30 * time.Minute, Verify: 5 * time.Minute}
+}
+
+// Options is what the user asked for.
+type Options struct {
+	Target        discovery.Options
+	Strategy      Strategy
+	ToClass       string // target StorageClass; default: the current class
+	Size          string // claim size for new claims; default: the template's
+	FromSnapshot  string // restore from existing snapshot(s); "{ordinal}" is replaced
+	Quiesce       bool   // scale to 0 before snapshotting
+	KeepRetain    bool   // leave Retain on the PVs in use
+	NoRollback    bool   // keep the failed state for inspection
+	BaselineFile  string // inventory saved earlier, instead of capturing now
+	SkipVerify    bool   // no application check (discouraged)
+	Timeouts      Timeouts
+	HolderID      string // lease holder identity
+	ChartVersion  string // Grafana chart version, for the values advice
+	ChartHasVName *bool  // override detection of persistence.volumeName support
+}
+
+// Spec is the resolved, immutable input of a run. It is stored in the
+// journal so that a resumed run rebuilds exactly the same plan even though
+// the objects it was read from have since been deleted.
+type Spec struct {
+	RunID        string            `json:"runID"`
+	Strategy     Strategy          `json:"strategy"`
+	Target       *discovery.Target `json:"target"`
+	ToClass      string            `json:"toClass"`
+	Size         string            `json:"size"`
+	Snapshots    []string          `json:"snapshots,omitempty"`    // per ordinal
+	ExistingSnap bool              `json:"existingSnap,omitempty"` // true: snapshots are the user's, never deleted
+	Quiesce      bool              `json:"quiesce,omitempty"`
+	KeepRetain   bool              `json:"keepRetain,omitempty"`
+	SkipVerify   bool              `json:"skipVerify,omitempty"`
+	VolumeName   bool              `json:"volumeNameInTemplate"` // replicas == 1
+	Timeouts     Timeouts          `json:"timeouts"`
+}
+
+// Fingerprint is what a resumed command must agree with.
+func (s *Spec) Fingerprint() string {
+	return fmt.Sprintf("strategy=%s class=%s size=%s snapshots=%v quiesce=%v", s.Strategy, s.ToClass, s.Size, s.Snapshots, s.Quiesce)
+}
+
+func (s *Spec) ns() string  { return s.Target.Namespace }
+func (s *Spec) sts() string { return s.Target.Name() }
+
+func (s *Spec) replicas() int32 { return int32(s.Target.Replicas()) }
+
+// stagingClaim is the temporary claim a snapshot is restored into before
+// its PV is handed to the StatefulSet.
+func (s *Spec) stagingClaim(ord int) string {
+	return trim63(fmt.Sprintf("rebind-%s-%s", s.RunID, s.Target.Ordinals[ord].Claim))
+}
+
+// snapshotName is the VolumeSnapshot rebind takes of an ordinal.
+func (s *Spec) snapshotName(ord int) string {
+	if len(s.Snapshots) > ord && s.Snapshots[ord] != "" {
+		return s.Snapshots[ord]
+	}
+	return trim63(fmt.Sprintf("%s-%s", s.Target.Ordinals[ord].Claim, s.RunID))
+}
+
+func trim63(n string) string {
+	if len(n) > 63 {
+		return n[:63]
+	}
+	return n
+}
+
+// templateSpec is the claim template as the redeployed StatefulSet will
+// carry it: new class, new size.
+func (s *Spec) templateSpec() corev1.PersistentVolumeClaimSpec {
+	spec := *s.Target.Template().Spec.DeepCopy()
+	spec.StorageClassName = ptr.To(s.ToClass)
+	spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(s.Size)}
+	spec.DataSource, spec.DataSourceRef = nil, nil
+	return spec
+}
+
+// Journal value keys.
+func keyReclaim(pv string) string  { return "reclaim/" + pv }
+func keyNewPV(ord int) string      { return fmt.Sprintf("newpv/%d", ord) }
+func keyClaimRef(pv string) string { return "claimref/" + pv }
+func keyBaseline(ord int) string   { return fmt.Sprintf("baseline-%d", ord) }
+
+const (
+	keyReplicas = "replicas"
+	keyVerified = "verified"
+	keyNewSTS   = "new-sts-uid"
+)
