@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,20 @@ type reqInfo struct {
 }
 
 func info(r *http.Request) reqInfo { return r.Context().Value(ctxKey{}).(reqInfo) }
+
+// prepare compiles the per-request statements once; preparing them on every
+// request was the stand-in's largest cost.
+func (s *Server) prepare() error {
+	var err error
+	s.stmtDashboard, err = s.db.Prepare(`SELECT d.id, d.uid, d.title, d.slug, d.version, d.data, d.created, d.updated, d.created_by, d.updated_by, ` + folderCols + `
+		FROM dashboard d` + folderJoin + `
+		WHERE d.org_id = ? AND d.uid = ? AND d.is_folder = 0 AND d.deleted IS NULL`)
+	if err != nil {
+		return err
+	}
+	s.stmtOrgExists, err = s.db.Prepare(`SELECT COUNT(*) FROM org WHERE id = ?`)
+	return err
+}
 
 func (s *Server) routes() {
 	m := http.NewServeMux()
@@ -153,7 +168,7 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 			return
 		}
 		var exists int
-		if err := s.db.QueryRowContext(r.Context(), `SELECT COUNT(*) FROM org WHERE id = ?`, org).Scan(&exists); err != nil {
+		if err := s.stmtOrgExists.QueryRowContext(r.Context(), org).Scan(&exists); err != nil {
 			s.internal(w, err)
 			return
 		}
@@ -305,7 +320,25 @@ func dashboardModel(data []byte, id int64, uid, title string, version int64) ([]
 	set("uid", uid)
 	set("title", title)
 	set("version", version)
-	return json.Marshal(m)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	// Written by hand: json.Marshal would re-validate and compact every
+	// value, which Unmarshal above has already checked.
+	out := make([]byte, 0, len(data)+64)
+	out = append(out, '{')
+	for i, k := range keys {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		kb, _ := json.Marshal(k)
+		out = append(out, kb...)
+		out = append(out, ':')
+		out = append(out, m[k]...)
+	}
+	return append(out, '}'), nil
 }
 
 func (s *Server) getDashboard(w http.ResponseWriter, r *http.Request) {
@@ -318,9 +351,7 @@ func (s *Server) getDashboard(w http.ResponseWriter, r *http.Request) {
 		created, updated     sql.NullString
 		createdBy, updatedBy sql.NullInt64
 	)
-	err := s.db.QueryRowContext(r.Context(), `SELECT d.id, d.uid, d.title, d.slug, d.version, d.data, d.created, d.updated, d.created_by, d.updated_by, `+folderCols+`
-		FROM dashboard d`+folderJoin+`
-		WHERE d.org_id = ? AND d.uid = ? AND d.is_folder = 0 AND d.deleted IS NULL`, ri.orgID, r.PathValue("uid")).
+	err := s.stmtDashboard.QueryRowContext(r.Context(), ri.orgID, r.PathValue("uid")).
 		Scan(&id, &uid, &title, &slug, &version, &data, &created, &updated, &createdBy, &updatedBy, &fID, &fUID, &fTitle, &fSlug)
 	if errors.Is(err, sql.ErrNoRows) {
 		msg(w, http.StatusNotFound, "Dashboard not found")

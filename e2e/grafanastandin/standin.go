@@ -45,6 +45,8 @@ type Server struct {
 	closed atomic.Bool
 	mux    *http.ServeMux
 
+	stmtDashboard, stmtOrgExists *sql.Stmt
+
 	// authOK caches successful basic-auth checks: pbkdf2 per request would
 	// make the stand-in, not the client, the bottleneck of any benchmark.
 	authOK sync.Map // sha256(login\x00password) -> principal
@@ -212,6 +214,10 @@ func Open(dataDir string, opts Options) (*Server, error) {
 			s.tokens[t] = struct{}{}
 		}
 	}
+	if err := s.prepare(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("grafanastandin: %w", err)
+	}
 	s.routes()
 	return s, nil
 }
@@ -221,6 +227,8 @@ func (s *Server) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.stmtDashboard.Close()
+	s.stmtOrgExists.Close()
 	return s.db.Close()
 }
 

@@ -19,6 +19,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -309,7 +310,15 @@ func (c *Client) finish(r request, target string, resp *http.Response, out any) 
 		if out == nil {
 			return nil
 		}
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		// A pooled buffer and Unmarshal beat json.Decoder, whose buffer
+		// regrows for every dashboard.
+		buf := bodyPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		defer bodyPool.Put(buf)
+		if _, err := buf.ReadFrom(resp.Body); err != nil {
+			return fmt.Errorf("grafana %s %s: reading answer: %w", r.method, target, connErr(err))
+		}
+		if err := json.Unmarshal(buf.Bytes(), out); err != nil {
 			return fmt.Errorf("grafana %s %s: decoding answer: %w", r.method, target, err)
 		}
 		return nil
@@ -334,6 +343,8 @@ func (c *Client) finish(r request, target string, resp *http.Response, out any) 
 	return &APIError{Method: r.method, URL: target, Status: resp.StatusCode, Message: nonEmpty(eb.Message, http.StatusText(resp.StatusCode)),
 		MessageID: eb.MessageID, GrafanaStatus: eb.Status, database: eb.Database}
 }
+
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func readErrorBody(resp *http.Response) errorBody {
 	var eb errorBody

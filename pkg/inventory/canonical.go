@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -25,6 +26,22 @@ var volatileKeys = map[string]bool{"id": true, "version": true}
 // uid/title taken from the row (Grafana serves the row's values, while the
 // stored JSON of old dashboards may lack them).
 func HashDashboard(model []byte, uid, title string) (string, error) {
+	bp := hashBufPool.Get().(*[]byte)
+	defer hashBufPool.Put(bp)
+	out, err := canonicalTop((*bp)[:0], model, uid, title)
+	*bp = out
+	if err != nil {
+		return "", fmt.Errorf("dashboard JSON: %w", err)
+	}
+	sum := sha256.Sum256(out)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+var hashBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// hashDashboardSlow is the reference implementation through encoding/json,
+// kept to cross-check the fast parser in tests.
+func hashDashboardSlow(model []byte, uid, title string) (string, error) {
 	dec := json.NewDecoder(bytes.NewReader(model))
 	dec.UseNumber()
 	var v any
@@ -169,7 +186,8 @@ func writeString(w *bufio.Writer, s string) {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
-			w.WriteString(`\ufffd`)
+			// The same replacement encoding/json makes when decoding.
+			w.WriteRune(utf8.RuneError)
 		} else {
 			w.WriteString(s[i : i+size])
 		}

@@ -1,0 +1,368 @@
+package inventory
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// canonParser renders JSON canonically straight from bytes. Decoding into
+// map[string]any first cost most of an inventory's CPU and garbage; this
+// keeps one scratch buffer per nesting level and allocates little else.
+type canonParser struct {
+	in      []byte
+	pos     int
+	scratch [][]byte // per depth: canonical member values of the object being built
+	keys    [][]member
+	str     []byte
+}
+
+type member struct {
+	key        string
+	start, end int
+}
+
+var parserPool = sync.Pool{New: func() any { return &canonParser{} }}
+
+var errSyntax = errors.New("invalid JSON")
+
+// canonicalTop appends the canonical form of the top-level object in, with
+// volatile keys dropped and uid/title replaced.
+func canonicalTop(dst, in []byte, uid, title string) ([]byte, error) {
+	p := parserPool.Get().(*canonParser)
+	defer func() {
+		p.in = nil
+		parserPool.Put(p)
+	}()
+	p.in, p.pos = in, 0
+	p.skipWS()
+	if p.pos >= len(p.in) || p.in[p.pos] != '{' {
+		return dst, errors.New("dashboard JSON is not an object")
+	}
+	dst, err := p.object(dst, 0, &topOverride{uid: uid, title: title})
+	if err != nil {
+		return dst, err
+	}
+	p.skipWS()
+	if p.pos != len(p.in) {
+		return dst, fmt.Errorf("%w: trailing data at offset %d", errSyntax, p.pos)
+	}
+	return dst, nil
+}
+
+type topOverride struct{ uid, title string }
+
+func (p *canonParser) skipWS() {
+	for p.pos < len(p.in) {
+		switch p.in[p.pos] {
+		case ' ', '\t', '\n', '\r':
+			p.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (p *canonParser) fail(what string) error {
+	return fmt.Errorf("%w: %s at offset %d", errSyntax, what, p.pos)
+}
+
+func (p *canonParser) value(dst []byte, depth int) ([]byte, error) {
+	p.skipWS()
+	if p.pos >= len(p.in) {
+		return dst, p.fail("unexpected end")
+	}
+	switch c := p.in[p.pos]; {
+	case c == '{':
+		return p.object(dst, depth, nil)
+	case c == '[':
+		return p.array(dst, depth)
+	case c == '"':
+		s, err := p.stringValue()
+		if err != nil {
+			return dst, err
+		}
+		return appendCanonString(dst, s), nil
+	case c == 't':
+		return p.literal(dst, "true")
+	case c == 'f':
+		return p.literal(dst, "false")
+	case c == 'n':
+		return p.literal(dst, "null")
+	case c == '-' || c >= '0' && c <= '9':
+		start := p.pos
+		p.pos++
+		for p.pos < len(p.in) {
+			c := p.in[p.pos]
+			if c >= '0' && c <= '9' || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-' {
+				p.pos++
+				continue
+			}
+			break
+		}
+		n, err := canonicalNumber(string(p.in[start:p.pos]))
+		if err != nil {
+			return dst, err
+		}
+		return append(dst, n...), nil
+	default:
+		return dst, p.fail(fmt.Sprintf("unexpected %q", c))
+	}
+}
+
+func (p *canonParser) literal(dst []byte, lit string) ([]byte, error) {
+	if !strings.HasPrefix(string(p.in[p.pos:min(len(p.in), p.pos+len(lit))]), lit) {
+		return dst, p.fail("bad literal")
+	}
+	p.pos += len(lit)
+	return append(dst, lit...), nil
+}
+
+func (p *canonParser) array(dst []byte, depth int) ([]byte, error) {
+	p.pos++ // [
+	dst = append(dst, '[')
+	p.skipWS()
+	if p.pos < len(p.in) && p.in[p.pos] == ']' {
+		p.pos++
+		return append(dst, ']'), nil
+	}
+	for first := true; ; first = false {
+		if !first {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = p.value(dst, depth+1); err != nil {
+			return dst, err
+		}
+		p.skipWS()
+		if p.pos >= len(p.in) {
+			return dst, p.fail("unterminated array")
+		}
+		switch p.in[p.pos] {
+		case ',':
+			p.pos++
+		case ']':
+			p.pos++
+			return append(dst, ']'), nil
+		default:
+			return dst, p.fail("expected , or ]")
+		}
+	}
+}
+
+func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, error) {
+	p.pos++ // {
+	for len(p.scratch) <= depth {
+		p.scratch = append(p.scratch, nil)
+		p.keys = append(p.keys, nil)
+	}
+	buf := p.scratch[depth][:0]
+	keys := p.keys[depth][:0]
+	p.skipWS()
+	if p.pos < len(p.in) && p.in[p.pos] == '}' {
+		p.pos++
+	} else {
+		for {
+			p.skipWS()
+			if p.pos >= len(p.in) || p.in[p.pos] != '"' {
+				return dst, p.fail("expected object key")
+			}
+			k, err := p.stringValue()
+			if err != nil {
+				return dst, err
+			}
+			key := string(k)
+			p.skipWS()
+			if p.pos >= len(p.in) || p.in[p.pos] != ':' {
+				return dst, p.fail("expected :")
+			}
+			p.pos++
+			start := len(buf)
+			// Deeper levels reuse their own scratch; this level's buf may
+			// move when it grows, so offsets, not slices, are kept.
+			if buf, err = p.value(buf, depth+1); err != nil {
+				return dst, err
+			}
+			keys = append(keys, member{key: key, start: start, end: len(buf)})
+			p.skipWS()
+			if p.pos >= len(p.in) {
+				return dst, p.fail("unterminated object")
+			}
+			if p.in[p.pos] == ',' {
+				p.pos++
+				continue
+			}
+			if p.in[p.pos] == '}' {
+				p.pos++
+				break
+			}
+			return dst, p.fail("expected , or }")
+		}
+	}
+	if top != nil {
+		keys = slices.DeleteFunc(keys, func(m member) bool { return volatileKeys[m.key] || m.key == "uid" || m.key == "title" })
+		for _, kv := range [2][2]string{{"uid", top.uid}, {"title", top.title}} {
+			start := len(buf)
+			buf = appendCanonString(buf, []byte(kv[1]))
+			keys = append(keys, member{key: kv[0], start: start, end: len(buf)})
+		}
+	}
+	// Stable, so that of duplicate keys the last one wins, as with encoding/json.
+	slices.SortStableFunc(keys, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	dst = append(dst, '{')
+	n := 0
+	for i, m := range keys {
+		if i+1 < len(keys) && keys[i+1].key == m.key {
+			continue
+		}
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		n++
+		dst = appendCanonString(dst, []byte(m.key))
+		dst = append(dst, ':')
+		dst = append(dst, buf[m.start:m.end]...)
+	}
+	dst = append(dst, '}')
+	p.scratch[depth], p.keys[depth] = buf, keys
+	return dst, nil
+}
+
+// stringValue returns the unescaped bytes of the string at pos; the slice is
+// valid until the next call.
+func (p *canonParser) stringValue() ([]byte, error) {
+	p.pos++ // opening quote
+	start := p.pos
+	for p.pos < len(p.in) {
+		c := p.in[p.pos]
+		if c == '"' {
+			s := p.in[start:p.pos]
+			p.pos++
+			return s, nil
+		}
+		if c == '\\' {
+			break
+		}
+		if c < 0x20 {
+			return nil, p.fail("control character in string")
+		}
+		p.pos++
+	}
+	out := append(p.str[:0], p.in[start:p.pos]...)
+	for p.pos < len(p.in) {
+		c := p.in[p.pos]
+		switch {
+		case c == '"':
+			p.pos++
+			p.str = out
+			return out, nil
+		case c < 0x20:
+			return nil, p.fail("control character in string")
+		case c != '\\':
+			out = append(out, c)
+			p.pos++
+			continue
+		}
+		if p.pos+1 >= len(p.in) {
+			break
+		}
+		e := p.in[p.pos+1]
+		p.pos += 2
+		switch e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := p.hex4()
+			if !ok {
+				return nil, p.fail("bad \\u escape")
+			}
+			if utf16.IsSurrogate(r) {
+				r2 := utf8.RuneError
+				if p.pos+1 < len(p.in) && p.in[p.pos] == '\\' && p.in[p.pos+1] == 'u' {
+					save := p.pos
+					p.pos += 2
+					if lo, ok := p.hex4(); ok {
+						if d := utf16.DecodeRune(r, lo); d != utf8.RuneError {
+							r2 = d
+						} else {
+							p.pos = save
+						}
+					} else {
+						p.pos = save
+					}
+				}
+				r = r2
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return nil, p.fail("bad escape")
+		}
+	}
+	return nil, p.fail("unterminated string")
+}
+
+func (p *canonParser) hex4() (rune, bool) {
+	if p.pos+4 > len(p.in) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range p.in[p.pos : p.pos+4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	p.pos += 4
+	return r, true
+}
+
+// appendCanonString is writeString for byte slices.
+func appendCanonString(dst, s []byte) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"':
+				dst = append(dst, '\\', '"')
+			case c == '\\':
+				dst = append(dst, '\\', '\\')
+			case c < 0x20:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = utf8.AppendRune(dst, utf8.RuneError)
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
+}

@@ -1,0 +1,36 @@
+package inventory
+
+import (
+	"strings"
+	"testing"
+)
+
+// The fast parser must hash exactly like the encoding/json reference.
+func TestFastHashMatchesReference(t *testing.T) {
+	inputs := []string{
+		`{}`,
+		`{"id":1,"version":2,"uid":"x","title":"y"}`,
+		`{"a":[1,2.0,3e2,-0,-1.5e-7,12345678901234567890,1E300],"b":{"z":null,"y":true,"x":false},"c":""}`,
+		`{"s":"\u00e9\u0026\"\\\/\b\f\n\r\t\u0001 é ✓ \ud83d\ude00 \ud800 tail"}`,
+		`{"dup":1,"dup":2,"nested":{"dup":"a","dup":"b"}}`,
+		` { "ws" : [ { } , [ ] , { "k" : [ [ { "deep" : 1 } ] ] } ] } `,
+		`{"panels":[{"id":1,"gridPos":{"h":8,"w":12},"targets":[{"expr":"sum(rate(x[5m]))","refId":"A"}]}],"title":"T"}`,
+		"{\"bad utf8\":\"\xff\xfe\"}",
+	}
+	for _, in := range inputs {
+		fast, err1 := HashDashboard([]byte(in), "U", "T")
+		slow, err2 := hashDashboardSlow([]byte(in), "U", "T")
+		if err1 != nil || err2 != nil || fast != slow {
+			c, _ := canonicalTop(nil, []byte(in), "U", "T")
+			t.Errorf("%s: fast %s %v, slow %s %v\ncanonical: %s", in, fast, err1, slow, err2, c)
+		}
+	}
+	for _, bad := range []string{``, `[]`, `{"a":}`, `{"a":1`, `{"a":"x}`, `{"a":tru}`, `{"a":1} x`, "{\"a\":\"\x01\"}", `{"a":"\q"}`, `{a:1}`, `{"a":1E400}`} {
+		if _, err := HashDashboard([]byte(bad), "U", "T"); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if _, err := HashDashboard([]byte(strings.Repeat(`{"a":`, 50)+"1"+strings.Repeat("}", 50)), "U", "T"); err != nil {
+		t.Error(err)
+	}
+}
