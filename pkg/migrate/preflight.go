@@ -168,7 +168,7 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 			err := m.Checker.Ready(cctx, ord.Pod)
 			cancel()
 			if err != nil {
-				r.Add(fmt.Sprintf("%s of pod %s", m.Checker.Kind(), ord.Pod), fmt.Sprintf("not reachable, so no baseline can be taken: %v", err),
+				r.Add(fmt.Sprintf("%s of pod %s", m.Checker.Kind(), ord.Pod), fmt.Sprintf("not reachable or refused the credentials, so no baseline can be taken: %v", err),
 					"fix --grafana-url / credentials, or pass --baseline FILE from an earlier `rebind inventory`")
 			}
 		}

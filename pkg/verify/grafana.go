@@ -6,6 +6,7 @@ package verify
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -27,8 +28,10 @@ var _ app.Checker = (*Grafana)(nil)
 
 func (g *Grafana) Kind() string { return "grafana" }
 
-// Ready polls /api/health until the database answers: a pod Ready to
-// Kubernetes may still be migrating its database.
+// Ready polls /api/health until the database answers (a pod Ready to
+// Kubernetes may still be migrating its database), then proves the
+// credentials work: a refused password never heals by waiting, so it is
+// returned at once with its fix.
 func (g *Grafana) Ready(ctx context.Context, pod string) error {
 	c, err := g.ClientFor(pod)
 	if err != nil {
@@ -44,7 +47,14 @@ func (g *Grafana) Ready(ctx context.Context, pod string) error {
 	for {
 		_, err := c.Health(ctx)
 		if err == nil {
-			return nil
+			_, err = c.Orgs(ctx)
+			var auth *grafana.AuthError
+			if errors.As(err, &auth) {
+				return err
+			}
+			if err == nil {
+				return nil
+			}
 		}
 		last = err
 		select {

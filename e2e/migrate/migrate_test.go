@@ -1,0 +1,341 @@
+package migrate_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/rebind-dev/rebind/e2e/fixtures"
+	"github.com/rebind-dev/rebind/pkg/migrate"
+	"github.com/rebind-dev/rebind/pkg/snapshot"
+	"github.com/rebind-dev/rebind/pkg/workload"
+)
+
+func TestReuse(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		release  string
+		replicas int32
+	}{
+		{"release grafana, 1 replica", "grafana", 1},
+		{"release mon, 2 replicas", "mon", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := deployGrafana(t, fixtures.Release{Name: tc.release, Replicas: tc.replicas, StorageClass: "standard"}, 12)
+			var before []*corev1.PersistentVolume
+			for i := 0; i < int(tc.replicas); i++ {
+				before = append(before, e.boundPV(i))
+				if before[i].Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
+					t.Fatalf("fixture PV should start with Delete")
+				}
+			}
+			pvs := pvState(t)
+
+			rep, err := e.migrator(nil).Run(e.ctx, e.options(migrate.Reuse), migrate.Apply)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.assertVerified(rep)
+			for i := 0; i < int(tc.replicas); i++ {
+				pv := e.boundPV(i)
+				if pv.Name != before[i].Name {
+					t.Errorf("ordinal %d moved from %s to %s", i, before[i].Name, pv.Name)
+				}
+				if pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
+					t.Errorf("PV %s reclaim policy %s, want Delete restored", pv.Name, pv.Spec.PersistentVolumeReclaimPolicy)
+				}
+			}
+			sts, err := sb.Kube.AppsV1().StatefulSets(e.rel.Namespace).Get(e.ctx, e.rel.FullName(), metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sts.Annotations["meta.helm.sh/release-name"] != tc.release || sts.Labels["app.kubernetes.io/managed-by"] != "Helm" {
+				t.Errorf("Helm ownership metadata lost: %v %v", sts.Labels, sts.Annotations)
+			}
+			vn := sts.Spec.VolumeClaimTemplates[0].Spec.VolumeName
+			if (tc.replicas == 1) != (vn != "") {
+				t.Errorf("template volumeName %q with %d replicas", vn, tc.replicas)
+			}
+			if rep.Downtime <= 0 {
+				t.Errorf("downtime not measured")
+			}
+			assertNoPVDeleted(t, pvs)
+		})
+	}
+}
+
+func TestRestore(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		release  string
+		replicas int32
+		toClass  string
+		quiesce  bool
+	}{
+		{"same class, release grafana", "grafana", 1, "", false},
+		{"other class, release mon, 2 replicas", "mon", 2, "premium", false},
+		{"other class, quiesced", "grafana", 1, "premium", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := deployGrafana(t, fixtures.Release{Name: tc.release, Replicas: tc.replicas}, 10)
+			var old []string
+			for i := 0; i < int(tc.replicas); i++ {
+				old = append(old, e.boundPV(i).Name)
+			}
+			pvs := pvState(t)
+			o := e.options(migrate.Restore)
+			o.ToClass, o.Quiesce = tc.toClass, tc.quiesce
+			rep, err := e.migrator(nil).Run(e.ctx, o, migrate.Apply)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.assertVerified(rep)
+			wantClass := tc.toClass
+			if wantClass == "" {
+				wantClass = "standard"
+			}
+			for i := 0; i < int(tc.replicas); i++ {
+				pv := e.boundPV(i)
+				if pv.Name == old[i] {
+					t.Errorf("ordinal %d still on its old PV", i)
+				}
+				if pv.Spec.StorageClassName != wantClass {
+					t.Errorf("ordinal %d on class %s, want %s", i, pv.Spec.StorageClassName, wantClass)
+				}
+				if pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
+					t.Errorf("new PV %s policy %s, want its original Delete back", pv.Name, pv.Spec.PersistentVolumeReclaimPolicy)
+				}
+				oldPV, err := sb.Kube.CoreV1().PersistentVolumes().Get(e.ctx, old[i], metav1.GetOptions{})
+				if err != nil {
+					t.Fatalf("old PV %s gone: %v", old[i], err)
+				}
+				if oldPV.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimRetain {
+					t.Errorf("old PV %s left with %s: a Released PV with Delete is destroyed", old[i], oldPV.Spec.PersistentVolumeReclaimPolicy)
+				}
+			}
+			if len(rep.Leftovers) == 0 {
+				t.Errorf("report should list the kept old PVs and snapshots")
+			}
+			sts, _ := sb.Kube.AppsV1().StatefulSets(e.rel.Namespace).Get(e.ctx, e.rel.FullName(), metav1.GetOptions{})
+			if got := ptr.Deref(sts.Spec.VolumeClaimTemplates[0].Spec.StorageClassName, ""); got != wantClass {
+				t.Errorf("template class %q, want %q", got, wantClass)
+			}
+			assertNoPVDeleted(t, pvs)
+		})
+	}
+}
+
+// TestRestoreFromSnapshotAfterLoss is the disaster-recovery run: the volume
+// is gone, Grafana came back empty, and an older snapshot plus an older
+// inventory are all that is left.
+func TestRestoreFromSnapshotAfterLoss(t *testing.T) {
+	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 15)
+	ns := e.rel.Namespace
+	baseline := filepath.Join(t.TempDir(), "baseline.json")
+	if err := e.inventory(0).SaveFile(baseline); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snapshot.Create(e.ctx, sb.Snap, ns, "nightly", e.rel.Claim(0), "hostpath-snapclass", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snapshot.WaitReady(e.ctx, sb.Snap, ns, "nightly", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
+	// The loss: the claim and its Delete-policy PV go, data with them.
+	lost := e.boundPV(0).Name
+	if err := workload.Scale(e.ctx, sb.Kube, ns, e.rel.FullName(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := workload.WaitPodGone(e.ctx, sb.Kube, ns, e.rel.Pod(0), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Kube.CoreV1().PersistentVolumeClaims(ns).Delete(e.ctx, e.rel.Claim(0), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPVGone(t, lost)
+	if err := workload.Scale(e.ctx, sb.Kube, ns, e.rel.FullName(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := workload.WaitReady(e.ctx, sb.Kube, ns, e.rel.FullName(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.inventory(0).Totals().Dashboards; n != 0 {
+		t.Fatalf("after the loss Grafana should be empty, serves %d", n)
+	}
+
+	o := e.options(migrate.Restore)
+	o.FromSnapshot, o.BaselineFile, o.ToClass = "nightly", baseline, "premium"
+	rep, err := e.migrator(nil).Run(e.ctx, o, migrate.Apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.assertVerified(rep)
+	// The user's snapshot is theirs: never deleted.
+	if _, err := snapshot.Get(e.ctx, sb.Snap, ns, "nightly"); err != nil {
+		t.Errorf("existing snapshot removed: %v", err)
+	}
+}
+
+func TestRollback(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		killAfter string // "" rolls back a completed migration
+	}{
+		{"after success", ""},
+		{"mid-way, after the new claim exists", "claim/0"},
+		{"mid-way, after the old claim was deleted", "release-claim/0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 8)
+			orig := e.boundPV(0).Name
+			base := e.inventory(0)
+			pvs := pvState(t)
+			m := e.migrator(nil)
+			killed := errors.New("killed by test")
+			if tc.killAfter != "" {
+				m.AfterStep = func(_ context.Context, id string) error {
+					if id == tc.killAfter {
+						return killed
+					}
+					return nil
+				}
+			}
+			o := e.options(migrate.Restore)
+			o.ToClass = "premium"
+			_, err := m.Run(e.ctx, o, migrate.Apply)
+			if tc.killAfter == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tc.killAfter != "" && !errors.Is(err, killed) {
+				t.Fatalf("want killed, got %v", err)
+			}
+			rep, err := e.migrator(nil).Rollback(e.ctx, e.rel.Namespace, e.rel.FullName())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Outcome != "rolled-back" {
+				t.Fatalf("outcome %s", rep.Outcome)
+			}
+			if err := workload.WaitReady(e.ctx, sb.Kube, e.rel.Namespace, e.rel.FullName(), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			pv := e.boundPV(0)
+			if pv.Name != orig {
+				t.Fatalf("after rollback on %s, want original %s", pv.Name, orig)
+			}
+			if pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
+				t.Errorf("original PV policy %s, want Delete back", pv.Spec.PersistentVolumeReclaimPolicy)
+			}
+			assertSameDashboards(t, base, e.inventory(0))
+			assertNoPVDeleted(t, pvs)
+		})
+	}
+}
+
+// TestKilledAfterEachStepConverges kills the run after every step in turn,
+// re-running the same command each time, as an operator would after a
+// crash: the run must converge with nothing lost.
+func TestKilledAfterEachStepConverges(t *testing.T) {
+	for _, strategy := range []migrate.Strategy{migrate.Reuse, migrate.Restore} {
+		t.Run(string(strategy), func(t *testing.T) {
+			e := deployGrafana(t, fixtures.Release{Name: "mon", Replicas: 1}, 6)
+			pvs := pvState(t)
+			o := e.options(strategy)
+			if strategy == migrate.Restore {
+				o.ToClass = "premium"
+			}
+			// Learn the step list from a dry run.
+			planned, err := e.migrator(nil).Run(e.ctx, o, migrate.PlanOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			killed := errors.New("killed")
+			for k, step := range planned.Steps {
+				m := e.migrator(nil)
+				kill := step.ID
+				m.AfterStep = func(_ context.Context, id string) error {
+					if id == kill {
+						return killed
+					}
+					return nil
+				}
+				_, err := m.Run(e.ctx, o, migrate.Apply)
+				if k == len(planned.Steps)-1 {
+					// Killed after the last step: the journal never said
+					// Completed; the next run must find everything done.
+					if !errors.Is(err, killed) {
+						t.Fatalf("last step: want killed, got %v", err)
+					}
+					break
+				}
+				if !errors.Is(err, killed) {
+					t.Fatalf("kill after %s: want killed, got %v", step.ID, err)
+				}
+			}
+			rep, err := e.migrator(nil).Run(e.ctx, o, migrate.Apply)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.assertVerified(rep)
+			for _, s := range rep.Steps {
+				if s.Status != "skipped" {
+					t.Errorf("final run re-did step %s (%s)", s.ID, s.Status)
+				}
+			}
+			assertNoPVDeleted(t, pvs)
+		})
+	}
+}
+
+// TestVerificationFailureRollsBack damages the restored copy before the
+// redeploy: verification must catch it and put the original volume back.
+func TestVerificationFailureRollsBack(t *testing.T) {
+	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 9)
+	orig := e.boundPV(0).Name
+	base := e.inventory(0)
+	m := e.migrator(nil)
+	m.AfterStep = func(ctx context.Context, id string) error {
+		if id != "restore/0" {
+			return nil
+		}
+		// Find the restored PV (reserved by nobody yet) and corrupt it.
+		list, err := sb.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, pv := range list.Items {
+			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != e.rel.Namespace || pv.Status.Phase != corev1.VolumeReleased {
+				continue
+			}
+			dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)
+			if err != nil {
+				return err
+			}
+			return deleteSomeDashboards(filepath.Join(dir, "grafana.db"), 3)
+		}
+		return errors.New("restored PV not found")
+	}
+	o := e.options(migrate.Restore)
+	rep, err := m.Run(e.ctx, o, migrate.Apply)
+	var rb *migrate.RolledBackError
+	if !errors.As(err, &rb) {
+		t.Fatalf("want RolledBackError, got %v", err)
+	}
+	if rep.Outcome != "rolled-back" || len(rep.Verification) != 1 || rep.Verification[0].Lost != 3 {
+		t.Fatalf("report: outcome %s verification %+v", rep.Outcome, rep.Verification)
+	}
+	if err := workload.WaitReady(e.ctx, sb.Kube, e.rel.Namespace, e.rel.FullName(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if pv := e.boundPV(0); pv.Name != orig {
+		t.Fatalf("after rollback on %s, want %s", pv.Name, orig)
+	}
+	assertSameDashboards(t, base, e.inventory(0))
+}
