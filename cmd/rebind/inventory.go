@@ -1,0 +1,169 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/rebind-dev/rebind/pkg/inventory"
+)
+
+// Hooks the command wiring sets: how to reach the cluster (only needed for
+// --grafana-secret) and which logger to use. Left nil, commands run without
+// a cluster and log nothing.
+var (
+	grafanaKubeClient func(c *cli.Context) (kubernetes.Interface, error)
+	grafanaLogger     func(c *cli.Context) *zap.Logger
+)
+
+// Exit codes of verify.
+const (
+	exitVerifyOK     = 0
+	exitVerifyFailed = 1 // dashboards lost or changed
+	exitVerifyError  = 2 // could not compare at all
+)
+
+func commandDeps(c *cli.Context) (kubernetes.Interface, *zap.Logger, error) {
+	log := zap.NewNop()
+	if grafanaLogger != nil {
+		if l := grafanaLogger(c); l != nil {
+			log = l
+		}
+	}
+	var kube kubernetes.Interface
+	if c.String(flagGrafanaSecret) != "" && grafanaKubeClient != nil {
+		k, err := grafanaKubeClient(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		kube = k
+	}
+	return kube, log, nil
+}
+
+func workersFlag() cli.Flag {
+	return &cli.IntFlag{Name: "workers", Usage: "dashboards fetched in parallel", Value: 8}
+}
+
+func inventoryOptions(c *cli.Context, log *zap.Logger) inventory.Options {
+	return inventory.Options{Workers: c.Int("workers"), Logger: log}
+}
+
+func inventoryCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "inventory",
+		Usage: "record every dashboard and folder of a Grafana (by content hash) to a JSON file",
+		Description: "Online through the HTTP API (--grafana-url) or offline from a grafana.db file (--db).\n" +
+			"Keep the file: `rebind verify --baseline FILE` proves later that nothing was lost.",
+		Flags: append(grafanaFlags(),
+			&cli.PathFlag{Name: "db", Usage: "read this grafana.db directly instead of the API (opened read-only)"},
+			&cli.PathFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the inventory here (default: stdout)"},
+			workersFlag(),
+		),
+		Action: func(c *cli.Context) error {
+			inv, err := takeInventory(c, c.String(flagGrafanaURL), c.Path("db"))
+			if err != nil {
+				return cli.Exit(err.Error(), exitVerifyError)
+			}
+			if out := c.Path("output"); out != "" {
+				if err := inv.SaveFile(out); err != nil {
+					return cli.Exit(fmt.Sprintf("writing %s: %v", out, err), exitVerifyError)
+				}
+				t := inv.Totals()
+				fmt.Fprintf(c.App.ErrWriter, "inventory of %s: %d orgs, %d folders, %d dashboards written to %s\n",
+					inv.Source, len(inv.Orgs), t.Folders, t.Dashboards, out)
+				return nil
+			}
+			return inv.Save(c.App.Writer)
+		},
+	}
+}
+
+// takeInventory reads from exactly one of a live Grafana and a database file.
+func takeInventory(c *cli.Context, url, db string) (*inventory.Inventory, error) {
+	switch {
+	case url != "" && db != "":
+		return nil, errors.New("give either a Grafana URL or --db, not both")
+	case db != "":
+		return inventory.FromSQLiteContext(c.Context, db)
+	case url != "":
+		kube, log, err := commandDeps(c)
+		if err != nil {
+			return nil, err
+		}
+		client, err := grafanaClientForURL(c, kube, log, url)
+		if err != nil {
+			return nil, err
+		}
+		return inventory.FromGrafana(c.Context, client, inventoryOptions(c, log))
+	default:
+		return nil, fmt.Errorf("give --%s or --db", flagGrafanaURL)
+	}
+}
+
+func verifyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "verify",
+		Usage: "prove that a Grafana still holds every dashboard of a baseline, unchanged",
+		Description: "The current state is --grafana-url (or --current-db). The baseline is one of --baseline FILE\n" +
+			"(from `rebind inventory`), --against-url (another live Grafana, same credentials) or --db FILE.\n" +
+			"Exit code 0: every dashboard matches; 1: something was lost, changed or moved; 2: could not verify.\n" +
+			"Dashboards only in the current Grafana are reported but do not fail verification.",
+		Flags: append(grafanaFlags(),
+			&cli.PathFlag{Name: "baseline", Usage: "inventory file written by `rebind inventory`"},
+			&cli.StringFlag{Name: "against-url", Usage: "a second live Grafana to use as the baseline"},
+			&cli.PathFlag{Name: "db", Usage: "a grafana.db to use as the baseline"},
+			&cli.PathFlag{Name: "current-db", Usage: "check this grafana.db instead of --grafana-url"},
+			&cli.PathFlag{Name: "json", Usage: "also write the full comparison as JSON to this file"},
+			workersFlag(),
+		),
+		Action: func(c *cli.Context) error {
+			baseline, err := verifyBaseline(c)
+			if err != nil {
+				return cli.Exit("verify: baseline: "+err.Error(), exitVerifyError)
+			}
+			current, err := takeInventory(c, c.String(flagGrafanaURL), c.Path("current-db"))
+			if err != nil {
+				return cli.Exit("verify: current: "+err.Error(), exitVerifyError)
+			}
+			res := inventory.Compare(baseline, current)
+			fmt.Fprintf(c.App.Writer, "baseline %s (taken %s)\ncurrent  %s\n", baseline.Source, baseline.TakenAt.Format("2006-01-02 15:04:05Z07:00"), current.Source)
+			fmt.Fprint(c.App.Writer, res.Summary())
+			if p := c.Path("json"); p != "" {
+				b, err := json.MarshalIndent(res, "", "  ")
+				if err == nil {
+					err = os.WriteFile(p, append(b, '\n'), 0o644)
+				}
+				if err != nil {
+					return cli.Exit(fmt.Sprintf("verify: writing %s: %v", p, err), exitVerifyError)
+				}
+			}
+			if !res.OK() {
+				return cli.Exit("verify: FAILED: dashboards were lost or changed (see above)", exitVerifyFailed)
+			}
+			return nil
+		},
+	}
+}
+
+func verifyBaseline(c *cli.Context) (*inventory.Inventory, error) {
+	file, against, db := c.Path("baseline"), c.String("against-url"), c.Path("db")
+	n := 0
+	for _, v := range []string{file, against, db} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, errors.New("give exactly one of --baseline, --against-url and --db")
+	}
+	if file != "" {
+		return inventory.LoadFile(file)
+	}
+	return takeInventory(c, against, db)
+}
