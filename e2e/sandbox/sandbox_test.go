@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -246,6 +249,55 @@ func TestCRDsAndStorageObjects(t *testing.T) {
 	}
 	if _, err := sb.Snap.SnapshotV1().VolumeSnapshotClasses().Get(ctx, sandbox.SnapshotClassName, metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestStorageAgentIsWired(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	ns := sb.NewNamespace(t)
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "data"},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	claims := sb.Kube.CoreV1().PersistentVolumeClaims(ns)
+	if _, err := claims.Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sel := fields.OneTermEqualSelector("metadata.name", "data").String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return claims.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return claims.Watch(ctx, o)
+		},
+	}
+	ev, err := watchtools.UntilWithSync(ctx, lw, &corev1.PersistentVolumeClaim{}, nil, func(ev watch.Event) (bool, error) {
+		c, ok := ev.Object.(*corev1.PersistentVolumeClaim)
+		return ok && c.Status.Phase == corev1.ClaimBound, nil
+	})
+	if err != nil {
+		t.Fatalf("claim on the default class not bound (storage agent not running?): %v", err)
+	}
+	pv, err := sb.Kube.CoreV1().PersistentVolumes().Get(ctx, ev.Object.(*corev1.PersistentVolumeClaim).Spec.VolumeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pv.Spec.CSI == nil || pv.Spec.CSI.Driver != sandbox.DriverName {
+		t.Fatalf("PV %s is not a %s volume: %+v", pv.Name, sandbox.DriverName, pv.Spec.PersistentVolumeSource)
+	}
+	dir := filepath.Join(sb.StorageRoot(), "volumes", pv.Spec.CSI.VolumeHandle)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("volume directory %s: %v", dir, err)
+	}
+	if u := sb.PodURL(ns, "grafana-0"); !strings.HasPrefix(u, "http://127.0.0.1:") {
+		t.Fatalf("PodURL = %q, want a loopback URL", u)
 	}
 }
 

@@ -1,0 +1,89 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/rebind-dev/rebind/e2e/sandbox/grafanarunner"
+	"github.com/rebind-dev/rebind/e2e/sandbox/storage"
+)
+
+// addonState holds the in-process agents: the storage agent plays both CSI
+// drivers, the Grafana runner serves Grafana for Ready pods.
+type addonState struct {
+	agent  *storage.Agent
+	runner *grafanarunner.Runner
+}
+
+func (s *Sandbox) startAddons(context.Context) error {
+	// The agents use their own identity so the audit trail and any RBAC
+	// change separate them from the admin the tests act as.
+	kube, err := kubernetes.NewForConfig(s.agentRC)
+	if err != nil {
+		return err
+	}
+	snap, err := snapclientset.NewForConfig(s.agentRC)
+	if err != nil {
+		return err
+	}
+	agent, err := storage.New(storage.Config{Root: s.StorageRoot(), Kube: kube, Snap: snap, Log: s.logger})
+	if err != nil {
+		return err
+	}
+	runner := grafanarunner.New(grafanarunner.Config{Kube: kube, VolumeDir: agent.VolumeDir, Log: s.logger})
+	s.addons = addonState{agent: agent, runner: runner}
+
+	// Not derived from Start's context: that one ends when Start returns,
+	// the agents must live until Stop.
+	ctx, cancel := context.WithCancel(context.Background())
+	s.addonCancel = cancel
+	s.goAddon(ctx, "storage agent", agent.Run)
+	s.goAddon(ctx, "grafana runner", runner.Run)
+	return nil
+}
+
+func (s *Sandbox) goAddon(ctx context.Context, name string, run func(context.Context) error) {
+	s.addonWG.Add(1)
+	go func() {
+		defer s.addonWG.Done()
+		err := run(ctx)
+		if err == nil || (ctx.Err() != nil && errors.Is(err, context.Canceled)) {
+			return
+		}
+		if ctx.Err() == nil {
+			// Stopping early leaves tests waiting on volumes or URLs that
+			// never come; make the cause visible right away.
+			s.logger.Error("sandbox agent stopped", zap.String("agent", name), zap.Error(err))
+		}
+		s.mu.Lock()
+		s.addonErrs = append(s.addonErrs, fmt.Errorf("%s: %w", name, err))
+		s.mu.Unlock()
+	}()
+}
+
+// stopAddons runs before the control plane stops so the agents never see
+// the apiserver vanish under them.
+func (s *Sandbox) stopAddons() []error {
+	if s.addonCancel == nil {
+		return nil
+	}
+	s.addonCancel()
+	s.addonWG.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]error(nil), s.addonErrs...)
+}
+
+// PodURL is the stable loopback URL of the Grafana stand-in for pod ns/pod;
+// see docs/ARCHITECTURE.md for its behaviour across pod re-creation.
+func (s *Sandbox) PodURL(ns, pod string) string { return s.addons.runner.PodURL(ns, pod) }
+
+// StorageRoot is the storage agent's root: volumes/<handle> and
+// snapshots/<handle> below it.
+func (s *Sandbox) StorageRoot() string { return filepath.Join(s.Dir, "storage") }
