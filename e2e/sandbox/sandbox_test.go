@@ -3,8 +3,10 @@ package sandbox_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -299,6 +301,51 @@ func TestStorageAgentIsWired(t *testing.T) {
 	if u := sb.PodURL(ns, "grafana-0"); !strings.HasPrefix(u, "http://127.0.0.1:") {
 		t.Fatalf("PodURL = %q, want a loopback URL", u)
 	}
+}
+
+func TestFailedStartLeavesNoProcess(t *testing.T) {
+	before := childPIDs(t)
+	// Too short for the apiserver: Start fails midway with etcd (and maybe
+	// more) already running, which it must clean up.
+	s, err := sandbox.Start(t.Context(), sandbox.Options{Dir: t.TempDir(), ReadyTimeout: 1500 * time.Millisecond, Progress: io.Discard})
+	if err == nil {
+		s.Stop()
+		t.Skip("the sandbox started within 1.5 s; nothing to check")
+	}
+	t.Logf("expected failure: %.200s", err)
+	for pid := range childPIDs(t) {
+		if !before[pid] {
+			t.Errorf("process %d survived a failed Start", pid)
+		}
+	}
+}
+
+// childPIDs lists this test process's live children.
+func childPIDs(t *testing.T) map[int]bool {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := strconv.Itoa(os.Getpid())
+	out := map[int]bool{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command: state, ppid, ...
+		rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
+		f := strings.Fields(rest)
+		if len(f) > 1 && f[1] == self && f[0] != "Z" {
+			out[pid] = true
+		}
+	}
+	return out
 }
 
 func BenchmarkWarmStart(b *testing.B) {
