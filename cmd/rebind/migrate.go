@@ -1,0 +1,266 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+
+	"github.com/rebind-dev/rebind/pkg/discovery"
+	"github.com/rebind-dev/rebind/pkg/grafana"
+	"github.com/rebind-dev/rebind/pkg/journal"
+	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/migrate"
+	"github.com/rebind-dev/rebind/pkg/preflight"
+	"github.com/rebind-dev/rebind/pkg/report"
+	"github.com/rebind-dev/rebind/pkg/verify"
+)
+
+const targetCategory = "Target"
+
+func targetFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Category: targetCategory, Usage: "namespace of the release (default: the kubeconfig context's)"},
+		&cli.StringFlag{Name: "release", Category: targetCategory, Usage: "Helm release name of the Grafana chart"},
+		&cli.StringFlag{Name: "statefulset", Category: targetCategory, Usage: "StatefulSet name (instead of --release)"},
+		&cli.StringFlag{Name: "claim-template", Category: targetCategory, Value: "storage", Usage: "name of the data volumeClaimTemplate"},
+	}
+}
+
+func outputFlag() cli.Flag {
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text, or json for a machine-readable report on stdout"}
+}
+
+func migrateFlags() []cli.Flag {
+	flags := targetFlags()
+	flags = append(flags,
+		&cli.StringFlag{Name: "strategy", Value: "reuse", Usage: "reuse (keep each PV) or restore (snapshot and restore into new PVs)"},
+		&cli.StringFlag{Name: "to-storage-class", Usage: "StorageClass of the new volumes (restore; default: the current class)"},
+		&cli.StringFlag{Name: "size", Usage: "size of the claims (default: the claim template's request)"},
+		&cli.StringFlag{Name: "snapshot-class", Usage: "VolumeSnapshotClass (default: the driver's default class)"},
+		&cli.StringFlag{Name: "from-snapshot", Usage: "restore this existing VolumeSnapshot instead of taking one (with several replicas put {ordinal} in the name)"},
+		&cli.BoolFlag{Name: "quiesce", Usage: "scale to 0 before snapshotting: consistent, but Grafana is down for the snapshot and restore too"},
+		&cli.BoolFlag{Name: "keep-retain", Usage: "leave reclaim policy Retain on the volumes in use afterwards"},
+		&cli.BoolFlag{Name: "no-rollback", Usage: "when verification fails, leave the new state for inspection instead of rolling back"},
+		&cli.PathFlag{Name: "baseline", Usage: "inventory file from an earlier `rebind inventory` to verify against (needed with --from-snapshot after data loss)"},
+		&cli.BoolFlag{Name: "skip-verify", Usage: "do not compare dashboards (not recommended)"},
+		&cli.StringFlag{Name: "dry-run", Value: "none", Usage: "none; client prints the plan; server also has the API server validate every write without persisting it"},
+		&cli.PathFlag{Name: "values-out", Usage: "write the Helm values for the next `helm upgrade` to this file"},
+		&cli.DurationFlag{Name: "wait-timeout", Value: migrate.DefaultTimeouts().Wait, Usage: "limit of each wait for claims, pods and deletions"},
+		&cli.DurationFlag{Name: "snapshot-timeout", Value: migrate.DefaultTimeouts().Snapshot, Usage: "limit of each wait for a snapshot or a restored volume"},
+		&cli.DurationFlag{Name: "verify-timeout", Value: migrate.DefaultTimeouts().Verify, Usage: "limit for Grafana to answer after the redeploy"},
+		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one pod's Grafana (repeatable); default: --grafana-url, else the pod's in-cluster DNS name"},
+		outputFlag(),
+	)
+	return append(flags, grafanaFlags()...)
+}
+
+func migrateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "migrate",
+		Usage: "move the Grafana StatefulSet onto its own or restored volumes, verify every dashboard, roll back on loss",
+		Description: `Runs a plan of idempotent steps recorded in a journal ConfigMap: a run that is
+interrupted resumes when the same command runs again. Every PV goes to reclaim
+policy Retain before anything is deleted; no PV is ever deleted.`,
+		Flags:  migrateFlags(),
+		Action: func(c *cli.Context) error { return runMigrate(c, modeFromFlag(c)) },
+	}
+}
+
+func planCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "plan",
+		Usage:  "print the steps a migration would take (same flags as migrate; nothing changes)",
+		Flags:  migrateFlags(),
+		Action: func(c *cli.Context) error { return runMigrate(c, migrate.PlanOnly) },
+	}
+}
+
+func rollbackCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "rollback",
+		Usage: "return the StatefulSet to its original volumes (after a migration, or from any point of an unfinished one)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Category: targetCategory, Usage: "namespace of the StatefulSet"},
+			&cli.StringFlag{Name: "statefulset", Category: targetCategory, Usage: "StatefulSet name", Required: true},
+			outputFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			clients, err := loadClients(c)
+			if err != nil {
+				return cli.Exit(err.Error(), exitUsage)
+			}
+			ns := c.String("namespace")
+			if ns == "" {
+				ns = clients.Namespace
+			}
+			m := &migrate.Migrate{Clients: clients, Out: progressWriter(c), Log: log}
+			rep, err := m.Rollback(c.Context, ns, c.String("statefulset"))
+			return finishReport(c, rep, err)
+		},
+	}
+}
+
+func modeFromFlag(c *cli.Context) migrate.Mode {
+	switch c.String("dry-run") {
+	case "client", "true":
+		return migrate.PlanOnly
+	case "server":
+		return migrate.ServerDryRun
+	}
+	return migrate.Apply
+}
+
+// progressWriter sends human progress to stderr when stdout carries JSON.
+func progressWriter(c *cli.Context) *os.File {
+	if c.String("output") == "json" {
+		return os.Stderr
+	}
+	return os.Stdout
+}
+
+func runMigrate(c *cli.Context, mode migrate.Mode) error {
+	switch c.String("dry-run") {
+	case "none", "client", "server", "true", "false":
+	default:
+		return cli.Exit(fmt.Sprintf("--dry-run %q: use none, client or server", c.String("dry-run")), exitUsage)
+	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	clients, err := loadClients(c)
+	if err != nil {
+		return cli.Exit(err.Error(), exitUsage)
+	}
+	ns := c.String("namespace")
+	if ns == "" {
+		ns = clients.Namespace
+	}
+	strategy := migrate.Strategy(c.String("strategy"))
+	o := migrate.Options{
+		Target: discovery.Options{Namespace: ns, Release: c.String("release"), StatefulSet: c.String("statefulset"),
+			ClaimTemplate: c.String("claim-template"), SnapshotClass: c.String("snapshot-class")},
+		Strategy: strategy, ToClass: c.String("to-storage-class"), Size: c.String("size"),
+		FromSnapshot: c.String("from-snapshot"), Quiesce: c.Bool("quiesce"), KeepRetain: c.Bool("keep-retain"),
+		NoRollback: c.Bool("no-rollback"), BaselineFile: c.Path("baseline"), SkipVerify: c.Bool("skip-verify"),
+		Timeouts: migrate.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"), Verify: c.Duration("verify-timeout")},
+	}
+	checker, err := grafanaChecker(c, clients, ns, log)
+	if err != nil {
+		return cli.Exit(err.Error(), exitUsage)
+	}
+	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: progressWriter(c), Log: log}
+	rep, err := m.Run(c.Context, o, mode)
+	if rep != nil && rep.Outcome == report.Succeeded {
+		if path := c.Path("values-out"); path != "" && len(rep.HelmValues) > 0 {
+			if werr := os.WriteFile(path, []byte(report.ValuesYAML(rep.HelmValues)), 0o644); werr != nil {
+				log.Error("writing Helm values", zap.Error(werr))
+			}
+		}
+	}
+	return finishReport(c, rep, err)
+}
+
+// grafanaChecker reaches each pod's Grafana. Credentials come from the
+// flags, or by default from the chart's admin Secret (<fullname>, found by
+// discovery), read only when the first pod is contacted.
+func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.Logger) (*verify.Grafana, error) {
+	podURLs := map[string]string{}
+	for _, kv := range c.StringSlice("grafana-pod-url") {
+		pod, url, ok := strings.Cut(kv, "=")
+		if !ok || pod == "" || url == "" {
+			return nil, fmt.Errorf("--grafana-pod-url %q: use POD=URL", kv)
+		}
+		podURLs[pod] = url
+	}
+	haveCreds := c.String(flagGrafanaToken) != "" || c.String(flagGrafanaPassword) != "" || c.String(flagGrafanaSecret) != ""
+	var creds *grafana.Credentials
+	credentials := func(pod string) (grafana.Credentials, error) {
+		if creds != nil {
+			return *creds, nil
+		}
+		var got grafana.Credentials
+		var err error
+		if haveCreds {
+			got, err = grafanaCredentials(c, clients.Kube)
+		} else {
+			// The chart names the Secret like the StatefulSet: the pod name
+			// without its ordinal.
+			secret := pod[:strings.LastIndex(pod, "-")]
+			got, err = grafana.CredentialsFromSecret(c.Context, clients.Kube, ns, secret)
+			if err != nil {
+				err = fmt.Errorf("%w (pass --grafana-secret, --grafana-password or --grafana-token)", err)
+			}
+		}
+		if err != nil {
+			return got, err
+		}
+		creds = &got
+		return got, nil
+	}
+	return &verify.Grafana{
+		ClientFor: func(pod string) (*grafana.Client, error) {
+			url := podURLs[pod]
+			if url == "" {
+				url = c.String(flagGrafanaURL)
+			}
+			if url == "" {
+				sts := pod[:strings.LastIndex(pod, "-")]
+				// The chart's headless Service gives every pod a DNS name.
+				url = fmt.Sprintf("http://%s.%s-headless.%s.svc:3000", pod, sts, ns)
+			}
+			cr, err := credentials(pod)
+			if err != nil {
+				return nil, err
+			}
+			return grafana.New(grafana.Options{URL: url, Credentials: cr, OrgID: c.Int64(flagGrafanaOrgID),
+				CAFile: c.Path(flagGrafanaCAFile), InsecureSkipVerify: c.Bool(flagGrafanaInsecure), Timeout: c.Duration(flagGrafanaTimeout), Logger: log})
+		},
+		PollInterval: 500 * time.Millisecond,
+	}, nil
+}
+
+// finishReport prints the report and maps the error to an exit code.
+func finishReport(c *cli.Context, rep *report.Report, err error) error {
+	if rep != nil {
+		if c.String("output") == "json" {
+			if werr := rep.WriteJSON(c.App.Writer); werr != nil {
+				return werr
+			}
+		} else if rep.Outcome != report.Planned || len(rep.HelmValues) > 0 {
+			rep.WriteSummary(progressWriter(c))
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var (
+		pf     *preflight.Error
+		nf     *discovery.NotFoundError
+		rb     *migrate.RolledBackError
+		half   *migrate.FailedError
+		locked *journal.LockedError
+	)
+	switch {
+	case errors.As(err, &locked):
+		return cli.Exit(err.Error(), exitLocked)
+	case errors.As(err, &pf), errors.As(err, &nf):
+		return cli.Exit(err.Error(), exitUsage)
+	case errors.As(err, &rb):
+		return cli.Exit(err.Error(), exitRolledBack)
+	case errors.As(err, &half):
+		return cli.Exit(err.Error(), exitHalfway)
+	}
+	return cli.Exit(err.Error(), exitFailed)
+}
