@@ -6,11 +6,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/zapr"
 	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
 	"go.uber.org/zap"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
 )
 
@@ -24,6 +26,9 @@ const (
 func (a *Agent) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The provisioning library logs (and records events) through the context's
+	// logger; without one its chatter goes to klog's stderr instead of our log.
+	ctx = klog.NewContext(ctx, zapr.NewLogger(a.log.Named("provisioner")))
 
 	core := informers.NewSharedInformerFactory(a.kube, 0)
 	claims := core.Core().V1().PersistentVolumeClaims().Informer()
@@ -59,6 +64,12 @@ func (a *Agent) run(ctx context.Context) error {
 		controller.ClassesInformer(classes),
 		controller.RateLimiter(workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryBase, retryMax)),
 		controller.CreateProvisionedPVInterval(time.Second),
+		// Retry forever at the capped backoff instead of giving up after 15
+		// failures: a restore waiting minutes for its snapshot must still
+		// happen, and our informers do not resync to revive abandoned claims.
+		controller.FailedProvisionThreshold(0),
+		controller.FailedDeleteThreshold(0),
+		controller.ResyncPeriod(0),
 		controller.Threadiness(2),
 	)
 
