@@ -359,4 +359,3 @@ func seedDashboard(t *testing.T, dir, user, password, uid, title string) {
 		t.Fatalf("seeding dashboard: HTTP %d", resp.StatusCode)
 	}
 }
-
