@@ -317,6 +317,32 @@ func TestGrafanaRunnerServesBoundVolume(t *testing.T) {
 		t.Fatal("PodURL changed")
 	}
 
+	// A re-created pod keeps the URL and is served from the same claim.
+	pods := sb.Kube.CoreV1().Pods(ns)
+	old, err := pods.Get(ctx, "grafana-0", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pods.Delete(ctx, "grafana-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	podLW := lister[*corev1.PodList]{list: pods.List, watch: pods.Watch}.lw(byName("grafana-0"))
+	until(ctx, t, "re-created grafana-0 Ready", podLW, &corev1.Pod{}, 2*time.Minute, func(p *corev1.Pod) bool {
+		if p.UID == old.UID || p.DeletionTimestamp != nil {
+			return false
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return true
+			}
+		}
+		return false
+	})
+	if sb.PodURL(ns, "grafana-0") != url {
+		t.Fatal("PodURL changed across pod re-creation")
+	}
+	waitHTTP(ctx, t, url+"/api/dashboards/uid/seeded-uid", user, password, http.StatusOK)
+
 	// Scaled to zero: no pod, so no backend.
 	scale, err := sets.GetScale(ctx, "grafana", metav1.GetOptions{})
 	if err != nil {
@@ -326,8 +352,7 @@ func TestGrafanaRunnerServesBoundVolume(t *testing.T) {
 	if _, err := sets.UpdateScale(ctx, "grafana", scale, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pods := sb.Kube.CoreV1().Pods(ns)
-	untilGone(ctx, t, "pod grafana-0", lister[*corev1.PodList]{list: pods.List, watch: pods.Watch}.lw(byName("grafana-0")), &corev1.Pod{}, 2*time.Minute)
+	untilGone(ctx, t, "pod grafana-0", podLW, &corev1.Pod{}, 2*time.Minute)
 	waitHTTP(ctx, t, url+"/api/health", "", "", http.StatusBadGateway)
 }
 
