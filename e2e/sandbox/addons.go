@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"github.com/rebind-dev/rebind/e2e/sandbox/grafanarunner"
 	"github.com/rebind-dev/rebind/e2e/sandbox/storage"
@@ -22,6 +25,9 @@ type addonState struct {
 }
 
 func (s *Sandbox) startAddons(context.Context) error {
+	if err := s.openAgentLog(); err != nil {
+		return err
+	}
 	// The agents use their own identity so the audit trail and any RBAC
 	// change separate them from the admin the tests act as.
 	kube, err := kubernetes.NewForConfig(s.agentRC)
@@ -67,6 +73,27 @@ func (s *Sandbox) goAddon(ctx context.Context, name string, run func(context.Con
 	}()
 }
 
+// openAgentLog sends the agents' logs to logs/agents.log unless the caller
+// gave a logger: test output then shows only the tests' own lines, and a
+// failure still has the agents' story next to the components' logs.
+func (s *Sandbox) openAgentLog() error {
+	if s.opts.Logger != nil {
+		return nil
+	}
+	f, err := os.OpenFile(filepath.Join(s.Dir, "logs", "agents.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	s.agentLog = f
+	enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
+	s.logger = zap.New(zapcore.NewCore(enc, zapcore.AddSync(f), zap.DebugLevel))
+	// The provisioner library inside the storage agent logs through klog,
+	// which is process-global: the last sandbox started owns it.
+	klog.LogToStderr(false)
+	klog.SetOutput(f)
+	return nil
+}
+
 // stopAddons runs before the control plane stops so the agents never see
 // the apiserver vanish under them.
 func (s *Sandbox) stopAddons() []error {
@@ -75,6 +102,10 @@ func (s *Sandbox) stopAddons() []error {
 	}
 	s.addonCancel()
 	s.addonWG.Wait()
+	if s.agentLog != nil {
+		_ = s.logger.Sync()
+		klog.Flush()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]error(nil), s.addonErrs...)

@@ -38,7 +38,8 @@ type Options struct {
 	Nodes int
 	// Progress receives build and start progress lines; default os.Stderr.
 	Progress io.Writer
-	// Logger is given to the in-process agents; default a no-op logger.
+	// Logger is given to the in-process agents; default: logs/agents.log
+	// in Dir (klog output, from the provisioner library, goes there too).
 	Logger *zap.Logger
 	// ReadyTimeout bounds the start after the binaries exist; default 2m.
 	ReadyTimeout time.Duration
@@ -66,12 +67,13 @@ type Sandbox struct {
 	Server     string // https://127.0.0.1:<port>
 	Timing     Timing
 
-	opts    Options
-	tmpDir  bool
-	pki     *pki
-	rss     *rssSampler
-	logger  *zap.Logger
-	agentRC *rest.Config // the in-process agents' own identity
+	opts     Options
+	tmpDir   bool
+	pki      *pki
+	rss      *rssSampler
+	logger   *zap.Logger
+	agentRC  *rest.Config // the in-process agents' own identity
+	agentLog *os.File
 
 	mu       sync.Mutex
 	children []*child
@@ -416,6 +418,11 @@ func (s *Sandbox) stop(removeDir bool) error {
 	}
 	s.rss.sample()
 	s.rss.close()
+	if s.agentLog != nil {
+		// klog may still point here; writes to a closed os.File fail
+		// without harm, so no global reset is needed.
+		_ = s.agentLog.Close()
+	}
 	if removeDir && s.tmpDir && !s.opts.KeepDir {
 		if err := os.RemoveAll(s.Dir); err != nil {
 			errs = append(errs, err)
