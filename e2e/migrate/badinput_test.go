@@ -178,9 +178,6 @@ func limitedClients(t *testing.T, e *grafanaEnv, dropVerb, dropResource string) 
 			nsRules = append(nsRules, r)
 		}
 	}
-	// Discovery reads Secrets and Services by name, and claims' events.
-	nsRules = append(nsRules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets", "services", "events"}, Verbs: []string{"get", "list"}})
-	clusterRules = append(clusterRules, rbacv1.PolicyRule{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get"}})
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "rebind", Namespace: ns}}
 	must := func(err error) {
 		t.Helper()

@@ -35,7 +35,7 @@ func TestReuse(t *testing.T) {
 					t.Fatalf("fixture PV should start with Delete")
 				}
 			}
-			pvs := pvState(t)
+			pvs := pvState(t, e.rel.Namespace)
 
 			rep, err := e.migrator(nil).Run(e.ctx, e.options(migrate.Reuse), migrate.Apply)
 			if err != nil {
@@ -88,7 +88,7 @@ func TestRestore(t *testing.T) {
 			for i := 0; i < int(tc.replicas); i++ {
 				old = append(old, e.boundPV(i).Name)
 			}
-			pvs := pvState(t)
+			pvs := pvState(t, e.rel.Namespace)
 			o := e.options(migrate.Restore)
 			o.ToClass, o.Quiesce = tc.toClass, tc.quiesce
 			rep, err := e.migrator(nil).Run(e.ctx, o, migrate.Apply)
@@ -196,7 +196,7 @@ func TestRollback(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 8)
 			orig := e.boundPV(0).Name
 			base := e.inventory(0)
-			pvs := pvState(t)
+			pvs := pvState(t, e.rel.Namespace)
 			m := e.migrator(nil)
 			killed := errors.New("killed by test")
 			if tc.killAfter != "" {
@@ -246,7 +246,7 @@ func TestKilledAfterEachStepConverges(t *testing.T) {
 	for _, strategy := range []migrate.Strategy{migrate.Reuse, migrate.Restore} {
 		t.Run(string(strategy), func(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: "mon", Replicas: 1}, 6)
-			pvs := pvState(t)
+			pvs := pvState(t, e.rel.Namespace)
 			o := e.options(strategy)
 			if strategy == migrate.Restore {
 				o.ToClass = "premium"

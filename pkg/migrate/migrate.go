@@ -21,6 +21,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/plan"
+	"github.com/rebind-dev/rebind/pkg/preflight"
 	"github.com/rebind-dev/rebind/pkg/report"
 )
 
@@ -105,6 +106,15 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	}
 
 	ns := o.Target.Namespace
+	// Access first: even looking for a journal needs rights, and a missing
+	// right is a preflight finding, not a crash half-way.
+	var access preflight.Report
+	if err := preflight.CheckAccess(ctx, m.Clients.Kube, Permissions(ns, o.Strategy), &access); err != nil {
+		return finish(report.Failed, err)
+	}
+	if err := access.Err(); err != nil {
+		return finish(report.Failed, err)
+	}
 	existing, err := m.existingJournal(ctx, o)
 	if err != nil {
 		return finish(report.Failed, err)

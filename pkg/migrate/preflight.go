@@ -34,8 +34,13 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 		p("create", "", "persistentvolumeclaims", "", ns), p("delete", "", "persistentvolumeclaims", "", ns),
 		p("get", "", "persistentvolumes", "", ""), p("list", "", "persistentvolumes", "", ""), p("watch", "", "persistentvolumes", "", ""),
 		p("update", "", "persistentvolumes", "", ""),
-		p("list", "storage.k8s.io", "storageclasses", "", ""),
-		p("get", "", "configmaps", "", ns), p("create", "", "configmaps", "", ns), p("update", "", "configmaps", "", ns),
+		p("list", "storage.k8s.io", "storageclasses", "", ""), p("get", "storage.k8s.io", "storageclasses", "", ""),
+		// Discovery: the chart's Secret (admin credentials) and Service, a
+		// Deployment-mode release for a better error, claim events for
+		// the reason a claim stays Pending.
+		p("get", "", "secrets", "", ns), p("get", "", "services", "", ns), p("list", "apps", "deployments", "", ns),
+		p("list", "", "events", "", ns),
+		p("get", "", "configmaps", "", ns), p("list", "", "configmaps", "", ns), p("create", "", "configmaps", "", ns), p("update", "", "configmaps", "", ns),
 		p("get", "coordination.k8s.io", "leases", "", ns), p("create", "coordination.k8s.io", "leases", "", ns), p("update", "coordination.k8s.io", "leases", "", ns),
 	}
 	if s == Restore {
@@ -53,9 +58,6 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 // the spec, or every problem found. It changes nothing.
 func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (*Spec, error) {
 	var r preflight.Report
-	if err := preflight.CheckAccess(ctx, m.Clients.Kube, Permissions(t.Namespace, o.Strategy), &r); err != nil {
-		return nil, err
-	}
 	stsRef := fmt.Sprintf("StatefulSet %s/%s", t.Namespace, t.Name())
 	spec := &Spec{Strategy: o.Strategy, Target: t, Quiesce: o.Quiesce, KeepRetain: o.KeepRetain, SkipVerify: o.SkipVerify, Timeouts: o.Timeouts}
 	if spec.Timeouts == (Timeouts{}) {

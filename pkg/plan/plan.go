@@ -129,20 +129,19 @@ func (r *Runner) printf(format string, args ...any) {
 	}
 }
 
-// Run applies every step not yet done. A step recorded as done whose Check
-// still holds is skipped; one recorded done whose effect is gone is applied
-// again, because the cluster, not the journal, is the truth.
+// Run applies every step not yet done. Steps recorded as done are trusted
+// and skipped: later steps supersede their effects (pods a scale-down
+// removed come back with the redeploy), so re-checking them would undo
+// progress. A step that was started but not finished is applied again,
+// which is why Apply must be idempotent.
 func (r *Runner) Run(ctx context.Context, p *Plan) ([]Result, error) {
 	results := make([]Result, 0, len(p.Steps))
 	for i, s := range p.Steps {
 		prefix := fmt.Sprintf("[%d/%d]", i+1, len(p.Steps))
-		rec := r.Store.Step(s.ID())
-		if rec.Status == Done {
-			if err := s.Check(ctx); err == nil {
-				r.printf(" ✓ %s %s (already done)\n", prefix, s.Describe())
-				results = append(results, Result{ID: s.ID(), Describe: s.Describe(), Status: "skipped", Duration: rec.Duration, Started: rec.StartedAt})
-				continue
-			}
+		if rec := r.Store.Step(s.ID()); rec.Status == Done {
+			r.printf(" ✓ %s %s (already done)\n", prefix, s.Describe())
+			results = append(results, Result{ID: s.ID(), Describe: s.Describe(), Status: "skipped", Duration: rec.Duration, Started: rec.StartedAt})
+			continue
 		}
 		res, err := r.runStep(ctx, prefix, s)
 		results = append(results, res)
