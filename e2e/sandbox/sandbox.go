@@ -86,7 +86,8 @@ type Sandbox struct {
 }
 
 // Start builds what is missing, starts every component and returns once the
-// cluster is ready for tests. On failure nothing started is left running.
+// cluster is ready for tests. ctx bounds only the start: the sandbox runs
+// until Stop. On failure nothing started is left running.
 func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	begin := time.Now()
 	if opts.Nodes < 2 {

@@ -2,6 +2,7 @@ package sandbox_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -40,6 +41,13 @@ import (
 var sb *sandbox.Sandbox
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		// A cold start builds the control plane for minutes; -short is the
+		// fast inner loop.
+		fmt.Fprintln(os.Stderr, "sandbox: skipped in -short mode")
+		os.Exit(0)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	var err error
 	sb, err = sandbox.Start(ctx, sandbox.Options{})
