@@ -287,9 +287,9 @@ type RestoreRequest struct {
 	BackupName string
 	// Namespace of the backup to restore from, restored into Into.
 	Namespace, Into string
-	Resources  []string
-	Selector   *metav1.LabelSelector
-	Labels     map[string]string
+	Resources       []string
+	Selector        *metav1.LabelSelector
+	Labels          map[string]string
 }
 
 // CreateRestore creates the Restore (or returns the existing one of that name).
