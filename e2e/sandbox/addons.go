@@ -51,7 +51,7 @@ func (s *Sandbox) startAddons(context.Context) error {
 	s.addonCancel = cancel
 	s.goAddon(ctx, "storage agent", agent.Run)
 	s.goAddon(ctx, "grafana runner", runner.Run)
-	return nil
+	return s.startVelero(ctx, kube)
 }
 
 func (s *Sandbox) goAddon(ctx context.Context, name string, run func(context.Context) error) {

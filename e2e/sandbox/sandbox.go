@@ -43,6 +43,9 @@ type Options struct {
 	Logger *zap.Logger
 	// ReadyTimeout bounds the start after the binaries exist; default 2m.
 	ReadyTimeout time.Duration
+	// NoVelero leaves Velero's CRDs without a server (no stand-in, no
+	// BackupStorageLocation).
+	NoVelero bool
 }
 
 // Timing tells where a start spent its time.
