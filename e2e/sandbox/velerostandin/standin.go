@@ -199,7 +199,9 @@ type record struct {
 	DataDir   string                        `json:"dataDir"` // relative to the backup's directory
 }
 
-func (s *StandIn) backupDir(name string) string { return filepath.Join(s.cfg.StoreDir, "backups", name) }
+func (s *StandIn) backupDir(name string) string {
+	return filepath.Join(s.cfg.StoreDir, "backups", name)
+}
 
 func toUnstructured(obj runtime.Object) (*unstructured.Unstructured, error) {
 	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
