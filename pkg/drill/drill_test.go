@@ -1,0 +1,178 @@
+package drill
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/rebind-dev/rebind/pkg/report"
+)
+
+func TestScratchNamespaceName(t *testing.T) {
+	for _, tc := range []struct{ sts, want string }{
+		{"grafana", "rebind-drill-grafana-abc123"},
+		{strings.Repeat("a", 70), "rebind-drill-" + strings.Repeat("a", 43) + "-abc123"},
+		{strings.Repeat("a", 42) + "-b", "rebind-drill-" + strings.Repeat("a", 42) + "-abc123"},
+	} {
+		got := ScratchNamespaceName(tc.sts, "abc123")
+		if got != tc.want || len(got) > 63 {
+			t.Errorf("%s: got %s (%d)", tc.sts, got, len(got))
+		}
+	}
+}
+
+func TestReferencedObjects(t *testing.T) {
+	opt := ptr.To(true)
+	spec := &corev1.PodSpec{
+		Volumes: []corev1.Volume{
+			{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "grafana"}}}},
+			{Name: "p", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+				{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "extra"}, Optional: opt}}}}}},
+		},
+		InitContainers: []corev1.Container{{Name: "init", EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "env"}, Optional: opt}}}}},
+		Containers: []corev1.Container{{Name: "grafana", Env: []corev1.EnvVar{
+			{Name: "U", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "grafana"}, Key: "admin-user"}}},
+			{Name: "X", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "extra"}, Key: "k"}}},
+			{Name: "plain", Value: "v"},
+		}}},
+		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "regcred"}},
+	}
+	got := referencedObjects(spec)
+	want := []objectRef{{"ConfigMap", "env", true}, {"ConfigMap", "grafana", false}, {"Secret", "extra", false}, {"Secret", "grafana", false}, {"Secret", "regcred", true}}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("%d: got %+v want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestScratchStatefulSet(t *testing.T) {
+	prod := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "grafana", Namespace: "monitoring", UID: "u", ResourceVersion: "9",
+			Labels:      map[string]string{"app.kubernetes.io/name": "grafana", "app.kubernetes.io/managed-by": "Helm"},
+			Annotations: map[string]string{"meta.helm.sh/release-name": "grafana"}},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "grafana"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app.kubernetes.io/name": "grafana"}},
+				Spec: corev1.PodSpec{ServiceAccountName: "grafana"}},
+			PersistentVolumeClaimRetentionPolicy: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{WhenDeleted: appsv1.DeletePersistentVolumeClaimRetentionPolicyType},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{ObjectMeta: metav1.ObjectMeta{Name: "storage"},
+				Spec: corev1.PersistentVolumeClaimSpec{StorageClassName: ptr.To("standard"), VolumeName: "old"}}},
+		},
+	}
+	for _, tc := range []struct {
+		name    string
+		volumes []string
+		wantVN  string
+	}{
+		{"one replica names its volume", []string{"pv-1"}, "pv-1"},
+		{"several replicas use pre-created claims", []string{"pv-1", "pv-2"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := scratchStatefulSet(prod, "storage", "scratch", "premium", "r1", tc.volumes)
+			if s.Namespace != "scratch" || s.Name != "grafana" || s.UID != "" || s.ResourceVersion != "" {
+				t.Errorf("meta %+v", s.ObjectMeta)
+			}
+			if s.Labels[LabelManagedBy] != ManagedBy || s.Annotations["meta.helm.sh/release-name"] != "" || s.Annotations[AnnDrillOf] != "monitoring/grafana" {
+				t.Errorf("ownership %v %v", s.Labels, s.Annotations)
+			}
+			if s.Spec.Selector.MatchLabels[LabelRun] != "r1" || s.Spec.Template.Labels[LabelRun] != "r1" {
+				t.Errorf("selector %v template %v", s.Spec.Selector.MatchLabels, s.Spec.Template.Labels)
+			}
+			if s.Spec.Template.Spec.ServiceAccountName != "" || ptr.Deref(s.Spec.Template.Spec.AutomountServiceAccountToken, true) {
+				t.Errorf("service account kept")
+			}
+			tpl := s.Spec.VolumeClaimTemplates[0].Spec
+			if *tpl.StorageClassName != "premium" || tpl.VolumeName != tc.wantVN || s.Spec.PersistentVolumeClaimRetentionPolicy != nil {
+				t.Errorf("template %+v", tpl)
+			}
+			if prod.Spec.Selector.MatchLabels[LabelRun] != "" || prod.Labels[LabelRun] != "" {
+				t.Fatal("production object modified")
+			}
+		})
+	}
+}
+
+func TestPreProvisionedContentIsRetain(t *testing.T) {
+	c := preProvisionedContent("c", "scratch", "storage-grafana-0", "drv", "h", "cls", "r")
+	if c.Spec.DeletionPolicy != snapv1.VolumeSnapshotContentRetain || *c.Spec.Source.SnapshotHandle != "h" || c.Spec.Source.VolumeHandle != nil ||
+		c.Spec.VolumeSnapshotRef.Namespace != "scratch" || c.Spec.VolumeSnapshotRef.Name != "storage-grafana-0" {
+		t.Errorf("%+v", c.Spec)
+	}
+	vs := boundSnapshot("scratch", "storage-grafana-0", "c", "cls", "r")
+	if *vs.Spec.Source.VolumeSnapshotContentName != "c" || vs.Spec.Source.PersistentVolumeClaimName != nil {
+		t.Errorf("%+v", vs.Spec)
+	}
+}
+
+func TestNewestReady(t *testing.T) {
+	mk := func(name, claim string, ready bool, age time.Duration) snapv1.VolumeSnapshot {
+		return snapv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(time.Now().Add(-age))},
+			Spec:   snapv1.VolumeSnapshotSpec{Source: snapv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To(claim)}},
+			Status: &snapv1.VolumeSnapshotStatus{ReadyToUse: ptr.To(ready), BoundVolumeSnapshotContentName: ptr.To("c-" + name)}}
+	}
+	list := []snapv1.VolumeSnapshot{mk("old", "a", true, time.Hour), mk("new-not-ready", "a", false, time.Minute), mk("mid", "a", true, 10*time.Minute), mk("other", "b", true, 0)}
+	for _, tc := range []struct{ claim, want string }{{"a", "mid"}, {"b", "other"}, {"c", ""}} {
+		got := newestReady(list, tc.claim)
+		if (got == nil && tc.want != "") || (got != nil && got.Name != tc.want) {
+			t.Errorf("%s: got %v", tc.claim, got)
+		}
+	}
+}
+
+func TestMetricsKeepLastSuccess(t *testing.T) {
+	at := time.Unix(1700000000, 0)
+	results := []*Result{
+		{Namespace: "a", StatefulSet: "grafana", Outcome: Passed, Checked: 10, StartedAt: at.Add(-2 * time.Second), FinishedAt: at},
+		{Namespace: "b", StatefulSet: "grafana", Outcome: Failed, Checked: 10, Lost: 3, StartedAt: at, FinishedAt: at},
+		{Namespace: "c", StatefulSet: "grafana", Outcome: Errored, StartedAt: at, FinishedAt: at},
+	}
+	prev := func(ns, _ string) (float64, bool) { return 1600000000, ns == "b" }
+	var b strings.Builder
+	if err := report.WriteMetrics(&b, Metrics(results, prev)); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		`rebind_drill_success{namespace="a",statefulset="grafana"} 1`,
+		`rebind_drill_success{namespace="b",statefulset="grafana"} 0`,
+		`rebind_drill_duration_seconds{namespace="a",statefulset="grafana"} 2`,
+		`rebind_drill_dashboards_lost{namespace="b",statefulset="grafana"} 3`,
+		`rebind_drill_last_success_timestamp_seconds{namespace="a",statefulset="grafana"} 1.7e+09`,
+		`rebind_drill_last_success_timestamp_seconds{namespace="b",statefulset="grafana"} 1.6e+09`,
+		"# TYPE rebind_drill_success gauge",
+	} {
+		if !strings.Contains(out, want+"\n") && !strings.Contains(out, want) {
+			t.Errorf("missing %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `rebind_drill_last_success_timestamp_seconds{namespace="c"`) {
+		t.Errorf("a target that never passed has a last success:\n%s", out)
+	}
+}
+
+func TestSummary(t *testing.T) {
+	for _, tc := range []struct {
+		r    Result
+		want []string
+	}{
+		{Result{Namespace: "m", StatefulSet: "g", Outcome: Passed, Checked: 4}, []string{"drill of m/g PASSED", "4 dashboards checked, 0 lost"}},
+		{Result{Namespace: "m", StatefulSet: "g", Outcome: Errored, Error: "boom\nmore", Leftovers: []string{"x"}}, []string{"ERROR", ": boom;", "1 object(s) left behind"}},
+	} {
+		got := tc.r.Summary()
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%q lacks %q", got, w)
+			}
+		}
+	}
+}

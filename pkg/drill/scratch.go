@@ -1,0 +1,247 @@
+package drill
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"sort"
+	"strings"
+
+	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/rebind-dev/rebind/pkg/workload"
+)
+
+// Labels and annotations on everything a drill creates, so an operator (or
+// a later drill) can tell drill debris from real objects.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "rebind"
+	LabelRun       = "rebind.dev/drill-run"
+	AnnDrillOf     = "rebind.dev/drill-of"
+)
+
+func newRunID() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ScratchNamespaceName is rebind-drill-<sts>-<run>, cut to the 63
+// characters a namespace name may have.
+func ScratchNamespaceName(sts, runID string) string {
+	const prefix = "rebind-drill-"
+	room := 63 - len(prefix) - 1 - len(runID)
+	if len(sts) > room {
+		sts = strings.TrimRight(sts[:room], "-")
+	}
+	return prefix + sts + "-" + runID
+}
+
+// snapshotName is the production VolumeSnapshot a drill takes of ordinal ord.
+func snapshotName(sts string, ord int, runID string) string {
+	return fmt.Sprintf("rebind-drill-%s-%d-%s", sts, ord, runID)
+}
+
+// contentName is the cluster-scoped pre-provisioned content that makes a
+// production snapshot visible in the scratch namespace.
+func contentName(scratch string, ord int) string {
+	return fmt.Sprintf("%s-%d", scratch, ord)
+}
+
+func runLabels(runID string) map[string]string {
+	return map[string]string{LabelManagedBy: ManagedBy, LabelRun: runID}
+}
+
+// preProvisionedContent points at the production snapshot's data. Retain
+// is what keeps the production snapshot intact: deleting this content
+// afterwards removes only the API object, never the data it shares with
+// the production content.
+func preProvisionedContent(name, scratch, snapName, driver, handle, class, runID string) *snapv1.VolumeSnapshotContent {
+	c := &snapv1.VolumeSnapshotContent{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: runLabels(runID)},
+		Spec: snapv1.VolumeSnapshotContentSpec{
+			DeletionPolicy:    snapv1.VolumeSnapshotContentRetain,
+			Driver:            driver,
+			Source:            snapv1.VolumeSnapshotContentSource{SnapshotHandle: ptr.To(handle)},
+			VolumeSnapshotRef: corev1.ObjectReference{Kind: "VolumeSnapshot", APIVersion: "snapshot.storage.k8s.io/v1", Namespace: scratch, Name: snapName},
+		},
+	}
+	if class != "" {
+		c.Spec.VolumeSnapshotClassName = ptr.To(class)
+	}
+	return c
+}
+
+func boundSnapshot(scratch, name, content, class, runID string) *snapv1.VolumeSnapshot {
+	vs := &snapv1.VolumeSnapshot{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: scratch, Labels: runLabels(runID)},
+		Spec:       snapv1.VolumeSnapshotSpec{Source: snapv1.VolumeSnapshotSource{VolumeSnapshotContentName: ptr.To(content)}},
+	}
+	if class != "" {
+		vs.Spec.VolumeSnapshotClassName = ptr.To(class)
+	}
+	return vs
+}
+
+// objectRef is a ConfigMap or Secret the pod template needs to start.
+type objectRef struct {
+	Kind     string // Secret or ConfigMap
+	Name     string
+	Optional bool
+}
+
+// referencedObjects lists the Secrets and ConfigMaps a pod template reads
+// (volumes, env, envFrom, image pull secrets): the copy in the scratch
+// namespace cannot start without them. A name referenced both optionally
+// and not counts as required.
+func referencedObjects(spec *corev1.PodSpec) []objectRef {
+	seen := map[[2]string]bool{} // kind,name -> optional
+	add := func(kind, name string, optional *bool) {
+		if name == "" {
+			return
+		}
+		k := [2]string{kind, name}
+		opt := ptr.Deref(optional, false)
+		if prev, ok := seen[k]; ok {
+			seen[k] = prev && opt
+			return
+		}
+		seen[k] = opt
+	}
+	for _, v := range spec.Volumes {
+		if v.Secret != nil {
+			add("Secret", v.Secret.SecretName, v.Secret.Optional)
+		}
+		if v.ConfigMap != nil {
+			add("ConfigMap", v.ConfigMap.Name, v.ConfigMap.Optional)
+		}
+		if v.Projected != nil {
+			for _, s := range v.Projected.Sources {
+				if s.Secret != nil {
+					add("Secret", s.Secret.Name, s.Secret.Optional)
+				}
+				if s.ConfigMap != nil {
+					add("ConfigMap", s.ConfigMap.Name, s.ConfigMap.Optional)
+				}
+			}
+		}
+	}
+	containers := append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...)
+	for _, c := range containers {
+		for _, e := range c.Env {
+			if e.ValueFrom == nil {
+				continue
+			}
+			if r := e.ValueFrom.SecretKeyRef; r != nil {
+				add("Secret", r.Name, r.Optional)
+			}
+			if r := e.ValueFrom.ConfigMapKeyRef; r != nil {
+				add("ConfigMap", r.Name, r.Optional)
+			}
+		}
+		for _, e := range c.EnvFrom {
+			if e.SecretRef != nil {
+				add("Secret", e.SecretRef.Name, e.SecretRef.Optional)
+			}
+			if e.ConfigMapRef != nil {
+				add("ConfigMap", e.ConfigMapRef.Name, e.ConfigMapRef.Optional)
+			}
+		}
+	}
+	for _, s := range spec.ImagePullSecrets {
+		add("Secret", s.Name, ptr.To(true))
+	}
+	out := make([]objectRef, 0, len(seen))
+	for k, opt := range seen {
+		out = append(out, objectRef{Kind: k[0], Name: k[1], Optional: opt})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Kind != out[j].Kind {
+			return out[i].Kind < out[j].Kind
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// scratchMeta keeps a production object's name and labels (the chart's
+// selector labels are what the pod template and Services expect) but drops
+// Helm's ownership: the copy belongs to the drill, not to a release.
+func scratchMeta(in metav1.ObjectMeta, scratch, drillOf, runID string) metav1.ObjectMeta {
+	labels := maps.Clone(in.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, runLabels(runID))
+	return metav1.ObjectMeta{Name: in.Name, Namespace: scratch, Labels: labels, Annotations: map[string]string{AnnDrillOf: drillOf}}
+}
+
+func copySecret(in *corev1.Secret, scratch, drillOf, runID string) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: scratchMeta(in.ObjectMeta, scratch, drillOf, runID), Type: in.Type, Data: in.Data, Immutable: in.Immutable}
+}
+
+func copyConfigMap(in *corev1.ConfigMap, scratch, drillOf, runID string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: scratchMeta(in.ObjectMeta, scratch, drillOf, runID), Data: in.Data, BinaryData: in.BinaryData, Immutable: in.Immutable}
+}
+
+// copyService keeps the ports and selector; the cluster allocates new
+// addresses (a headless Service stays headless), so that each scratch pod
+// gets the DNS name <pod>.<service>.<scratch>.svc the checker uses.
+func copyService(in *corev1.Service, scratch, drillOf, runID string) *corev1.Service {
+	out := &corev1.Service{ObjectMeta: scratchMeta(in.ObjectMeta, scratch, drillOf, runID)}
+	out.Spec = corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, Selector: maps.Clone(in.Spec.Selector), PublishNotReadyAddresses: in.Spec.PublishNotReadyAddresses}
+	if in.Spec.ClusterIP == corev1.ClusterIPNone {
+		out.Spec.ClusterIP = corev1.ClusterIPNone
+	}
+	for _, p := range in.Spec.Ports {
+		out.Spec.Ports = append(out.Spec.Ports, corev1.ServicePort{Name: p.Name, Port: p.Port, TargetPort: p.TargetPort, Protocol: p.Protocol, AppProtocol: p.AppProtocol})
+	}
+	return out
+}
+
+// scratchStatefulSet is the throwaway copy: same name (so pods, claims and
+// the admin Secret keep the names Grafana and the chart expect), same pod
+// template and replica count, the claim template pointing at the restored
+// class. The controller adopts the restored claims created beforehand under
+// its naming rule; with one replica the template also names the volume,
+// the shape `rebind migrate` leaves behind.
+func scratchStatefulSet(prod *appsv1.StatefulSet, claimTemplate, scratch, restoreClass, runID string, volumeNames []string) *appsv1.StatefulSet {
+	s := workload.Sanitize(prod)
+	s.ObjectMeta = scratchMeta(s.ObjectMeta, scratch, prod.Namespace+"/"+prod.Name, runID)
+	s.Spec.PersistentVolumeClaimRetentionPolicy = nil
+	if s.Spec.Selector == nil {
+		s.Spec.Selector = &metav1.LabelSelector{}
+	}
+	s.Spec.Selector = s.Spec.Selector.DeepCopy()
+	if s.Spec.Selector.MatchLabels == nil {
+		s.Spec.Selector.MatchLabels = map[string]string{}
+	}
+	s.Spec.Selector.MatchLabels[LabelRun] = runID
+	if s.Spec.Template.Labels == nil {
+		s.Spec.Template.Labels = map[string]string{}
+	}
+	s.Spec.Template.Labels[LabelRun] = runID
+	// The production ServiceAccount (and whatever RBAC it holds) does not
+	// exist here; the copy serves dashboards and needs no API access.
+	s.Spec.Template.Spec.ServiceAccountName = ""
+	s.Spec.Template.Spec.DeprecatedServiceAccount = ""
+	s.Spec.Template.Spec.AutomountServiceAccountToken = ptr.To(false)
+	for i := range s.Spec.VolumeClaimTemplates {
+		t := &s.Spec.VolumeClaimTemplates[i]
+		if t.Name != claimTemplate {
+			continue
+		}
+		t.Spec.StorageClassName = ptr.To(restoreClass)
+		t.Spec.VolumeName = ""
+		if len(volumeNames) == 1 {
+			t.Spec.VolumeName = volumeNames[0]
+		}
+	}
+	return s
+}

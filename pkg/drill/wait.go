@@ -1,0 +1,109 @@
+package drill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+
+	"github.com/rebind-dev/rebind/pkg/kube"
+)
+
+// listWatch selects one object by name from a list and a watch function,
+// for the kinds pkg/kube does not cover (namespaces, snapshot contents).
+func listWatch(list func(context.Context, metav1.ListOptions) (runtime.Object, error), w func(context.Context, metav1.ListOptions) (watch.Interface, error), name string) cache.ListerWatcher {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return list(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return w(ctx, o)
+		},
+	}
+}
+
+// waitGone watches until the selected object no longer exists; describe
+// explains what still holds it when the wait times out.
+func waitGone(ctx context.Context, timeout time.Duration, what string, lw cache.ListerWatcher, exemplar runtime.Object, describe func(runtime.Object) string) error {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last runtime.Object
+	_, err := watchtools.UntilWithSync(wctx, lw, exemplar, func(store cache.Store) (bool, error) {
+		items := store.List()
+		if len(items) == 0 {
+			return true, nil
+		}
+		last = items[0].(runtime.Object)
+		return false, nil
+	}, func(ev watch.Event) (bool, error) {
+		if ev.Type == watch.Deleted {
+			return true, nil
+		}
+		last = ev.Object
+		return false, nil
+	})
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("waiting for %s to be deleted: %w", what, ctx.Err())
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, watchtools.ErrWatchClosed) || wctx.Err() != nil {
+		te := &kube.TimeoutError{What: what + " to be deleted", Timeout: timeout}
+		if last != nil && describe != nil {
+			te.LastSeen = describe(last)
+		}
+		return te
+	}
+	return err
+}
+
+func describeNamespace(o runtime.Object) string {
+	ns, ok := o.(*corev1.Namespace)
+	if !ok {
+		return ""
+	}
+	s := "phase " + string(ns.Status.Phase)
+	for _, c := range ns.Status.Conditions {
+		if c.Status == corev1.ConditionTrue && c.Message != "" {
+			s += "; " + c.Message
+		}
+	}
+	return s
+}
+
+func describeContent(o runtime.Object) string {
+	c, ok := o.(*snapv1.VolumeSnapshotContent)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("finalizers %v", c.Finalizers)
+}
+
+func describePV(o runtime.Object) string {
+	pv, ok := o.(*corev1.PersistentVolume)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("phase %s, reclaim policy %s, finalizers %v", pv.Status.Phase, pv.Spec.PersistentVolumeReclaimPolicy, pv.Finalizers)
+}
+
+func describeSnapshot(o runtime.Object) string {
+	vs, ok := o.(*snapv1.VolumeSnapshot)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("finalizers %v", vs.Finalizers)
+}
