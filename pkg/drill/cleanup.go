@@ -38,8 +38,12 @@ func (d *Drill) cleanup(parent context.Context, o Options, cl *created, res *Res
 		err := k.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 		if err == nil || apierrors.IsNotFound(err) {
 			err = waitGone(ctx, o.Timeouts.Cleanup, what, listWatch(
-				func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) { return k.CoreV1().Namespaces().List(ctx, lo) },
-				func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) { return k.CoreV1().Namespaces().Watch(ctx, lo) },
+				func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
+					return k.CoreV1().Namespaces().List(ctx, lo)
+				},
+				func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
+					return k.CoreV1().Namespaces().Watch(ctx, lo)
+				},
 				ns), &corev1.Namespace{}, describeNamespace)
 		}
 		if err != nil {
