@@ -101,6 +101,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			rollbackCommand(),
 			inventoryCommand(),
 			verifyCommand(),
+			drillCommand(),
 			versionCommand(),
 			completionCommand(),
 		},

@@ -85,3 +85,10 @@ func Push(ctx context.Context, client *http.Client, url string, r *Result) error
 	return report.Push(ctx, client, url, method, PushJob,
 		[][2]string{{"namespace", r.Namespace}, {"statefulset", r.StatefulSet}}, Metrics([]*Result{r}, nil))
 }
+
+// WriteMetricsFile writes every target's metrics to path, replacing it,
+// and keeps the last success of targets that failed this time from the
+// file's previous content.
+func WriteMetricsFile(path string, results []*Result) error {
+	return report.WriteMetricsFile(path, Metrics(results, FileLastSuccess(path)))
+}

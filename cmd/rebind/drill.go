@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/rebind-dev/rebind/pkg/app"
+	"github.com/rebind-dev/rebind/pkg/discovery"
+	"github.com/rebind-dev/rebind/pkg/drill"
+	"github.com/rebind-dev/rebind/pkg/grafana"
+	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/verify"
+)
+
+const (
+	drillCategory   = "Drill"
+	resultsCategory = "Results"
+)
+
+// defaultURLTemplate reaches a pod through the headless Service the chart
+// governs the StatefulSet with (and the drill copies into the scratch
+// namespace), which works wherever rebind runs inside the cluster.
+const defaultURLTemplate = "http://{pod}.{service}.{namespace}.svc:3000"
+
+func drillFlags() []cli.Flag {
+	def := drill.DefaultTimeouts()
+	flags := targetFlags()
+	flags = append(flags,
+		&cli.StringFlag{Name: "selector", Aliases: []string{"l"}, Category: targetCategory, Usage: "drill every StatefulSet matching this label selector (e.g. app.kubernetes.io/name=grafana) instead of --release/--statefulset"},
+		&cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Category: targetCategory, Usage: "with --selector: look in every namespace"},
+		&cli.IntFlag{Name: "parallel", Value: 1, Category: drillCategory, Usage: "drill at most N targets at a time"},
+		&cli.StringFlag{Name: "scratch-namespace", Category: drillCategory, Usage: "namespace to restore into; must not exist, is created and deleted by the drill (default rebind-drill-<statefulset>-<random>; one target only)"},
+		&cli.StringFlag{Name: "restore-storage-class", Category: drillCategory, Usage: "restore into this class (same CSI driver, reclaimPolicy Delete) instead of the production volumes' class"},
+		&cli.StringFlag{Name: "snapshot-class", Category: drillCategory, Usage: "VolumeSnapshotClass of the snapshot the drill takes (default: the driver's default class)"},
+		&cli.BoolFlag{Name: "use-latest-snapshot", Category: drillCategory, Usage: "restore the newest readyToUse VolumeSnapshot of each claim instead of taking one (dashboards saved since count as lost)"},
+		&cli.BoolFlag{Name: "keep-snapshot", Category: drillCategory, Usage: "keep the VolumeSnapshot the drill took in the production namespace"},
+		&cli.BoolFlag{Name: "offline", Category: drillCategory, Usage: "read the restored grafana.db directly instead of starting a throwaway Grafana; " + drill.OfflineHelp},
+		&cli.PathFlag{Name: "offline-volume-root", Category: drillCategory, Usage: "with --offline: directory where each restored CSI volume's files are visible as DIR/<volumeHandle> (a host-path style driver's data directory mounted into rebind's pod)"},
+		&cli.DurationFlag{Name: "wait-timeout", Category: drillCategory, Value: def.Wait, Usage: "limit for restored claims to bind and the copy to be Ready"},
+		&cli.DurationFlag{Name: "snapshot-timeout", Category: drillCategory, Value: def.Snapshot, Usage: "limit for each snapshot to be readyToUse"},
+		&cli.DurationFlag{Name: "verify-timeout", Category: drillCategory, Value: def.Verify, Usage: "limit for the restored Grafana to answer and be compared"},
+		&cli.DurationFlag{Name: "cleanup-timeout", Category: drillCategory, Value: def.Cleanup, Usage: "limit for removing everything the drill created (also after an interrupt)"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Category: resultsCategory, Usage: "text, or json for one report per target on stdout"},
+		&cli.PathFlag{Name: "metrics-file", Category: resultsCategory, Usage: "write Prometheus text metrics here (node_exporter textfile collector); replaced atomically"},
+		&cli.StringFlag{Name: "pushgateway-url", Category: resultsCategory, Usage: "push each target's metrics to this Prometheus Pushgateway (job rebind_drill, grouped by namespace and statefulset)"},
+		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one production pod's Grafana (repeatable)"},
+		&cli.StringFlag{Name: "grafana-url-template", Category: grafanaCategory, Value: defaultURLTemplate, Usage: "URL of a pod's Grafana, production or restored copy; {pod}, {service} and {namespace} are replaced"},
+	)
+	return append(flags, grafanaFlags()...)
+}
+
+func drillCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "drill",
+		Usage: "prove a restore would work: snapshot, restore into a scratch namespace, compare every dashboard with production, clean up",
+		Description: `A scheduled restore dry-run that never changes production: it takes a
+VolumeSnapshot of each ordinal's claim (or uses the newest one), restores it
+into a scratch namespace through a Retain VolumeSnapshotContent, starts a
+throwaway copy of the StatefulSet there with the production admin Secret,
+compares its dashboards with what production serves, and deletes everything
+it created, also when it fails or is interrupted.
+
+Exit codes: 0 every drill passed; 1 a drill failed (dashboards lost or
+changed, or the restore could not be completed); 2 usage or preflight
+errors (nothing was created).`,
+		Flags:  drillFlags(),
+		Action: runDrill,
+	}
+}
+
+// drillSummary is the JSON document written with -o json.
+type drillSummary struct {
+	Results  []*drill.Result `json:"results"`
+	Targets  int             `json:"targets"`
+	Passed   int             `json:"passed"`
+	Failed   int             `json:"failed"`
+	Errors   int             `json:"errors"`
+	Refused  int             `json:"preflightFailed"`
+	Duration float64         `json:"durationSeconds"`
+}
+
+func runDrill(c *cli.Context) error {
+	switch c.String("output") {
+	case "text", "json":
+	default:
+		return cli.Exit(fmt.Sprintf("--output %q: use text or json", c.String("output")), exitUsage)
+	}
+	if c.String("selector") != "" && (c.String("release") != "" || c.String("statefulset") != "") {
+		return cli.Exit("use either --selector or --release/--statefulset", exitUsage)
+	}
+	if c.Bool("all-namespaces") && c.String("selector") == "" {
+		return cli.Exit("--all-namespaces needs --selector", exitUsage)
+	}
+	if c.Int("parallel") < 1 {
+		return cli.Exit("--parallel must be at least 1", exitUsage)
+	}
+	if c.Path("offline-volume-root") != "" && !c.Bool("offline") {
+		return cli.Exit("--offline-volume-root only applies with --offline", exitUsage)
+	}
+	log, err := newLogger(c)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	clients, err := loadClients(c)
+	if err != nil {
+		return cli.Exit(err.Error(), exitUsage)
+	}
+	ns := c.String("namespace")
+	if ns == "" {
+		ns = clients.Namespace
+	}
+	base := discovery.Options{Namespace: ns, Release: c.String("release"), StatefulSet: c.String("statefulset"),
+		ClaimTemplate: c.String("claim-template"), SnapshotClass: c.String("snapshot-class")}
+	targets := []discovery.Options{base}
+	if sel := c.String("selector"); sel != "" {
+		if targets, err = drill.Targets(c.Context, clients, ns, c.Bool("all-namespaces"), sel, base); err != nil {
+			return cli.Exit(err.Error(), exitUsage)
+		}
+		if len(targets) == 0 {
+			return cli.Exit(fmt.Sprintf("no StatefulSet matches --selector %q", sel), exitUsage)
+		}
+	}
+	if c.String("scratch-namespace") != "" && len(targets) > 1 {
+		return cli.Exit("--scratch-namespace names one namespace, but the selector matched several targets", exitUsage)
+	}
+
+	checker, err := drillChecker(c, clients, log)
+	if err != nil {
+		return cli.Exit(err.Error(), exitUsage)
+	}
+	progress := progressWriter(c)
+	d := &drill.Drill{Clients: clients, Checker: checker, Out: progress, Log: log}
+	if root := c.Path("offline-volume-root"); root != "" {
+		d.DBReader = volumeRootReader(root)
+	}
+	var opts []drill.Options
+	for _, t := range targets {
+		opts = append(opts, drill.Options{
+			Target: t, ScratchNamespace: c.String("scratch-namespace"), RestoreStorageClass: c.String("restore-storage-class"),
+			UseLatestSnapshot: c.Bool("use-latest-snapshot"), KeepSnapshot: c.Bool("keep-snapshot"), Offline: c.Bool("offline"),
+			Timeouts: drill.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"),
+				Verify: c.Duration("verify-timeout"), Cleanup: c.Duration("cleanup-timeout")},
+		})
+	}
+	start := time.Now()
+	results := d.RunAll(c.Context, opts, c.Int("parallel"))
+	sum := drillSummary{Results: results, Targets: len(results), Duration: time.Since(start).Seconds()}
+	for _, r := range results {
+		switch r.Outcome {
+		case drill.Passed:
+			sum.Passed++
+		case drill.Failed:
+			sum.Failed++
+		case drill.Refused:
+			sum.Refused++
+		default:
+			sum.Errors++
+		}
+	}
+
+	publishDrillMetrics(c, results, log)
+
+	if c.String("output") == "json" {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(sum); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range results {
+			r.WriteText(c.App.Writer)
+		}
+	}
+	line := fmt.Sprintf("drill: %d target(s): %d passed, %d failed, %d error(s), %d refused by preflight", sum.Targets, sum.Passed, sum.Failed, sum.Errors, sum.Refused)
+	fmt.Fprintln(progress, line)
+
+	switch {
+	case sum.Failed+sum.Errors > 0:
+		return cli.Exit("", exitFailed)
+	case sum.Refused > 0:
+		return cli.Exit("", exitUsage)
+	}
+	return nil
+}
+
+// publishDrillMetrics writes the metrics file and pushes to the
+// Pushgateway. A failure to publish is reported but does not change the
+// exit code, which says whether the restores work.
+func publishDrillMetrics(c *cli.Context, results []*drill.Result, log *zap.Logger) {
+	if path := c.Path("metrics-file"); path != "" {
+		if err := drill.WriteMetricsFile(path, results); err != nil {
+			log.Error("writing the metrics file", zap.String("path", path), zap.Error(err))
+			fmt.Fprintln(c.App.ErrWriter, "warning:", err)
+		}
+	}
+	if url := c.String("pushgateway-url"); url != "" {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Context), time.Minute)
+		defer cancel()
+		for _, r := range results {
+			if err := drill.Push(ctx, nil, url, r); err != nil {
+				log.Error("pushing metrics", zap.String("target", r.Target()), zap.Error(err))
+				fmt.Fprintln(c.App.ErrWriter, "warning:", err)
+			}
+		}
+	}
+}
+
+// drillChecker reaches Grafana pods in production and in the scratch
+// namespace. The restored copy runs on production's data and Secret, so
+// both take production's credentials: the flags, or the chart's Secret of
+// the target (read once per target namespace).
+func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger) (func(*discovery.Target, string) app.Checker, error) {
+	podURLs := map[string]string{}
+	for _, kv := range c.StringSlice("grafana-pod-url") {
+		pod, url, ok := strings.Cut(kv, "=")
+		if !ok || pod == "" || url == "" {
+			return nil, fmt.Errorf("--grafana-pod-url %q: use POD=URL", kv)
+		}
+		podURLs[pod] = url
+	}
+	tmpl := c.String("grafana-url-template")
+	if !strings.Contains(tmpl, "{pod}") {
+		return nil, fmt.Errorf("--grafana-url-template %q must contain {pod}", tmpl)
+	}
+	haveCreds := c.String(flagGrafanaToken) != "" || c.String(flagGrafanaPassword) != "" || c.String(flagGrafanaSecret) != ""
+	var mu sync.Mutex
+	cache := map[string]grafana.Credentials{}
+	credentials := func(t *discovery.Target) (grafana.Credentials, error) {
+		key := t.Namespace + "/" + t.Name()
+		mu.Lock()
+		defer mu.Unlock()
+		if cr, ok := cache[key]; ok {
+			return cr, nil
+		}
+		var cr grafana.Credentials
+		var err error
+		if haveCreds {
+			cr, err = grafanaCredentials(c, clients.Kube)
+		} else {
+			secret := t.AdminSecret
+			if secret == "" {
+				secret = t.Name()
+			}
+			cr, err = grafana.CredentialsFromSecret(c.Context, clients.Kube, t.Namespace, secret)
+			if err != nil {
+				err = fmt.Errorf("%w (pass --grafana-secret, --grafana-password or --grafana-token)", err)
+			}
+		}
+		if err == nil {
+			cache[key] = cr
+		}
+		return cr, err
+	}
+	return func(t *discovery.Target, ns string) app.Checker {
+		return &verify.Grafana{
+			PollInterval: 500 * time.Millisecond,
+			ClientFor: func(pod string) (*grafana.Client, error) {
+				url := ""
+				if ns == t.Namespace {
+					url = podURLs[pod]
+					if url == "" {
+						url = c.String(flagGrafanaURL)
+					}
+				}
+				if url == "" {
+					url = strings.NewReplacer("{pod}", pod, "{service}", t.StatefulSet.Spec.ServiceName, "{namespace}", ns).Replace(tmpl)
+				}
+				cr, err := credentials(t)
+				if err != nil {
+					return nil, err
+				}
+				return grafana.New(grafana.Options{URL: url, Credentials: cr, OrgID: c.Int64(flagGrafanaOrgID),
+					CAFile: c.Path(flagGrafanaCAFile), InsecureSkipVerify: c.Bool(flagGrafanaInsecure), Timeout: c.Duration(flagGrafanaTimeout), Logger: log})
+			},
+		}
+	}, nil
+}
+
+// volumeRootReader finds a restored CSI volume's grafana.db under root, for
+// host-path style drivers whose data directory rebind's pod mounts.
+func volumeRootReader(root string) drill.DBReader {
+	return func(_ context.Context, pv *corev1.PersistentVolume) (string, func(), error) {
+		if pv.Spec.CSI == nil {
+			return "", nil, fmt.Errorf("PersistentVolume %s is not a CSI volume", pv.Name)
+		}
+		h := pv.Spec.CSI.VolumeHandle
+		if h == "" || strings.ContainsAny(h, `/\`) || h == ".." {
+			return "", nil, fmt.Errorf("PersistentVolume %s: volume handle %q is not a directory name", pv.Name, h)
+		}
+		return filepath.Join(root, h, "grafana.db"), nil, nil
+	}
+}
