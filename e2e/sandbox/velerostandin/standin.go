@@ -130,7 +130,9 @@ func (s *StandIn) Setup(ctx context.Context) error {
 	now := metav1.Now()
 	_ = unstructured.SetNestedField(got.Object, string(velerov1.BackupStorageLocationPhaseAvailable), "status", "phase")
 	_ = unstructured.SetNestedField(got.Object, now.UTC().Format(time.RFC3339), "status", "lastValidationTime")
-	if _, err := res.UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
+	// Velero's BackupStorageLocation CRD has no status subresource
+	// (subresources: {}), so status is written with the object itself.
+	if _, err := res.Update(ctx, got, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("velerostandin: BackupStorageLocation status: %w", err)
 	}
 	return nil
