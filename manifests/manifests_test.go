@@ -1,0 +1,231 @@
+package manifests
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/rebind-dev/rebind/pkg/drill"
+	"github.com/rebind-dev/rebind/pkg/migrate"
+	"github.com/rebind-dev/rebind/pkg/preflight"
+)
+
+// clusterScoped are the cluster-scoped resources rebind uses; a rule for
+// any other resource in a ClusterRole grants it in every namespace.
+var clusterScoped = map[string]bool{
+	"persistentvolumes": true, "storageclasses": true, "volumesnapshotcontents": true,
+	"volumesnapshotclasses": true, "namespaces": true, "selfsubjectaccessreviews": true,
+}
+
+// scope keys say where a grant applies.
+const (
+	scopeCluster  = "cluster"         // a cluster-scoped resource
+	scopeEvery    = "every namespace" // a namespaced resource through a ClusterRole
+	scopeRelease  = "release namespace"
+	ssarCreate    = "create selfsubjectaccessreviews.authorization.k8s.io @ cluster"
+	exampleNS     = "monitoring"
+	scratchMarker = "rebind-drill-anything-123456"
+)
+
+func key(verb, group, resource, sub, scope string) string {
+	r := resource
+	if group != "" {
+		r += "." + group
+	}
+	if sub != "" {
+		r += "/" + sub
+	}
+	return fmt.Sprintf("%s %s @ %s", verb, r, scope)
+}
+
+// granted expands the manifest's rules into one key per verb and resource,
+// failing on anything too broad to compare (wildcards, resourceNames).
+func granted(t *testing.T, file string) (keys []string, subjects map[string]bool) {
+	t.Helper()
+	objs, err := Objects(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string][]rbacv1.PolicyRule{} // kind/name -> rules
+	subjects = map[string]bool{}
+	for _, u := range objs {
+		switch u.GetKind() {
+		case "ClusterRole", "Role":
+			var r rbacv1.ClusterRole
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &r); err != nil {
+				t.Fatal(err)
+			}
+			roles[u.GetKind()+"/"+u.GetName()] = r.Rules
+		case "ClusterRoleBinding", "RoleBinding":
+			var b rbacv1.RoleBinding
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &b); err != nil {
+				t.Fatal(err)
+			}
+			ref := b.RoleRef.Kind + "/" + b.RoleRef.Name
+			if _, ok := roles[ref]; !ok {
+				t.Errorf("%s %s binds %s, which the file does not define (before it)", u.GetKind(), u.GetName(), ref)
+			}
+			if u.GetKind() == "RoleBinding" && b.RoleRef.Kind == "ClusterRole" {
+				t.Errorf("RoleBinding %s of a ClusterRole: not modelled by this test", u.GetName())
+			}
+			for _, s := range b.Subjects {
+				subjects[s.Kind+" "+s.Namespace+"/"+s.Name] = true
+			}
+			for _, rule := range roles[ref] {
+				if len(rule.ResourceNames) > 0 || len(rule.NonResourceURLs) > 0 {
+					t.Errorf("%s: resourceNames/nonResourceURLs are not expected", ref)
+				}
+				for _, g := range rule.APIGroups {
+					for _, res := range rule.Resources {
+						for _, v := range rule.Verbs {
+							if g == "*" || res == "*" || v == "*" {
+								t.Errorf("%s grants a wildcard (%s %s %s)", ref, v, g, res)
+							}
+							name, sub, _ := strings.Cut(res, "/")
+							scope := scopeRelease
+							switch {
+							case u.GetKind() == "ClusterRoleBinding" && clusterScoped[name]:
+								scope = scopeCluster
+							case u.GetKind() == "ClusterRoleBinding":
+								scope = scopeEvery
+							case clusterScoped[name]:
+								t.Errorf("Role %s grants cluster-scoped %s: a Role cannot", ref, name)
+							}
+							keys = append(keys, key(v, g, name, sub, scope))
+						}
+					}
+				}
+			}
+		}
+	}
+	return keys, subjects
+}
+
+// wanted renders the code's permission list; namespace decides the scope.
+func wanted(perms []preflight.Permission, scopeOf func(ns string) string) []string {
+	keys := []string{ssarCreate}
+	for _, p := range perms {
+		keys = append(keys, key(p.Verb, p.Group, p.Resource, p.Subresource, scopeOf(p.Namespace)))
+	}
+	return keys
+}
+
+func diff(t *testing.T, file string, got, want []string) {
+	t.Helper()
+	sort.Strings(got)
+	sort.Strings(want)
+	got, want = slices.Compact(got), slices.Compact(want)
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("%s does not grant %q, which rebind's preflight requires", file, w)
+		}
+	}
+	for _, g := range got {
+		if !slices.Contains(want, g) {
+			t.Errorf("%s grants %q, which rebind does not use", file, g)
+		}
+	}
+}
+
+// TestRBACMatchesCode is the drift test: each manifest grants exactly the
+// permissions the code checks for, no more, no less.
+func TestRBACMatchesCode(t *testing.T) {
+	for _, tc := range []struct {
+		file    string
+		want    []string
+		subject string
+	}{
+		{
+			file: "rbac-migrate.yaml",
+			want: wanted(migrate.Permissions(exampleNS, migrate.Restore), func(ns string) string {
+				if ns == "" {
+					return scopeCluster
+				}
+				return scopeRelease
+			}),
+			subject: "ServiceAccount monitoring/rebind",
+		},
+		{
+			file: "rbac-drill.yaml",
+			want: wanted(drill.Permissions(exampleNS, scratchMarker), func(ns string) string {
+				switch ns {
+				case "":
+					return scopeCluster
+				case scratchMarker:
+					// The scratch namespace's name is random: only a
+					// ClusterRole can cover it.
+					return scopeEvery
+				}
+				return scopeRelease
+			}),
+			subject: "ServiceAccount monitoring/rebind-drill",
+		},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			got, subjects := granted(t, tc.file)
+			diff(t, tc.file, got, tc.want)
+			if len(subjects) != 1 || !subjects[tc.subject] {
+				t.Errorf("bindings name %v, want only %s", subjects, tc.subject)
+			}
+		})
+	}
+}
+
+func TestManifestsDecode(t *testing.T) {
+	for _, tc := range []struct {
+		file  string
+		kinds []string
+	}{
+		{"rbac-migrate.yaml", []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}},
+		{"rbac-drill.yaml", []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}},
+		{"cronjob-drill.yaml", []string{"CronJob"}},
+		{"helm/prebound-claim-older-charts.yaml", []string{"PersistentVolumeClaim"}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			objs, err := Objects(tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kinds []string
+			for _, o := range objs {
+				kinds = append(kinds, o.GetKind())
+				if ns := o.GetNamespace(); ns != "" && ns != exampleNS {
+					t.Errorf("%s %s in namespace %s, want the example %s", o.GetKind(), o.GetName(), ns, exampleNS)
+				}
+			}
+			if !slices.Equal(kinds, tc.kinds) {
+				t.Errorf("kinds %v, want %v", kinds, tc.kinds)
+			}
+		})
+	}
+}
+
+// TestCronJobRunsTheDrill checks what the CronJob promises in its comments.
+func TestCronJobRunsTheDrill(t *testing.T) {
+	objs, err := Objects("cronjob-drill.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cj := objs[0].Object
+	spec := cj["spec"].(map[string]any)
+	if spec["concurrencyPolicy"] != "Forbid" {
+		t.Errorf("concurrencyPolicy %v", spec["concurrencyPolicy"])
+	}
+	pod := spec["jobTemplate"].(map[string]any)["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	if pod["serviceAccountName"] != "rebind-drill" {
+		t.Errorf("serviceAccountName %v", pod["serviceAccountName"])
+	}
+	c := pod["containers"].([]any)[0].(map[string]any)
+	var args []string
+	for _, a := range c["args"].([]any) {
+		args = append(args, a.(string))
+	}
+	if args[0] != "drill" || !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--pushgateway-url=") }) {
+		t.Errorf("args %v", args)
+	}
+}
