@@ -17,6 +17,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/migrate"
 	"github.com/rebind-dev/rebind/pkg/preflight"
 	"github.com/rebind-dev/rebind/pkg/report"
+	"github.com/rebind-dev/rebind/pkg/velero"
 	"github.com/rebind-dev/rebind/pkg/verify"
 )
 
@@ -38,11 +39,15 @@ func outputFlag() cli.Flag {
 func migrateFlags() []cli.Flag {
 	flags := targetFlags()
 	flags = append(flags,
-		&cli.StringFlag{Name: "strategy", Value: "reuse", Usage: "reuse (keep each PV) or restore (snapshot and restore into new PVs)"},
+		&cli.StringFlag{Name: "strategy", Value: "reuse", Usage: "reuse (keep each PV), restore (CSI snapshot and restore into new PVs) or velero-restore (restore the claims from a Velero backup: any driver)"},
 		&cli.StringFlag{Name: "to-storage-class", Usage: "StorageClass of the new volumes (restore; default: the current class)"},
 		&cli.StringFlag{Name: "size", Usage: "size of the claims (default: the claim template's request)"},
 		&cli.StringFlag{Name: "snapshot-class", Usage: "VolumeSnapshotClass (default: the driver's default class)"},
 		&cli.StringFlag{Name: "from-snapshot", Usage: "restore this existing VolumeSnapshot instead of taking one (with several replicas put {ordinal} in the name)"},
+		&cli.StringFlag{Name: "from-backup", Usage: "Velero Backup to restore from (--strategy velero-restore)"},
+		&cli.StringFlag{Name: "backup", Value: migrate.BackupNone, Usage: "none, or velero: take a Velero Backup of the namespace (volume data included) before the first change; refused if it does not complete"},
+		&cli.StringFlag{Name: "velero-namespace", Value: velero.DefaultNamespace, Usage: "namespace Velero runs in (--backup velero, --strategy velero-restore)"},
+		&cli.StringFlag{Name: "redeploy", Value: migrate.RedeployDirect, Usage: "direct (recreate the StatefulSet from its saved manifest) or helm (helm upgrade the release with its values plus the persistence values, so Helm's record matches)"},
 		&cli.BoolFlag{Name: "quiesce", Usage: "scale to 0 before snapshotting: consistent, but Grafana is down for the snapshot and restore too"},
 		&cli.BoolFlag{Name: "keep-retain", Usage: "leave reclaim policy Retain on the volumes in use afterwards"},
 		&cli.BoolFlag{Name: "no-rollback", Usage: "when verification fails, leave the new state for inspection instead of rolling back"},
@@ -155,6 +160,8 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 		FromSnapshot: c.String("from-snapshot"), Quiesce: c.Bool("quiesce"), KeepRetain: c.Bool("keep-retain"),
 		NoRollback: c.Bool("no-rollback"), BaselineFile: c.Path("baseline"), SkipVerify: c.Bool("skip-verify"),
 		Timeouts: migrate.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"), Verify: c.Duration("verify-timeout")},
+		Backup:   c.String("backup"), VeleroNamespace: c.String("velero-namespace"), FromBackup: c.String("from-backup"),
+		Redeploy: c.String("redeploy"),
 	}
 	checker, err := grafanaChecker(c, clients, ns, log)
 	if err != nil {

@@ -54,8 +54,8 @@ func helmValues(s *Spec, e *env) (map[string]any, []string) {
 	} else {
 		notes = append(notes, fmt.Sprintf("%d replicas: volumeName cannot be set in the claim template (it would apply to every replica); each ordinal's claim is pre-bound instead, keep those claims", s.replicas()))
 	}
-	if s.Target.Release != "" {
-		notes = append(notes, fmt.Sprintf("the StatefulSet was recreated directly: run the next `helm upgrade %s` with these values (or --values-out FILE), or Helm renders the old claim template and the upgrade fails on the immutable field", s.Target.Release))
+	if s.Redeploy == RedeployHelm {
+		notes = append(notes, fmt.Sprintf("these values were applied to release %s by rebind's `helm upgrade`", s.Target.Release))
 	}
 	return map[string]any{"persistence": persistence}, notes
 }

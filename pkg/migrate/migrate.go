@@ -109,7 +109,9 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	// Access first: even looking for a journal needs rights, and a missing
 	// right is a preflight finding, not a crash half-way.
 	var access preflight.Report
-	if err := preflight.CheckAccess(ctx, m.Clients.Kube, Permissions(ns, o.Strategy), &access); err != nil {
+	perms := append(Permissions(ns, o.Strategy), veleroPermissions(o)...)
+	perms = append(perms, helmPermissions(ns, o)...)
+	if err := preflight.CheckAccess(ctx, m.Clients.Kube, perms, &access); err != nil {
 		return finish(report.Failed, err)
 	}
 	if err := access.Err(); err != nil {
@@ -161,6 +163,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 			rep.Steps = append(rep.Steps, plan.Result{ID: s.ID(), Describe: s.Describe(), Status: "planned"})
 		}
 		rep.HelmValues, rep.Notes = helmValues(spec, e)
+		rep.Warnings = redeployWarnings(spec)
 		return finish(report.Planned, nil)
 	}
 
@@ -187,6 +190,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	rep.Verification = e.verdicts
 	rep.Downtime = report.Duration(downtime(j))
 	rep.Leftovers = leftovers(ctx, e)
+	rep.VeleroBackup = e.value(keyVeleroBackup)
 
 	if runErr != nil {
 		var verr *VerificationError
@@ -220,6 +224,8 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	}
 	rep.VolumesAfter = currentVolumes(ctx, m.Clients, spec)
 	rep.HelmValues, rep.Notes = helmValues(spec, e)
+	rep.Notes = append(rep.Notes, veleroNotes(e)...)
+	rep.Warnings = redeployWarnings(spec)
 	return finish(report.Succeeded, nil)
 }
 

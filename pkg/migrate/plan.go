@@ -17,6 +17,9 @@ func buildPlan(e *env) *plan.Plan {
 	if !s.SkipVerify {
 		add(baselineStep{e})
 	}
+	if s.Backup == BackupVelero {
+		add(veleroBackupStep{e}) // before the first change
+	}
 	for _, o := range s.Target.Ordinals {
 		if o.PV != nil {
 			add(retainStep{e, o.PV.Name})
@@ -35,6 +38,9 @@ func buildPlan(e *env) *plan.Plan {
 		if !s.Quiesce {
 			add(scaleDownStep{e})
 		}
+	} else if s.Strategy == VeleroRestore {
+		add(veleroPlan(e)...)
+		add(scaleDownStep{e})
 	} else {
 		add(scaleDownStep{e})
 	}
@@ -47,7 +53,7 @@ func buildPlan(e *env) *plan.Plan {
 	for i := range s.Target.Ordinals {
 		add(reserveStep{e, i}, claimStep{e, i})
 	}
-	add(redeployStep{e})
+	add(redeployFor(e))
 	if !s.SkipVerify {
 		add(verifyStep{e})
 	}

@@ -93,7 +93,7 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 	for _, ord := range t.Ordinals {
 		claimRef := fmt.Sprintf("claim %s/%s", t.Namespace, ord.Claim)
 		switch {
-		case ord.PVC == nil && o.FromSnapshot == "":
+		case ord.PVC == nil && o.FromSnapshot == "" && o.FromBackup == "":
 			r.Add(claimRef, "does not exist, so ordinal "+fmt.Sprint(ord.Index)+" has no volume to move", "check --claim-template, or restore it with --strategy restore --from-snapshot NAME")
 			continue
 		case ord.PVC == nil:
@@ -157,9 +157,15 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 		}
 	case Restore:
 		m.checkRestore(ctx, o, spec, toProvisioner, &r)
+	case VeleroRestore: // checked by checkVelero
 	default:
-		r.Add("--strategy", fmt.Sprintf("unknown strategy %q", o.Strategy), "use reuse or restore")
+		r.Add("--strategy", fmt.Sprintf("unknown strategy %q", o.Strategy), "use reuse, restore or velero-restore")
 	}
+	// Velero and Helm (velero_steps.go, helm_steps.go).
+	if err := m.checkVelero(ctx, o, spec, &r); err != nil {
+		return nil, err
+	}
+	m.checkHelm(o, spec, &r)
 
 	if !o.SkipVerify && o.BaselineFile == "" && m.Checker != nil {
 		for _, ord := range t.Ordinals {

@@ -24,6 +24,10 @@ const (
 	// Restore snapshots every ordinal's claim (or takes an existing snapshot)
 	// and binds the StatefulSet to PVs restored from those snapshots.
 	Restore Strategy = "restore"
+	// VeleroRestore restores the claims from a Velero Backup (a data copy,
+	// so any driver) and binds the StatefulSet to the restored PVs; see
+	// velero_steps.go.
+	VeleroRestore Strategy = "velero-restore"
 )
 
 // Timeouts bound every wait.
@@ -31,6 +35,9 @@ type Timeouts struct {
 	Wait     time.Duration `json:"wait"`     // binds, deletions, pods
 	Snapshot time.Duration `json:"snapshot"` // snapshot ready, restore provisioned
 	Verify   time.Duration `json:"verify"`   // application answering after redeploy
+	// VeleroPickup bounds the wait for the Velero server to take up a new
+	// Backup or Restore (no phase means no server); default 1m.
+	VeleroPickup time.Duration `json:"veleroPickup,omitempty"`
 }
 
 // DefaultTimeouts suit real clusters; tests shorten them.
@@ -54,6 +61,12 @@ type Options struct {
 	HolderID      string // lease holder identity
 	ChartVersion  string // Grafana chart version, for the values advice
 	ChartHasVName *bool  // override detection of persistence.volumeName support
+
+	// Engines the cluster already runs (velero_steps.go, helm_steps.go).
+	Backup          string // BackupNone or BackupVelero
+	VeleroNamespace string // where Velero runs; default velero
+	FromBackup      string // Velero Backup to restore (strategy velero-restore)
+	Redeploy        string // RedeployDirect or RedeployHelm
 }
 
 // Spec is the resolved, immutable input of a run. It is stored in the
@@ -72,6 +85,11 @@ type Spec struct {
 	SkipVerify   bool              `json:"skipVerify,omitempty"`
 	VolumeName   bool              `json:"volumeNameInTemplate"` // replicas == 1
 	Timeouts     Timeouts          `json:"timeouts"`
+
+	Backup          string `json:"backup,omitempty"`
+	VeleroNamespace string `json:"veleroNamespace,omitempty"`
+	FromBackup      string `json:"fromBackup,omitempty"`
+	Redeploy        string `json:"redeploy,omitempty"`
 }
 
 // Fingerprint is what a resumed command must agree with.

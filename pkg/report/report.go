@@ -49,6 +49,8 @@ type Report struct {
 	Verification  []app.Verdict  `json:"verification,omitempty"`
 	HelmValues    map[string]any `json:"helmValues,omitempty"`
 	Notes         []string       `json:"notes,omitempty"`
+	Warnings      []string       `json:"warnings,omitempty"`     // what the user must act on
+	VeleroBackup  string         `json:"veleroBackup,omitempty"` // Backup taken before the first change
 	Leftovers     []string       `json:"leftovers,omitempty"`
 	Error         string         `json:"error,omitempty"`
 }
@@ -98,6 +100,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "  note: %s\n", n)
+	}
+	for _, n := range r.Warnings {
+		fmt.Fprintf(w, "  WARNING: %s\n", n)
 	}
 	for _, l := range r.Leftovers {
 		fmt.Fprintf(w, "  kept: %s\n", l)

@@ -1,0 +1,120 @@
+// Package helmredeploy lets Helm recreate a release's StatefulSet, so the
+// release record and the cluster agree after a migration: the next
+// `helm upgrade` then renders exactly what runs instead of failing on the
+// immutable claim template.
+//
+// Helm keeps release records as Secrets in the release namespace (its
+// default storage driver); rebind uses the same cluster access it already
+// has, through a small RESTClientGetter, rather than a kubeconfig file.
+package helmredeploy
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/release"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Driver is Helm's default storage of release records.
+const Driver = "secrets"
+
+// getter hands Helm the tool's own REST config.
+type getter struct {
+	cfg       *rest.Config
+	namespace string
+	dc        discovery.CachedDiscoveryInterface
+}
+
+func newGetter(cfg *rest.Config, ns string) (*getter, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &getter{cfg: rest.CopyConfig(cfg), namespace: ns, dc: memory.NewMemCacheClient(dc)}, nil
+}
+
+func (g *getter) ToRESTConfig() (*rest.Config, error) { return rest.CopyConfig(g.cfg), nil }
+func (g *getter) ToDiscoveryClient() (discovery.CachedDiscoveryInterface, error) {
+	return g.dc, nil
+}
+func (g *getter) ToRESTMapper() (meta.RESTMapper, error) {
+	return restmapper.NewDeferredDiscoveryRESTMapper(g.dc), nil
+}
+
+// ToRawKubeConfigLoader only answers the namespace: Helm asks it for the
+// default namespace of objects whose manifests carry none.
+func (g *getter) ToRawKubeConfigLoader() clientcmd.ClientConfig {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Contexts["rebind"] = &clientcmdapi.Context{Namespace: g.namespace}
+	cfg.CurrentContext = "rebind"
+	return clientcmd.NewDefaultClientConfig(*cfg, &clientcmd.ConfigOverrides{})
+}
+
+// Helm runs Helm actions on releases of one namespace.
+type Helm struct {
+	cfg       *action.Configuration
+	namespace string
+	log       *zap.Logger
+}
+
+// New prepares Helm for namespace ns.
+func New(restCfg *rest.Config, ns string, log *zap.Logger) (*Helm, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.Named("helm")
+	g, err := newGetter(restCfg, ns)
+	if err != nil {
+		return nil, err
+	}
+	cfg := new(action.Configuration)
+	debug := func(format string, v ...any) { log.Debug(fmt.Sprintf(format, v...)) }
+	if err := cfg.Init(g, ns, Driver, debug); err != nil {
+		return nil, fmt.Errorf("helm: %w", err)
+	}
+	return &Helm{cfg: cfg, namespace: ns, log: log}, nil
+}
+
+// Configuration exposes the action configuration (tests install with it).
+func (h *Helm) Configuration() *action.Configuration { return h.cfg }
+
+// Release returns the latest revision of a release.
+func (h *Helm) Release(name string) (*release.Release, error) {
+	rel, err := action.NewGet(h.cfg).Run(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading Helm release %s/%s: %w", h.namespace, name, err)
+	}
+	return rel, nil
+}
+
+// Upgrade upgrades the release with its own chart (from the release
+// record: no repository access), its last values and values on top.
+// It does not wait: the caller waits for what it cares about.
+func (h *Helm) Upgrade(ctx context.Context, name string, values map[string]any, description string) (*release.Release, error) {
+	cur, err := h.Release(name)
+	if err != nil {
+		return nil, err
+	}
+	up := action.NewUpgrade(h.cfg)
+	up.Namespace = h.namespace
+	up.ReuseValues = true
+	up.Description = description
+	up.Timeout = 5 * time.Minute
+	up.MaxHistory = 10
+	rel, err := up.RunWithContext(ctx, name, cur.Chart, values)
+	if err != nil {
+		return nil, fmt.Errorf("helm upgrade %s (chart %s-%s, revision %d): %w", name, cur.Chart.Metadata.Name, cur.Chart.Metadata.Version, cur.Version, err)
+	}
+	h.log.Info("release upgraded", zap.String("release", name), zap.Int("revision", rel.Version))
+	return rel, nil
+}

@@ -1,0 +1,176 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/rebind-dev/rebind/pkg/helmredeploy"
+	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/plan"
+	"github.com/rebind-dev/rebind/pkg/preflight"
+	"github.com/rebind-dev/rebind/pkg/workload"
+)
+
+// Redeploy modes for --redeploy.
+const (
+	RedeployDirect = "direct"
+	RedeployHelm   = "helm"
+)
+
+const keyHelmRevision = "helm/revision" // release revision before rebind's upgrade
+
+// redeployFor is the step that brings the StatefulSet back: created
+// directly from the saved manifest, or rendered by a Helm upgrade.
+func redeployFor(e *env) plan.Step {
+	if e.spec.Redeploy == RedeployHelm {
+		return helmRedeployStep{e}
+	}
+	return redeployStep{e}
+}
+
+// helmRedeployStep keeps the ID "redeploy" so that downtime and resume
+// treat both modes alike.
+type helmRedeployStep struct{ *env }
+
+func (s helmRedeployStep) ID() string { return "redeploy" }
+func (s helmRedeployStep) Describe() string {
+	return fmt.Sprintf("helm upgrade release %s (its chart and values, plus persistence values for class %s) to recreate StatefulSet %s, and wait until Ready",
+		s.spec.Target.Release, s.spec.ToClass, s.spec.sts())
+}
+func (s helmRedeployStep) helm() (*helmredeploy.Helm, error) {
+	return helmredeploy.New(s.c.Config, s.spec.ns(), s.log)
+}
+func (s helmRedeployStep) Precondition(ctx context.Context) error {
+	if err := (redeployStep{s.env}).Precondition(ctx); err != nil {
+		return err
+	}
+	h, err := s.helm()
+	if err != nil {
+		return err
+	}
+	_, err = h.Release(s.spec.Target.Release)
+	return err
+}
+func (s helmRedeployStep) Apply(ctx context.Context) error {
+	ns, name := s.spec.ns(), s.spec.sts()
+	if uid := s.value(keyNewSTS); uid != "" {
+		if sts, err := s.c.Kube.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && string(sts.UID) == uid {
+			return workload.WaitReady(ctx, s.c.Kube, ns, name, s.spec.Timeouts.Wait)
+		}
+	}
+	// Helm would patch a StatefulSet still being orphan-deleted; it must
+	// create a new one.
+	if err := s.waitOriginalGone(ctx); err != nil {
+		return err
+	}
+	h, err := s.helm()
+	if err != nil {
+		return err
+	}
+	cur, err := h.Release(s.spec.Target.Release)
+	if err != nil {
+		return err
+	}
+	if err := s.j.SetValue(ctx, keyHelmRevision, strconv.Itoa(cur.Version)); err != nil {
+		return err
+	}
+	values, _ := helmValues(s.spec, s.env)
+	rel, err := h.Upgrade(ctx, s.spec.Target.Release, values, fmt.Sprintf("rebind run %s: persistence on the migrated volumes", s.spec.RunID))
+	if err != nil {
+		return err
+	}
+	sts, err := s.c.Kube.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("helm upgrade %s (revision %d) did not create StatefulSet %s/%s: %w", rel.Name, rel.Version, ns, name, err)
+	}
+	if sts.UID == s.spec.Target.StatefulSet.UID {
+		return fmt.Errorf("the original StatefulSet %s/%s still exists", ns, name)
+	}
+	if err := s.j.SetValue(ctx, keyNewSTS, string(sts.UID)); err != nil {
+		return err
+	}
+	return workload.WaitReady(ctx, s.c.Kube, ns, name, s.spec.Timeouts.Wait)
+}
+
+func (s helmRedeployStep) waitOriginalGone(ctx context.Context) error {
+	ns, name, uid := s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID
+	_, err := kube.Until(ctx, s.spec.Timeouts.Wait, fmt.Sprintf("StatefulSet %s/%s to be deleted", ns, name), kube.StatefulSetLW(s.c.Kube, ns, name),
+		func(sts *appsv1.StatefulSet, exists bool) (bool, error) { return !exists || sts.UID != uid, nil },
+		func(sts *appsv1.StatefulSet) string { return fmt.Sprintf("finalizers %v", sts.Finalizers) })
+	return err
+}
+func (s helmRedeployStep) Check(ctx context.Context) error { return redeployStep{s.env}.Check(ctx) }
+
+// Undo removes the StatefulSet Helm created; the orphan step's undo then
+// recreates the original directly. The release record still holds rebind's
+// revision, so the user is told how to point Helm back at the original.
+func (s helmRedeployStep) Undo(ctx context.Context) error {
+	if err := (redeployStep{s.env}).Undo(ctx); err != nil {
+		return err
+	}
+	if rev := s.value(keyHelmRevision); rev != "" {
+		s.log.Warn("the Helm release still has rebind's values: after the rollback run `helm rollback` to the revision before the migration",
+			zap.String("command", fmt.Sprintf("helm rollback %s %s -n %s", s.spec.Target.Release, rev, s.spec.ns())))
+	}
+	return nil
+}
+
+// helmPermissions: Helm reads and writes its release Secrets and patches
+// or creates the chart's objects.
+func helmPermissions(ns string, o Options) []preflight.Permission {
+	if o.Redeploy != RedeployHelm {
+		return nil
+	}
+	p := func(verb, group, res string) preflight.Permission {
+		return preflight.Permission{Verb: verb, Group: group, Resource: res, Namespace: ns}
+	}
+	return []preflight.Permission{
+		p("list", "", "secrets"), p("create", "", "secrets"), p("update", "", "secrets"), p("patch", "", "secrets"),
+		p("patch", "", "services"), p("patch", "apps", "statefulsets"),
+	}
+}
+
+// checkHelm validates --redeploy against the release, changing nothing.
+func (m *Migrate) checkHelm(o Options, spec *Spec, r *preflight.Report) {
+	switch o.Redeploy {
+	case "", RedeployDirect:
+		spec.Redeploy = RedeployDirect
+		return
+	case RedeployHelm:
+		spec.Redeploy = RedeployHelm
+	default:
+		r.Add("--redeploy", fmt.Sprintf("unknown mode %q", o.Redeploy), "use direct or helm")
+		return
+	}
+	t := spec.Target
+	if t.Release == "" {
+		r.Add("--redeploy helm", fmt.Sprintf("StatefulSet %s/%s carries no Helm release annotation (meta.helm.sh/release-name)", t.Namespace, t.Name()), "pass --release, or use --redeploy direct")
+		return
+	}
+	h, err := helmredeploy.New(m.Clients.Config, t.Namespace, m.log())
+	if err != nil {
+		r.Add("--redeploy helm", err.Error(), "use --redeploy direct")
+		return
+	}
+	rel, err := h.Release(t.Release)
+	if err != nil {
+		r.Add("Helm release "+t.Namespace+"/"+t.Release, err.Error(), "check `helm status "+t.Release+" -n "+t.Namespace+"` (rebind reads Helm's Secret storage), or use --redeploy direct")
+		return
+	}
+	if rel.Chart == nil || rel.Chart.Metadata == nil {
+		r.Add("Helm release "+t.Namespace+"/"+t.Release, "has no chart in its record", "use --redeploy direct")
+	}
+}
+
+// redeployWarnings are what the user must act on after the run.
+func redeployWarnings(s *Spec) []string {
+	if s.Target.Release == "" || s.Redeploy == RedeployHelm {
+		return nil
+	}
+	return []string{fmt.Sprintf("the StatefulSet was recreated directly, not by Helm: run the next `helm upgrade %s` with the Helm values above (or --values-out FILE), or Helm renders the old claim template and the upgrade fails on the immutable field (--redeploy helm avoids this)", s.Target.Release)}
+}
