@@ -1,0 +1,279 @@
+package drill_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/rebind-dev/rebind/e2e/fixtures"
+	"github.com/rebind-dev/rebind/manifests"
+	"github.com/rebind-dev/rebind/pkg/drill"
+	"github.com/rebind-dev/rebind/pkg/grafana"
+	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/migrate"
+	"github.com/rebind-dev/rebind/pkg/preflight"
+	"github.com/rebind-dev/rebind/pkg/report"
+	"github.com/rebind-dev/rebind/pkg/verify"
+)
+
+const exampleNS = "monitoring"
+
+// applier creates manifest objects through the dynamic client, as
+// `kubectl apply` would, after moving them into the test's namespace.
+type applier struct {
+	dyn    dynamic.Interface
+	mapper meta.RESTMapper
+}
+
+func newApplier(t *testing.T) *applier {
+	dyn, err := dynamic.NewForConfig(sb.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(sb.Kube.Discovery()))}
+}
+
+func (a *applier) resource(t *testing.T, u *unstructured.Unstructured) (dynamic.ResourceInterface, bool) {
+	t.Helper()
+	gvk := u.GroupVersionKind()
+	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		t.Fatalf("%s: %v", gvk, err)
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		return a.dyn.Resource(m.Resource).Namespace(u.GetNamespace()), true
+	}
+	return a.dyn.Resource(m.Resource), false
+}
+
+// retarget moves a manifest object from the example namespace to ns and,
+// when suffix is set, renames the RBAC objects and the ServiceAccount so
+// that several copies can live side by side in one cluster.
+func retarget(u *unstructured.Unstructured, ns, suffix string) {
+	if u.GetNamespace() == exampleNS {
+		u.SetNamespace(ns)
+	}
+	rename := func(n string) string {
+		if suffix == "" {
+			return n
+		}
+		return n + "-" + suffix
+	}
+	switch u.GetKind() {
+	case "ServiceAccount", "Role", "ClusterRole":
+		u.SetName(rename(u.GetName()))
+	case "RoleBinding", "ClusterRoleBinding":
+		u.SetName(rename(u.GetName()))
+		name, _, _ := unstructured.NestedString(u.Object, "roleRef", "name")
+		_ = unstructured.SetNestedField(u.Object, rename(name), "roleRef", "name")
+		subjects, _, _ := unstructured.NestedSlice(u.Object, "subjects")
+		for _, s := range subjects {
+			m := s.(map[string]any)
+			if m["namespace"] == exampleNS {
+				m["namespace"] = ns
+			}
+			m["name"] = rename(m["name"].(string))
+		}
+		_ = unstructured.SetNestedSlice(u.Object, subjects, "subjects")
+	case "CronJob":
+		name, _, _ := unstructured.NestedString(u.Object, "spec", "jobTemplate", "spec", "template", "spec", "serviceAccountName")
+		_ = unstructured.SetNestedField(u.Object, rename(name), "spec", "jobTemplate", "spec", "template", "spec", "serviceAccountName")
+	}
+}
+
+// TestManifestsServerDryRun has the API server validate every object of
+// every manifest (schema, defaults, admission) without persisting it.
+func TestManifestsServerDryRun(t *testing.T) {
+	ns := sb.NewNamespace(t)
+	a := newApplier(t)
+	for _, file := range manifests.Kubernetes {
+		t.Run(file, func(t *testing.T) {
+			objs, err := manifests.Objects(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range objs {
+				retarget(u, ns, "")
+				r, _ := a.resource(t, u)
+				if _, err := r.Create(context.Background(), u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"}); err != nil {
+					t.Errorf("%s %s: %v", u.GetKind(), u.GetName(), err)
+				}
+			}
+		})
+	}
+}
+
+// applyRBAC creates a manifest's RBAC for real under names ending in
+// suffix, minus one verb when drop is set, and returns the ServiceAccount
+// it binds. Cluster-scoped objects are removed when the test ends.
+func applyRBAC(t *testing.T, file, ns, suffix string, drop *dropVerb) string {
+	t.Helper()
+	ctx := context.Background()
+	a := newApplier(t)
+	objs, err := manifests.Objects(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, dropped := "", false
+	for _, u := range objs {
+		retarget(u, ns, suffix)
+		if u.GetKind() == "ServiceAccount" {
+			sa = u.GetName()
+		}
+		if drop != nil && u.GetName() == drop.role+"-"+suffix && u.GetKind() == drop.kind {
+			rules, _, _ := unstructured.NestedSlice(u.Object, "rules")
+			var kept []any
+			for _, r := range rules {
+				m := r.(map[string]any)
+				if slices.Contains(m["resources"].([]any), any(drop.resource)) {
+					verbs := m["verbs"].([]any)
+					if i := slices.Index(verbs, any(drop.verb)); i >= 0 {
+						m["verbs"], dropped = slices.Delete(verbs, i, i+1), true
+					}
+					if len(m["verbs"].([]any)) == 0 {
+						continue
+					}
+				}
+				kept = append(kept, m)
+			}
+			_ = unstructured.SetNestedSlice(u.Object, kept, "rules")
+		}
+		r, namespaced := a.resource(t, u)
+		if _, err := r.Create(ctx, u, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+		if !namespaced {
+			name := u.GetName()
+			t.Cleanup(func() {
+				if err := r.Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+					t.Errorf("deleting %s: %v", name, err)
+				}
+			})
+		}
+	}
+	if drop != nil && !dropped {
+		t.Fatalf("%s has no %s %s in %s %s", file, drop.verb, drop.resource, drop.kind, drop.role)
+	}
+	return sa
+}
+
+type dropVerb struct{ kind, role, resource, verb string }
+
+func saClients(t *testing.T, ns, sa string) *kube.Clients {
+	t.Helper()
+	path, err := sb.ServiceAccountKubeconfig(context.Background(), ns, sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kube.Load(kube.LoadOptions{Kubeconfig: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestRBACManifestsAsServiceAccount runs migrate and drill as the
+// manifests' ServiceAccounts: with the rules as shipped they succeed; with
+// one verb removed, preflight refuses and names it.
+func TestRBACManifestsAsServiceAccount(t *testing.T) {
+	type run func(t *testing.T, ctx context.Context, r *release, c *kube.Clients) error
+	migrateRun := func(t *testing.T, ctx context.Context, r *release, c *kube.Clients) error {
+		checker := &verify.Grafana{PollInterval: 100 * time.Millisecond, ClientFor: func(pod string) (*grafana.Client, error) {
+			return grafana.New(grafana.Options{URL: sb.PodURL(r.rel.Namespace, pod), Credentials: grafana.Credentials{User: "admin", Password: r.rel.Password}, MaxAttempts: 2, Timeout: 10 * time.Second})
+		}}
+		m := &migrate.Migrate{Clients: c, Checker: checker, Out: testWriter{t}, LeaseDuration: 15 * time.Second}
+		o := migrate.Options{Strategy: migrate.Restore, Timeouts: migrate.Timeouts{Wait: 90 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second}}
+		o.Target.Namespace, o.Target.Release = r.rel.Namespace, r.rel.Name
+		rep, err := m.Run(ctx, o, migrate.Apply)
+		if err == nil && rep.Outcome != report.Succeeded {
+			t.Errorf("migrate outcome %s", rep.Outcome)
+		}
+		return err
+	}
+	drillRun := func(t *testing.T, ctx context.Context, r *release, c *kube.Clients) error {
+		before := takeState(t, r.rel.Namespace)
+		res := newDrill(t, c).Run(ctx, r.options())
+		switch res.Outcome {
+		case drill.Passed:
+			if res.Checked != r.total() {
+				t.Errorf("checked %d of %d", res.Checked, r.total())
+			}
+			assertNothingLeft(t, before, res)
+			return nil
+		case drill.Refused:
+			assertNothingLeft(t, before, res)
+			return &preflight.Error{Problems: res.Problems}
+		}
+		return errors.New(res.Outcome + ": " + res.Error)
+	}
+	for _, tc := range []struct {
+		name    string
+		file    string
+		run     run
+		missing []struct {
+			drop dropVerb
+			want string
+		}
+	}{
+		{
+			name: "migrate", file: "rbac-migrate.yaml", run: migrateRun,
+			missing: []struct {
+				drop dropVerb
+				want string
+			}{
+				{dropVerb{"ClusterRole", "rebind-migrate", "persistentvolumes", "update"}, "not allowed to update persistentvolumes cluster-wide"},
+				{dropVerb{"Role", "rebind-migrate", "volumesnapshots", "create"}, "not allowed to create volumesnapshots.snapshot.storage.k8s.io in namespace "},
+			},
+		},
+		{
+			name: "drill", file: "rbac-drill.yaml", run: drillRun,
+			missing: []struct {
+				drop dropVerb
+				want string
+			}{
+				{dropVerb{"ClusterRole", "rebind-drill", "volumesnapshotcontents", "create"}, "not allowed to create volumesnapshotcontents.snapshot.storage.k8s.io cluster-wide"},
+				{dropVerb{"ClusterRole", "rebind-drill-scratch", "statefulsets", "create"}, "not allowed to create statefulsets.apps in namespace rebind-drill-"},
+				{dropVerb{"Role", "rebind-drill", "events", "create"}, "not allowed to create events in namespace "},
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+			defer cancel()
+			ns := sb.NewNamespace(t)
+			// RBAC first: the authorizer's cache has long caught up by
+			// the time Grafana is deployed and seeded.
+			fullSA := applyRBAC(t, tc.file, ns, "full-"+ns, nil)
+			var reduced []string
+			for i, m := range tc.missing {
+				reduced = append(reduced, applyRBAC(t, tc.file, ns, "less"+string(rune('a'+i))+"-"+ns, &m.drop))
+			}
+			r := deployGrafana(t, ctx, fixtures.Release{Name: "grafana", Namespace: ns, Replicas: 1}, 4)
+
+			for i, m := range tc.missing {
+				err := tc.run(t, ctx, r, saClients(t, ns, reduced[i]))
+				var pf *preflight.Error
+				if !errors.As(err, &pf) {
+					t.Fatalf("without %s %s: want a preflight error, got %v", m.drop.verb, m.drop.resource, err)
+				}
+				if !strings.Contains(err.Error(), m.want) {
+					t.Errorf("without %s %s: error lacks %q:\n%v", m.drop.verb, m.drop.resource, m.want, err)
+				}
+			}
+			if err := tc.run(t, ctx, r, saClients(t, ns, fullSA)); err != nil {
+				t.Fatalf("%s as ServiceAccount %s: %v", tc.name, fullSA, err)
+			}
+		})
+	}
+}
