@@ -120,9 +120,9 @@ func (s helmRedeployStep) Undo(ctx context.Context) error {
 	return nil
 }
 
-// helmPermissions: Helm reads and writes its release Secrets and patches
-// or creates the chart's objects.
-func helmPermissions(ns string, o Options) []preflight.Permission {
+// HelmPermissions are the rights --redeploy helm adds: Helm reads and writes
+// its release Secrets and patches or creates the chart's objects.
+func HelmPermissions(ns string, o Options) []preflight.Permission {
 	if o.Redeploy != RedeployHelm {
 		return nil
 	}

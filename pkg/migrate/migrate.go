@@ -109,8 +109,8 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	// Access first: even looking for a journal needs rights, and a missing
 	// right is a preflight finding, not a crash half-way.
 	var access preflight.Report
-	perms := append(Permissions(ns, o.Strategy), veleroPermissions(o)...)
-	perms = append(perms, helmPermissions(ns, o)...)
+	perms := append(Permissions(ns, o.Strategy), VeleroPermissions(o)...)
+	perms = append(perms, HelmPermissions(ns, o)...)
 	if err := preflight.CheckAccess(ctx, m.Clients.Kube, perms, &access); err != nil {
 		return finish(report.Failed, err)
 	}

@@ -376,9 +376,9 @@ func (s veleroRestoreStep) Undo(ctx context.Context) error {
 
 // ---------------------------------------------------------------- preflight
 
-// veleroPermissions are the rights the Velero paths need on top of
+// VeleroPermissions are the rights the Velero paths need on top of
 // Permissions(ns, strategy).
-func veleroPermissions(o Options) []preflight.Permission {
+func VeleroPermissions(o Options) []preflight.Permission {
 	useBackup, useRestore := o.Backup == BackupVelero, o.Strategy == VeleroRestore
 	if !useBackup && !useRestore {
 		return nil
