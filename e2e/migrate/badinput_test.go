@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -72,7 +73,16 @@ func TestBadInputChangesNothing(t *testing.T) {
 					t.Fatal(err)
 				}
 				patch := `{"spec":{"claimRef":{"name":"intruder","uid":"` + string(c.UID) + `"}}}`
-				if _, err := sb.Kube.CoreV1().PersistentVolumes().Patch(e.ctx, e.boundPV(0).Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				pvName := e.boundPV(0).Name
+				if _, err := sb.Kube.CoreV1().PersistentVolumes().Patch(e.ctx, pvName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				// Let the binder react (it marks the Grafana claim Lost) so that
+				// the before/after comparison sees only rebind's doing.
+				if _, err := kube.Until(e.ctx, time.Minute, "claim to be Lost", kube.ClaimLW(sb.Kube, e.rel.Namespace, e.rel.Claim(0)),
+					func(c *corev1.PersistentVolumeClaim, exists bool) (bool, error) {
+						return exists && c.Status.Phase == corev1.ClaimLost, nil
+					}, nil); err != nil {
 					t.Fatal(err)
 				}
 			},

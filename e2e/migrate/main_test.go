@@ -49,11 +49,11 @@ func TestMain(m *testing.M) {
 }
 
 // testTimeouts keep a stuck wait from eating the whole test budget.
-var testTimeouts = migrate.Timeouts{Wait: 90 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second}
+var testTimeouts = migrate.Timeouts{Wait: 60 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second}
 
 // grafanaEnv is one deployed, seeded Grafana release.
 type grafanaEnv struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	rel     fixtures.Release
 	clients *kube.Clients
@@ -63,7 +63,7 @@ type grafanaEnv struct {
 
 // deployGrafana deploys a release and seeds each ordinal's volume with its
 // own dashboards (ordinal i gets seed i, so a swap between replicas shows).
-func deployGrafana(t *testing.T, rel fixtures.Release, perOrg int) *grafanaEnv {
+func deployGrafana(t testing.TB, rel fixtures.Release, perOrg int) *grafanaEnv {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
@@ -237,7 +237,7 @@ func (e *grafanaEnv) assertVerified(rep *report.Report) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

@@ -39,6 +39,7 @@ func TestReuse(t *testing.T) {
 
 			rep, err := e.migrator(nil).Run(e.ctx, e.options(migrate.Reuse), migrate.Apply)
 			if err != nil {
+				dumpNS(t, e.rel.Namespace)
 				t.Fatal(err)
 			}
 			e.assertVerified(rep)

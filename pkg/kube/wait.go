@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -41,66 +39,111 @@ type Condition[T runtime.Object] func(obj T, exists bool) (done bool, err error)
 
 // Until watches one object (lw must select it by name) until cond holds.
 // describe renders the last seen object for a timeout message.
+//
+// It lists once and then watches from the list's resourceVersion, instead
+// of client-go's UntilWithSync, whose cache-sync poll adds 100 ms to every
+// wait: a migration makes a dozen waits while Grafana is down.
 func Until[T runtime.Object](ctx context.Context, timeout time.Duration, what string, lw cache.ListerWatcher, cond Condition[T], describe func(T) string) (T, error) {
 	var zero, last T
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var exemplar T
-	objType := newOf(exemplar)
-	pre := func(store cache.Store) (bool, error) {
-		items := store.List()
-		if len(items) == 0 {
-			return cond(zero, false)
-		}
-		last = items[0].(T)
-		return cond(last, true)
-	}
-	_, err := watchtools.UntilWithSync(wctx, lw, objType, pre, func(ev watch.Event) (bool, error) {
-		if ev.Type == watch.Deleted {
+	lwc := cache.ToListerWatcherWithContext(lw)
+	check := func(obj runtime.Object, exists bool) (bool, error) {
+		if !exists {
 			last = zero
 			return cond(zero, false)
 		}
-		obj, ok := ev.Object.(T)
+		o, ok := obj.(T)
 		if !ok {
 			return false, nil
 		}
-		last = obj
-		return cond(obj, true)
-	})
-	if err != nil {
-		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, watchtools.ErrWatchClosed) || wctx.Err() != nil) {
-			te := &TimeoutError{What: what, Timeout: timeout}
-			if describe != nil && any(last) != any(zero) {
-				te.LastSeen = describe(last)
+		last = o
+		return cond(o, true)
+	}
+	for {
+		done, err := untilOnce(wctx, lwc, check)
+		if done {
+			return last, nil
+		}
+		if err == nil || errors.Is(err, errRelist) {
+			// The watch ended without a verdict (resourceVersion too old,
+			// server closed it): list again.
+			if wctx.Err() == nil {
+				continue
 			}
-			return last, te
+		}
+		if err != nil && wctx.Err() == nil {
+			return last, err
 		}
 		if ctx.Err() != nil {
 			return last, fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		}
-		return last, err
+		te := &TimeoutError{What: what, Timeout: timeout}
+		if describe != nil && any(last) != any(zero) {
+			te.LastSeen = describe(last)
+		}
+		return last, te
 	}
-	return last, nil
 }
 
-func newOf(t runtime.Object) runtime.Object {
-	switch any(t).(type) {
-	case *corev1.PersistentVolumeClaim:
-		return &corev1.PersistentVolumeClaim{}
-	case *corev1.PersistentVolume:
-		return &corev1.PersistentVolume{}
-	case *appsv1.StatefulSet:
-		return &appsv1.StatefulSet{}
-	case *corev1.Pod:
-		return &corev1.Pod{}
-	case *snapv1.VolumeSnapshot:
-		return &snapv1.VolumeSnapshot{}
+var errRelist = errors.New("relist")
+
+func untilOnce(ctx context.Context, lw cache.ListerWatcherWithContext, check func(runtime.Object, bool) (bool, error)) (bool, error) {
+	list, err := lw.ListWithContext(ctx, metav1.ListOptions{})
+	if err != nil {
+		return false, err
 	}
-	panic(fmt.Sprintf("kube.Until: unsupported type %T", t))
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return false, err
+	}
+	var done bool
+	if len(items) == 0 {
+		done, err = check(nil, false)
+	} else {
+		done, err = check(items[0], true)
+	}
+	if done || err != nil {
+		return done, err
+	}
+	la, err := meta.ListAccessor(list)
+	if err != nil {
+		return false, err
+	}
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, la.GetResourceVersion(), lw)
+	if err != nil {
+		return false, err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return false, errRelist
+			}
+			switch ev.Type {
+			case watch.Error:
+				return false, errRelist
+			case watch.Deleted:
+				done, err = check(nil, false)
+			case watch.Added, watch.Modified:
+				done, err = check(ev.Object, true)
+			default:
+				continue
+			}
+			if done || err != nil {
+				return done, err
+			}
+		}
+	}
 }
 
 func byName(name string) func(*metav1.ListOptions) {
-	return func(o *metav1.ListOptions) { o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String() }
+	return func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+	}
 }
 
 // ClaimLW selects one PersistentVolumeClaim.

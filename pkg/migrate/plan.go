@@ -33,7 +33,10 @@ func buildPlan(e *env) *plan.Plan {
 			if !s.ExistingSnap {
 				add(snapshotStep{e, i})
 			}
-			add(restoreStep{e, i})
+			// A restored PV can be reserved for the claim name while the old
+			// claim still holds it: the binder leaves a PV reserved with no
+			// uid Available, so this costs no downtime later.
+			add(restoreStep{e, i}, reserveStep{e, i})
 		}
 		if !s.Quiesce {
 			add(scaleDownStep{e})
@@ -51,7 +54,10 @@ func buildPlan(e *env) *plan.Plan {
 		}
 	}
 	for i := range s.Target.Ordinals {
-		add(reserveStep{e, i}, claimStep{e, i})
+		if s.Strategy == Reuse {
+			add(reserveStep{e, i})
+		}
+		add(claimStep{e, i})
 	}
 	add(redeployFor(e))
 	if !s.SkipVerify {

@@ -98,7 +98,7 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 			continue
 		case ord.PVC == nil:
 			continue
-		case ord.PVC.Status.Phase != corev1.ClaimBound || ord.PV == nil:
+		case ord.PV == nil:
 			r.Add(claimRef, fmt.Sprintf("is %s, not Bound to a PersistentVolume", ord.PVC.Status.Phase), "fix the claim (kubectl describe pvc) before migrating")
 			continue
 		}
@@ -108,6 +108,8 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 				other = cr.Namespace + "/" + cr.Name
 			}
 			r.Add("PersistentVolume "+ord.PV.Name, fmt.Sprintf("is claimed by %s, not by %s", other, ord.Claim), "the claim and volume disagree; resolve the binding (kubectl describe pv) before migrating")
+		} else if ord.PVC.Status.Phase != corev1.ClaimBound {
+			r.Add(claimRef, fmt.Sprintf("is %s, not Bound", ord.PVC.Status.Phase), "fix the claim (kubectl describe pvc) before migrating")
 		}
 	}
 

@@ -428,17 +428,24 @@ func (s orphanStep) Precondition(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Apply only issues the delete: the garbage collector's orphaning runs
+// while the claims are swapped, and the redeploy waits for it. Every
+// millisecond here is downtime.
 func (s orphanStep) Apply(ctx context.Context) error {
-	return workload.DeleteOrphan(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait)
+	return workload.RequestOrphanDelete(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID)
 }
 func (s orphanStep) Check(ctx context.Context) error {
 	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
-	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
-		return errors.New("original StatefulSet still exists")
+	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID && sts.DeletionTimestamp == nil {
+		return errors.New("original StatefulSet is not being deleted")
 	}
 	return nil
 }
 func (s orphanStep) Undo(ctx context.Context) error {
+	if err := workload.WaitGone(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
+		return err
+	}
 	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
 	if err == nil {
 		return nil
@@ -483,6 +490,9 @@ func (s releaseClaimStep) Precondition(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Apply only issues the delete; the claim step waits until the old claim
+// is gone, so the deletions of all ordinals overlap.
 func (s releaseClaimStep) Apply(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	uid := o.PVC.UID
@@ -490,13 +500,13 @@ func (s releaseClaimStep) Apply(ctx context.Context) error {
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return fmt.Errorf("deleting claim %s/%s: %w", s.spec.ns(), o.Claim, err)
 	}
-	return volume.WaitClaimGone(ctx, s.c.Kube, s.spec.ns(), o.Claim, uid, s.spec.Timeouts.Wait)
+	return nil
 }
 func (s releaseClaimStep) Check(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, o.Claim, metav1.GetOptions{})
-	if err == nil && c.UID == o.PVC.UID {
-		return errors.New("original claim still exists")
+	if err == nil && c.UID == o.PVC.UID && c.DeletionTimestamp == nil {
+		return errors.New("original claim is not being deleted")
 	}
 	return nil
 }
@@ -507,6 +517,12 @@ func (s releaseClaimStep) Undo(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	ns := s.spec.ns()
 	cur, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{})
+	if err == nil && cur.DeletionTimestamp != nil {
+		if err := volume.WaitClaimGone(ctx, s.c.Kube, ns, o.Claim, cur.UID, s.spec.Timeouts.Wait); err != nil {
+			return err
+		}
+		cur, err = s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{})
+	}
 	if err == nil {
 		if cur.Spec.VolumeName != "" && cur.Spec.VolumeName != o.PV.Name {
 			return fmt.Errorf("claim %s/%s is bound to PersistentVolume %s, not the original %s; delete it (its volume is Retain) and re-run rollback", ns, o.Claim, cur.Spec.VolumeName, o.PV.Name)
@@ -572,6 +588,18 @@ func (s reserveStep) Apply(ctx context.Context) error {
 	pv, err := s.getPV(ctx, pvName)
 	if err != nil {
 		return err
+	}
+	// While a claim of that name still exists the binder treats a claimRef
+	// without uid as that claim's and writes its uid back: the old claim
+	// must be completely gone first (reuse deletes it just before).
+	claim := s.spec.Target.Ordinals[s.ord].Claim
+	if c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, claim, metav1.GetOptions{}); err == nil && c.DeletionTimestamp != nil {
+		if err := volume.WaitClaimGone(ctx, s.c.Kube, s.spec.ns(), claim, c.UID, s.spec.Timeouts.Wait); err != nil {
+			return err
+		}
+		if pv, err = s.getPV(ctx, pvName); err != nil {
+			return err
+		}
 	}
 	prior := ""
 	if pv.Spec.ClaimRef != nil {
@@ -688,6 +716,12 @@ func (s claimStep) Apply(ctx context.Context) error {
 		return err
 	}
 	c := s.claim(pvName)
+	// The old claim of this name may still be finishing its deletion.
+	if old, err := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Get(ctx, c.Name, metav1.GetOptions{}); err == nil && old.DeletionTimestamp != nil {
+		if err := volume.WaitClaimGone(ctx, s.c.Kube, c.Namespace, c.Name, old.UID, s.spec.Timeouts.Wait); err != nil {
+			return err
+		}
+	}
 	got, err := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Create(ctx, c, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		got, err = s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Get(ctx, c.Name, metav1.GetOptions{})
@@ -698,9 +732,13 @@ func (s claimStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating claim %s/%s: %w", c.Namespace, c.Name, err)
 	}
-	_, err = volume.WaitClaimBound(ctx, s.c.Kube, c.Namespace, c.Name, pvName, s.spec.Timeouts.Wait)
-	return err
+	return nil
 }
+
+// Check accepts a claim that names the PV but is not Bound yet: with
+// volumeName set and the PV reserved for it, no other volume can be
+// chosen, and the binder finishes while the StatefulSet is created (the
+// redeploy waits for Ready, which needs the bind).
 func (s claimStep) Check(ctx context.Context) error {
 	pvName, err := s.pvFor(s.ord)
 	if err != nil {
@@ -710,8 +748,11 @@ func (s claimStep) Check(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.Spec.VolumeName != pvName || c.Status.Phase != corev1.ClaimBound {
-		return fmt.Errorf("claim %s not bound to %s", c.Name, pvName)
+	if c.Spec.VolumeName != pvName || c.DeletionTimestamp != nil {
+		return fmt.Errorf("claim %s does not name PersistentVolume %s", c.Name, pvName)
+	}
+	if c.Status.Phase == corev1.ClaimLost {
+		return fmt.Errorf("claim %s is Lost", c.Name)
 	}
 	return nil
 }
@@ -798,6 +839,11 @@ func (s redeployStep) Apply(ctx context.Context) error {
 	ns, name := s.spec.ns(), s.spec.sts()
 	m, err := s.manifest(ctx)
 	if err != nil {
+		return err
+	}
+	// The orphan delete was only requested; wait until the garbage
+	// collector has released the name.
+	if err := workload.WaitGone(ctx, s.c.Kube, ns, name, s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
 		return err
 	}
 	got, err := s.c.Kube.AppsV1().StatefulSets(ns).Create(ctx, m, metav1.CreateOptions{})

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/rebind-dev/rebind/pkg/kube"
@@ -125,6 +126,12 @@ func IsReservedFor(pv *corev1.PersistentVolume, ns, name string) bool {
 // and data could end up under the wrong claim; with namespace and name only,
 // the binder keeps it for exactly that claim.
 func Reserve(ctx context.Context, k kubernetes.Interface, pvName, ns, name string, dryRun bool) error {
+	// The binder updates the PV's status as claims come and go; re-read and
+	// retry rather than fail a step on its write.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error { return reserve(ctx, k, pvName, ns, name, dryRun) })
+}
+
+func reserve(ctx context.Context, k kubernetes.Interface, pvName, ns, name string, dryRun bool) error {
 	pv, err := k.CoreV1().PersistentVolumes().Get(ctx, pvName, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("reading PersistentVolume %s: %w", pvName, err)
@@ -147,14 +154,23 @@ func Reserve(ctx context.Context, k kubernetes.Interface, pvName, ns, name strin
 	pv.Spec.ClaimRef = &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1", Namespace: ns, Name: name}
 	delete(pv.Annotations, AnnBoundByController)
 	_, err = k.CoreV1().PersistentVolumes().Update(ctx, pv, updateOpts(dryRun))
-	if err != nil {
+	if err != nil && !apierrors.IsConflict(err) {
 		return fmt.Errorf("reserving PersistentVolume %s for claim %s/%s: %w", pvName, ns, name, err)
 	}
-	return nil
+	return err
 }
 
 // SetReclaimPolicy changes a PV's policy and returns the previous one.
-func SetReclaimPolicy(ctx context.Context, k kubernetes.Interface, pvName string, policy corev1.PersistentVolumeReclaimPolicy, dryRun bool) (corev1.PersistentVolumeReclaimPolicy, error) {
+func SetReclaimPolicy(ctx context.Context, k kubernetes.Interface, pvName string, policy corev1.PersistentVolumeReclaimPolicy, dryRun bool) (prev corev1.PersistentVolumeReclaimPolicy, err error) {
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var e error
+		prev, e = setReclaimPolicy(ctx, k, pvName, policy, dryRun)
+		return e
+	})
+	return prev, err
+}
+
+func setReclaimPolicy(ctx context.Context, k kubernetes.Interface, pvName string, policy corev1.PersistentVolumeReclaimPolicy, dryRun bool) (corev1.PersistentVolumeReclaimPolicy, error) {
 	pv, err := k.CoreV1().PersistentVolumes().Get(ctx, pvName, metav1.GetOptions{})
 	if err != nil {
 		return "", fmt.Errorf("reading PersistentVolume %s: %w", pvName, err)
@@ -169,6 +185,9 @@ func SetReclaimPolicy(ctx context.Context, k kubernetes.Interface, pvName string
 	}
 	pv.Spec.PersistentVolumeReclaimPolicy = policy
 	if _, err := k.CoreV1().PersistentVolumes().Update(ctx, pv, updateOpts(dryRun)); err != nil {
+		if apierrors.IsConflict(err) {
+			return prev, err
+		}
 		return prev, fmt.Errorf("setting reclaim policy %s on PersistentVolume %s: %w", policy, pvName, err)
 	}
 	return prev, nil

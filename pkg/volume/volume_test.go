@@ -38,7 +38,11 @@ func TestCheckFits(t *testing.T) {
 		{"empty claim class does not match classless PV after defaulting", pv("", "10Gi", corev1.ReadWriteOnce), ClaimShape{Name: "c", StorageClassName: "standard", Request: resource.MustParse("10Gi"), AccessModes: rwo, VolumeMode: corev1.PersistentVolumeFilesystem}, "storageClassName differs"},
 		{"too small", pv("standard", "5Gi", corev1.ReadWriteOnce), ClaimShape{Name: "c", StorageClassName: "standard", Request: resource.MustParse("10Gi"), AccessModes: rwo, VolumeMode: corev1.PersistentVolumeFilesystem}, "smaller than the request"},
 		{"missing access mode", pv("standard", "10Gi", corev1.ReadWriteOnce), ClaimShape{Name: "c", StorageClassName: "standard", Request: resource.MustParse("10Gi"), AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}, VolumeMode: corev1.PersistentVolumeFilesystem}, "access mode ReadWriteMany"},
-		{"volume mode", func() *corev1.PersistentVolume { p := pv("standard", "10Gi", corev1.ReadWriteOnce); p.Spec.VolumeMode = &block; return p }(), ClaimShape{Name: "c", StorageClassName: "standard", Request: resource.MustParse("10Gi"), AccessModes: rwo, VolumeMode: corev1.PersistentVolumeFilesystem}, "volumeMode differs"},
+		{"volume mode", func() *corev1.PersistentVolume {
+			p := pv("standard", "10Gi", corev1.ReadWriteOnce)
+			p.Spec.VolumeMode = &block
+			return p
+		}(), ClaimShape{Name: "c", StorageClassName: "standard", Request: resource.MustParse("10Gi"), AccessModes: rwo, VolumeMode: corev1.PersistentVolumeFilesystem}, "volumeMode differs"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

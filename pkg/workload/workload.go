@@ -37,7 +37,9 @@ func Scale(ctx context.Context, k kubernetes.Interface, ns, name string, replica
 func WaitPodGone(ctx context.Context, k kubernetes.Interface, ns, pod string, timeout time.Duration) error {
 	_, err := kube.Until(ctx, timeout, fmt.Sprintf("pod %s/%s to terminate", ns, pod), kube.PodLW(k, ns, pod),
 		func(_ *corev1.Pod, exists bool) (bool, error) { return !exists, nil },
-		func(p *corev1.Pod) string { return fmt.Sprintf("phase %s, deletionTimestamp %v", p.Status.Phase, p.DeletionTimestamp) })
+		func(p *corev1.Pod) string {
+			return fmt.Sprintf("phase %s, deletionTimestamp %v", p.Status.Phase, p.DeletionTimestamp)
+		})
 	return err
 }
 
@@ -84,6 +86,30 @@ func WaitReady(ctx context.Context, k kubernetes.Interface, ns, name string, tim
 	return err
 }
 
+// RequestOrphanDelete asks for the StatefulSet's deletion with orphan
+// propagation without waiting for the garbage collector.
+func RequestOrphanDelete(ctx context.Context, k kubernetes.Interface, ns, name string, uid types.UID) error {
+	opts := metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationOrphan)}
+	if uid != "" {
+		opts.Preconditions = &metav1.Preconditions{UID: &uid}
+	}
+	err := k.AppsV1().StatefulSets(ns).Delete(ctx, name, opts)
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting StatefulSet %s/%s (orphan): %w", ns, name, err)
+	}
+	return nil
+}
+
+// WaitGone waits until no StatefulSet with that uid exists under the name.
+func WaitGone(ctx context.Context, k kubernetes.Interface, ns, name string, uid types.UID, timeout time.Duration) error {
+	_, err := kube.Until(ctx, timeout, fmt.Sprintf("StatefulSet %s/%s to be deleted", ns, name), kube.StatefulSetLW(k, ns, name),
+		func(s *appsv1.StatefulSet, exists bool) (bool, error) {
+			return !exists || (uid != "" && s.UID != uid), nil
+		},
+		func(s *appsv1.StatefulSet) string { return fmt.Sprintf("finalizers %v", s.Finalizers) })
+	return err
+}
+
 // DeleteOrphan deletes the StatefulSet but leaves its dependents (claims and
 // any pod) in place, then waits until it is gone.
 func DeleteOrphan(ctx context.Context, k kubernetes.Interface, ns, name string, uid types.UID, timeout time.Duration) error {
@@ -97,7 +123,9 @@ func DeleteOrphan(ctx context.Context, k kubernetes.Interface, ns, name string, 
 		return fmt.Errorf("deleting StatefulSet %s/%s (orphan): %w", ns, name, err)
 	}
 	_, err = kube.Until(ctx, timeout, fmt.Sprintf("StatefulSet %s/%s to be deleted", ns, name), kube.StatefulSetLW(k, ns, name),
-		func(s *appsv1.StatefulSet, exists bool) (bool, error) { return !exists || (uid != "" && s.UID != uid), nil },
+		func(s *appsv1.StatefulSet, exists bool) (bool, error) {
+			return !exists || (uid != "" && s.UID != uid), nil
+		},
 		func(s *appsv1.StatefulSet) string { return fmt.Sprintf("finalizers %v", s.Finalizers) })
 	return err
 }

@@ -1,0 +1,149 @@
+package migrate_test
+
+import (
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/rebind-dev/rebind/e2e/fixtures"
+	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/migrate"
+	"github.com/rebind-dev/rebind/pkg/workload"
+)
+
+// outageProbe measures how long Grafana does not serve, from the outside,
+// the way a user's browser would notice: /api/health every few ms.
+type outageProbe struct {
+	url            string
+	stop           chan struct{}
+	done           chan struct{}
+	mu             sync.Mutex
+	longest, total time.Duration
+}
+
+func startProbe(url string) *outageProbe {
+	p := &outageProbe{url: url, stop: make(chan struct{}), done: make(chan struct{})}
+	go p.run()
+	return p
+}
+
+func (p *outageProbe) run() {
+	defer close(p.done)
+	client := &http.Client{Timeout: time.Second}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	var downSince time.Time
+	for {
+		resp, err := client.Get(p.url + "/api/health")
+		up := err == nil && resp.StatusCode == http.StatusOK
+		if resp != nil {
+			resp.Body.Close()
+		}
+		now := time.Now()
+		switch {
+		case !up && downSince.IsZero():
+			downSince = now
+		case up && !downSince.IsZero():
+			p.record(now.Sub(downSince))
+			downSince = time.Time{}
+		}
+		select {
+		case <-p.stop:
+			if !downSince.IsZero() {
+				p.record(time.Since(downSince))
+			}
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (p *outageProbe) record(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.total += d
+	if d > p.longest {
+		p.longest = d
+	}
+}
+
+// Stop returns the total time Grafana did not serve.
+func (p *outageProbe) Stop() time.Duration {
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.total
+}
+
+// BenchmarkDowntime reports, in one sandbox and one run, how long Grafana
+// does not serve during each strategy next to a plain pod restart, and the
+// ratio the issue targets (default restore <= 2x restart).
+//
+//	go test ./e2e/migrate/ -run '^$' -bench Downtime -benchtime 1x
+func BenchmarkDowntime(b *testing.B) {
+	scenarios := []struct {
+		name string
+		run  func(e *grafanaEnv) error
+	}{
+		{"pod-restart", func(e *grafanaEnv) error {
+			pod, err := sb.Kube.CoreV1().Pods(e.rel.Namespace).Get(e.ctx, e.rel.Pod(0), metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if err := sb.Kube.CoreV1().Pods(e.rel.Namespace).Delete(e.ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
+				return err
+			}
+			// The controller recreates a pod of the same name; wait for the
+			// new one (different UID) to be Ready.
+			if _, err := kube.Until(e.ctx, time.Minute, "a new pod "+pod.Name, kube.PodLW(sb.Kube, e.rel.Namespace, pod.Name),
+				func(p *corev1.Pod, exists bool) (bool, error) { return exists && p.UID != pod.UID, nil }, nil); err != nil {
+				return err
+			}
+			if err := workload.WaitReady(e.ctx, sb.Kube, e.rel.Namespace, e.rel.FullName(), time.Minute); err != nil {
+				return err
+			}
+			return e.checker().Ready(e.ctx, e.rel.Pod(0))
+		}},
+		{"reuse", migrateScenario(migrate.Reuse, "", false)},
+		{"restore", migrateScenario(migrate.Restore, "premium", false)},
+		{"restore-quiesce", migrateScenario(migrate.Restore, "premium", true)},
+	}
+	for i := 0; i < b.N; i++ {
+		results := map[string]time.Duration{}
+		for _, sc := range scenarios {
+			// Each scenario on a fresh, seeded release.
+			e := deployGrafana(b, fixtures.Release{Name: "grafana", Replicas: 1}, 50)
+			probe := startProbe(sb.PodURL(e.rel.Namespace, e.rel.Pod(0)))
+			err := sc.run(e)
+			if err == nil {
+				// Serving again is part of the outage.
+				err = e.checker().Ready(e.ctx, e.rel.Pod(0))
+			}
+			down := probe.Stop()
+			if err != nil {
+				b.Fatalf("%s: %v", sc.name, err)
+			}
+			results[sc.name] = down
+			b.ReportMetric(float64(down.Milliseconds()), "ms-down/"+sc.name)
+		}
+		if r := results["pod-restart"]; r > 0 {
+			b.ReportMetric(float64(results["restore"])/float64(r), "restore/restart")
+			b.ReportMetric(float64(results["reuse"])/float64(r), "reuse/restart")
+			b.ReportMetric(float64(results["restore-quiesce"])/float64(r), "quiesce/restart")
+		}
+	}
+}
+
+func migrateScenario(s migrate.Strategy, class string, quiesce bool) func(*grafanaEnv) error {
+	return func(e *grafanaEnv) error {
+		o := e.options(s)
+		o.ToClass, o.Quiesce = class, quiesce
+		_, err := e.migrator(nil).Run(e.ctx, o, migrate.Apply)
+		return err
+	}
+}
