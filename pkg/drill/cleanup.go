@@ -26,6 +26,7 @@ import (
 func (d *Drill) cleanup(parent context.Context, o Options, cl *created, res *Result, log *zap.Logger) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), o.Timeouts.Cleanup)
 	defer cancel()
+	start := time.Now()
 	k, s := d.Clients.Kube, d.Clients.Snap
 	left := func(what string, err error) {
 		res.Leftovers = append(res.Leftovers, fmt.Sprintf("%s: %v", what, err))
@@ -51,6 +52,7 @@ func (d *Drill) cleanup(parent context.Context, o Options, cl *created, res *Res
 			left(what+" (kubectl delete namespace "+ns+")", err)
 		} else {
 			res.Cleaned = append(res.Cleaned, what)
+			log.Info("scratch namespace deleted", zap.Duration("after", time.Since(start)))
 		}
 	}
 
@@ -121,7 +123,7 @@ func (d *Drill) cleanup(parent context.Context, o Options, cl *created, res *Res
 		}
 	}
 	if len(res.Cleaned) > 0 {
-		d.step(res, "cleaned up %d object(s)", len(res.Cleaned))
+		d.step(res, "cleaned up %d object(s) in %s", len(res.Cleaned), time.Since(start).Round(100*time.Millisecond))
 	}
 }
 

@@ -172,6 +172,7 @@ func (d *Drill) restore(ctx context.Context, o Options, t *discovery.Target, scr
 		}
 	}
 	r := &Restored{Namespace: scratch}
+	start := time.Now()
 	for i, p := range plans {
 		if _, err := snapshot.WaitReady(ctx, d.Clients.Snap, scratch, p.Claim, o.Timeouts.Snapshot); err != nil {
 			return nil, err
@@ -207,7 +208,7 @@ func (d *Drill) restore(ctx context.Context, o Options, t *discovery.Target, scr
 			}
 		}
 	}
-	d.step(res, "%d claim(s) restored in %s", len(plans), scratch)
+	d.step(res, "%d claim(s) restored in %s in %s", len(plans), scratch, time.Since(start).Round(100*time.Millisecond))
 	return r, nil
 }
 
@@ -261,10 +262,11 @@ func (d *Drill) verifyOnline(ctx context.Context, o Options, t *discovery.Target
 	if _, err := d.Clients.Kube.AppsV1().StatefulSets(scratch).Create(ctx, sts, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("creating the StatefulSet copy %s/%s: %w", scratch, sts.Name, err)
 	}
+	start := time.Now()
 	if err := workload.WaitReady(ctx, d.Clients.Kube, scratch, sts.Name, o.Timeouts.Wait); err != nil {
 		return fmt.Errorf("the restored copy never became Ready: %w", err)
 	}
-	d.step(res, "restored copy %s/%s Ready", scratch, sts.Name)
+	d.step(res, "restored copy %s/%s Ready in %s", scratch, sts.Name, time.Since(start).Round(100*time.Millisecond))
 
 	checker := d.Checker(t, scratch)
 	for i, p := range plans {

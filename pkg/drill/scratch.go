@@ -232,6 +232,9 @@ func scratchStatefulSet(prod *appsv1.StatefulSet, claimTemplate, scratch, restor
 	s.Spec.Template.Spec.ServiceAccountName = ""
 	s.Spec.Template.Spec.DeprecatedServiceAccount = ""
 	s.Spec.Template.Spec.AutomountServiceAccountToken = ptr.To(false)
+	// The copy's data is thrown away with it: no reason to wait out the
+	// chart's grace period when the scratch namespace is deleted.
+	s.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To(int64(0))
 	for i := range s.Spec.VolumeClaimTemplates {
 		t := &s.Spec.VolumeClaimTemplates[i]
 		if t.Name != claimTemplate {
