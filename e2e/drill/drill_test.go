@@ -5,8 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strconv"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -351,4 +351,3 @@ func assertEvent(t *testing.T, r *release, reason, typ, contains string) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-

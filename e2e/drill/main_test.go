@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"go.uber.org/zap/zaptest"
 	_ "modernc.org/sqlite"
 
 	"github.com/rebind-dev/rebind/e2e/fixtures"
