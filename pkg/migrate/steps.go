@@ -37,6 +37,15 @@ type env struct {
 	verdicts []app.Verdict
 }
 
+// appKind names the application for messages; rollback runs without a
+// checker, as it verifies nothing.
+func (e *env) appKind() string {
+	if e.checker == nil {
+		return "application"
+	}
+	return e.checker.Kind()
+}
+
 func (e *env) value(key string) string {
 	v, _ := e.j.Value(key)
 	return v
@@ -83,7 +92,7 @@ func (s baselineStep) Describe() string {
 	if s.baseline != "" {
 		return "load baseline inventory from " + s.baseline
 	}
-	return fmt.Sprintf("record what %s serves (baseline for verification)", s.checker.Kind())
+	return fmt.Sprintf("record what %s serves (baseline for verification)", s.appKind())
 }
 func (s baselineStep) Precondition(context.Context) error { return nil }
 func (s baselineStep) Apply(ctx context.Context) error {
@@ -936,7 +945,7 @@ type verifyStep struct{ *env }
 
 func (s verifyStep) ID() string { return "verify" }
 func (s verifyStep) Describe() string {
-	return fmt.Sprintf("verify through the %s API that every item of the baseline came through", s.checker.Kind())
+	return fmt.Sprintf("verify through the %s API that every item of the baseline came through", s.appKind())
 }
 func (s verifyStep) Precondition(context.Context) error { return nil }
 func (s verifyStep) Apply(ctx context.Context) error {
