@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"go.uber.org/zap"
 
 	"github.com/rebind-dev/rebind/pkg/app"
 	"github.com/rebind-dev/rebind/pkg/discovery"
