@@ -106,19 +106,11 @@ func runDrill(c *cli.Context) error {
 	if c.Path("offline-volume-root") != "" && !c.Bool("offline") {
 		return cli.Exit("--offline-volume-root only applies with --offline", exitUsage)
 	}
-	log, err := newLogger(c)
+	log, clients, ns, err := commandEnv(c)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	clients, err := loadClients(c)
-	if err != nil {
-		return cli.Exit(err.Error(), exitUsage)
-	}
-	ns := c.String("namespace")
-	if ns == "" {
-		ns = clients.Namespace
-	}
 	base := discovery.Options{Namespace: ns, Release: c.String("release"), StatefulSet: c.String("statefulset"),
 		ClaimTemplate: c.String("claim-template"), SnapshotClass: c.String("snapshot-class")}
 	targets := []discovery.Options{base}

@@ -130,6 +130,24 @@ func newLogger(c *cli.Context) (*zap.Logger, error) {
 	return cfg.Build()
 }
 
+// commandEnv is what every cluster command starts with: the logger, the
+// clients, and the namespace (--namespace, else the kubeconfig context's).
+func commandEnv(c *cli.Context) (*zap.Logger, *kube.Clients, string, error) {
+	log, err := newLogger(c)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	clients, err := loadClients(c)
+	if err != nil {
+		return nil, nil, "", cli.Exit(err.Error(), exitUsage)
+	}
+	ns := c.String("namespace")
+	if ns == "" {
+		ns = clients.Namespace
+	}
+	return log, clients, ns, nil
+}
+
 func loadClients(c *cli.Context) (*kube.Clients, error) {
 	return kube.Load(kube.LoadOptions{Kubeconfig: c.String("kubeconfig"), Context: c.String("context")})
 }

@@ -95,19 +95,11 @@ func rollbackCommand() *cli.Command {
 			outputFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			log, err := newLogger(c)
+			log, clients, ns, err := commandEnv(c)
 			if err != nil {
 				return err
 			}
 			defer func() { _ = log.Sync() }()
-			clients, err := loadClients(c)
-			if err != nil {
-				return cli.Exit(err.Error(), exitUsage)
-			}
-			ns := c.String("namespace")
-			if ns == "" {
-				ns = clients.Namespace
-			}
 			m := &migrate.Migrate{Clients: clients, Out: progressWriter(c), Log: log}
 			rep, err := m.Rollback(c.Context, ns, c.String("statefulset"))
 			return finishReport(c, rep, err)
@@ -139,19 +131,11 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	default:
 		return cli.Exit(fmt.Sprintf("--dry-run %q: use none, client or server", c.String("dry-run")), exitUsage)
 	}
-	log, err := newLogger(c)
+	log, clients, ns, err := commandEnv(c)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	clients, err := loadClients(c)
-	if err != nil {
-		return cli.Exit(err.Error(), exitUsage)
-	}
-	ns := c.String("namespace")
-	if ns == "" {
-		ns = clients.Namespace
-	}
 	strategy := migrate.Strategy(c.String("strategy"))
 	o := migrate.Options{
 		Target: discovery.Options{Namespace: ns, Release: c.String("release"), StatefulSet: c.String("statefulset"),

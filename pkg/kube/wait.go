@@ -140,88 +140,49 @@ func untilOnce(ctx context.Context, lw cache.ListerWatcherWithContext, check fun
 	}
 }
 
-func byName(name string) func(*metav1.ListOptions) {
-	return func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+// lister is what every typed client offers for one resource.
+type lister[L runtime.Object] interface {
+	List(ctx context.Context, opts metav1.ListOptions) (L, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// named selects one object by name with a field selector, so a wait
+// receives events for that object only.
+func named[L runtime.Object](c lister[L], name string) cache.ListerWatcher {
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return c.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return c.Watch(ctx, o)
+		},
 	}
 }
 
 // ClaimLW selects one PersistentVolumeClaim.
 func ClaimLW(kube kubernetes.Interface, ns, name string) cache.ListerWatcher {
-	f := byName(name)
-	c := kube.CoreV1().PersistentVolumeClaims(ns)
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			f(&o)
-			return c.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			f(&o)
-			return c.Watch(ctx, o)
-		},
-	}
+	return named(kube.CoreV1().PersistentVolumeClaims(ns), name)
 }
 
 // PVLW selects one PersistentVolume.
 func PVLW(kube kubernetes.Interface, name string) cache.ListerWatcher {
-	f := byName(name)
-	c := kube.CoreV1().PersistentVolumes()
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			f(&o)
-			return c.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			f(&o)
-			return c.Watch(ctx, o)
-		},
-	}
+	return named(kube.CoreV1().PersistentVolumes(), name)
 }
 
 // StatefulSetLW selects one StatefulSet.
 func StatefulSetLW(kube kubernetes.Interface, ns, name string) cache.ListerWatcher {
-	f := byName(name)
-	c := kube.AppsV1().StatefulSets(ns)
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			f(&o)
-			return c.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			f(&o)
-			return c.Watch(ctx, o)
-		},
-	}
+	return named(kube.AppsV1().StatefulSets(ns), name)
 }
 
 // PodLW selects one Pod.
 func PodLW(kube kubernetes.Interface, ns, name string) cache.ListerWatcher {
-	f := byName(name)
-	c := kube.CoreV1().Pods(ns)
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			f(&o)
-			return c.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			f(&o)
-			return c.Watch(ctx, o)
-		},
-	}
+	return named(kube.CoreV1().Pods(ns), name)
 }
 
 // SnapshotLW selects one VolumeSnapshot.
 func SnapshotLW(snap snapclient.Interface, ns, name string) cache.ListerWatcher {
-	f := byName(name)
-	c := snap.SnapshotV1().VolumeSnapshots(ns)
-	return &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			f(&o)
-			return c.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			f(&o)
-			return c.Watch(ctx, o)
-		},
-	}
+	return named(snap.SnapshotV1().VolumeSnapshots(ns), name)
 }
