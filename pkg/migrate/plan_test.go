@@ -19,7 +19,7 @@ func testSpec(strategy Strategy, replicas int, quiesce, existingSnap bool) *Spec
 		ObjectMeta: metav1.ObjectMeta{Name: "grafana", Namespace: "ns", Labels: map[string]string{LabelChart: "grafana-8.14.0"}},
 		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To(int32(replicas)), VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
 			ObjectMeta: metav1.ObjectMeta{Name: "storage"},
-			Spec: corev1.PersistentVolumeClaimSpec{Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
+			Spec:       corev1.PersistentVolumeClaimSpec{Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}},
 		}}},
 	}
 	t := &discovery.Target{Namespace: "ns", Release: "grafana", StatefulSet: sts, ClaimTemplate: "storage"}
