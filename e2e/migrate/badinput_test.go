@@ -65,21 +65,21 @@ func TestBadInputChangesNothing(t *testing.T) {
 			release: fixtures.Release{Name: "grafana", Replicas: 1},
 			prepare: func(t *testing.T, e *grafanaEnv, _ *migrate.Options, _ *migrate.Migrate) {
 				// Another live claim holds the PV per its claimRef.
-				other := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "intruder", Namespace: e.rel.Namespace},
+				other := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "intruder", Namespace: e.Rel.Namespace},
 					Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To("no-such-class"),
-						Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: e.boundPV(0).Spec.Capacity[corev1.ResourceStorage]}}}}
-				c, err := sb.Kube.CoreV1().PersistentVolumeClaims(e.rel.Namespace).Create(e.ctx, other, metav1.CreateOptions{})
+						Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: e.BoundPV(0).Spec.Capacity[corev1.ResourceStorage]}}}}
+				c, err := sb.Kube.CoreV1().PersistentVolumeClaims(e.Rel.Namespace).Create(e.Ctx, other, metav1.CreateOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
 				patch := `{"spec":{"claimRef":{"name":"intruder","uid":"` + string(c.UID) + `"}}}`
-				pvName := e.boundPV(0).Name
-				if _, err := sb.Kube.CoreV1().PersistentVolumes().Patch(e.ctx, pvName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				pvName := e.BoundPV(0).Name
+				if _, err := sb.Kube.CoreV1().PersistentVolumes().Patch(e.Ctx, pvName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 					t.Fatal(err)
 				}
 				// Let the binder react (it marks the Grafana claim Lost) so that
 				// the before/after comparison sees only rebind's doing.
-				if _, err := kube.Until(e.ctx, time.Minute, "claim to be Lost", kube.ClaimLW(sb.Kube, e.rel.Namespace, e.rel.Claim(0)),
+				if _, err := kube.Until(e.Ctx, time.Minute, "claim to be Lost", kube.ClaimLW(sb.Kube, e.Rel.Namespace, e.Rel.Claim(0)),
 					func(c *corev1.PersistentVolumeClaim, exists bool) (bool, error) {
 						return exists && c.Status.Phase == corev1.ClaimLost, nil
 					}, nil); err != nil {
@@ -124,7 +124,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			release: fixtures.Release{Name: "grafana", Replicas: 1},
 			prepare: func(_ *testing.T, e *grafanaEnv, _ *migrate.Options, m *migrate.Migrate) {
 				m.Checker = &verify.Grafana{ClientFor: func(pod string) (*grafana.Client, error) {
-					return grafana.New(grafana.Options{URL: sb.PodURL(e.rel.Namespace, pod), Credentials: grafana.Credentials{User: "admin", Password: "wrong"}, MaxAttempts: 1})
+					return grafana.New(grafana.Options{URL: sb.PodURL(e.Rel.Namespace, pod), Credentials: grafana.Credentials{User: "admin", Password: "wrong"}, MaxAttempts: 1})
 				}}
 			},
 			want: []string{"rejected the password", "reset-admin-password"},
@@ -141,12 +141,12 @@ func TestBadInputChangesNothing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := deployGrafana(t, tc.release, 4)
 			o := e.options(migrate.Reuse)
-			m := e.migrator(nil)
+			m := e.Migrator()
 			if tc.prepare != nil {
 				tc.prepare(t, e, &o, m)
 			}
-			before := e.clusterState()
-			_, err := m.Run(e.ctx, o, migrate.Apply)
+			before := e.ClusterState()
+			_, err := m.Run(e.Ctx, o, migrate.Apply)
 			if err == nil {
 				t.Fatal("migration was not refused")
 			}
@@ -159,7 +159,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			if tc.name != "unknown release" && !errors.As(err, &pf) {
 				t.Errorf("want a preflight error, got %T", err)
 			}
-			if after := e.clusterState(); after != before {
+			if after := e.ClusterState(); after != before {
 				t.Errorf("cluster changed:\nbefore:\n%s\nafter:\n%s", before, after)
 			}
 		})
@@ -171,7 +171,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 func limitedClients(t *testing.T, e *grafanaEnv, dropVerb, dropResource string) *kube.Clients {
 	t.Helper()
 	ctx := context.Background()
-	ns := e.rel.Namespace
+	ns := e.Rel.Namespace
 	var nsRules, clusterRules []rbacv1.PolicyRule
 	for _, p := range migrate.Permissions(ns, migrate.Restore) {
 		if p.Verb == dropVerb && p.Resource == dropResource {

@@ -53,11 +53,11 @@ func runRebind(t *testing.T, bin string, args ...string) cliResult {
 func TestCLI(t *testing.T) {
 	bin := buildRebind(t)
 	e := deployGrafana(t, fixtures.Release{Name: "mon", Replicas: 1}, 7)
-	ns := e.rel.Namespace
-	orig := e.boundPV(0).Name
-	target := []string{"-n", ns, "--release", "mon", "--grafana-pod-url", e.rel.Pod(0) + "=" + sb.PodURL(ns, e.rel.Pod(0))}
+	ns := e.Rel.Namespace
+	orig := e.BoundPV(0).Name
+	target := []string{"-n", ns, "--release", "mon", "--grafana-pod-url", e.Rel.Pod(0) + "=" + sb.PodURL(ns, e.Rel.Pod(0))}
 
-	before := e.clusterState()
+	before := e.ClusterState()
 	r := runRebind(t, bin, append([]string{"migrate", "--strategy", "restore", "--to-storage-class", "gold"}, target...)...)
 	if r.code != 2 || !strings.Contains(r.stderr, "StorageClass gold") {
 		t.Fatalf("missing class: exit %d, stderr:\n%s", r.code, r.stderr)
@@ -66,7 +66,7 @@ func TestCLI(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "accepted by the API server (dry run)") {
 		t.Fatalf("server dry run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	if after := e.clusterState(); after != before {
+	if after := e.ClusterState(); after != before {
 		t.Fatalf("refused run or dry run changed the cluster:\n%s\n---\n%s", before, after)
 	}
 
@@ -86,7 +86,7 @@ func TestCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, r.stdout)
 	}
-	if rep.Outcome != "succeeded" || len(rep.Verification) != 1 || !rep.Verification[0].OK || rep.Verification[0].Checked != e.dashboards[0] {
+	if rep.Outcome != "succeeded" || len(rep.Verification) != 1 || !rep.Verification[0].OK || rep.Verification[0].Checked != e.Dashboards[0] {
 		t.Fatalf("report: %+v", rep)
 	}
 	if rep.VolumesAfter[0].StorageClass != "premium" {
@@ -97,11 +97,11 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("values file: %v\n%s", err, v)
 	}
 
-	r = runRebind(t, bin, "rollback", "-n", ns, "--statefulset", e.rel.FullName())
+	r = runRebind(t, bin, "rollback", "-n", ns, "--statefulset", e.Rel.FullName())
 	if r.code != 0 {
 		t.Fatalf("rollback: exit %d\n%s", r.code, r.stderr)
 	}
-	if pv := e.boundPV(0); pv.Name != orig || pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
+	if pv := e.BoundPV(0); pv.Name != orig || pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
 		t.Fatalf("after rollback on %s (%s), want %s with Delete", pv.Name, pv.Spec.PersistentVolumeReclaimPolicy, orig)
 	}
 }

@@ -91,23 +91,23 @@ func BenchmarkDowntime(b *testing.B) {
 		run  func(e *grafanaEnv) error
 	}{
 		{"pod-restart", func(e *grafanaEnv) error {
-			pod, err := sb.Kube.CoreV1().Pods(e.rel.Namespace).Get(e.ctx, e.rel.Pod(0), metav1.GetOptions{})
+			pod, err := sb.Kube.CoreV1().Pods(e.Rel.Namespace).Get(e.Ctx, e.Rel.Pod(0), metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
-			if err := sb.Kube.CoreV1().Pods(e.rel.Namespace).Delete(e.ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
+			if err := sb.Kube.CoreV1().Pods(e.Rel.Namespace).Delete(e.Ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
 				return err
 			}
 			// The controller recreates a pod of the same name; wait for the
 			// new one (different UID) to be Ready.
-			if _, err := kube.Until(e.ctx, time.Minute, "a new pod "+pod.Name, kube.PodLW(sb.Kube, e.rel.Namespace, pod.Name),
+			if _, err := kube.Until(e.Ctx, time.Minute, "a new pod "+pod.Name, kube.PodLW(sb.Kube, e.Rel.Namespace, pod.Name),
 				func(p *corev1.Pod, exists bool) (bool, error) { return exists && p.UID != pod.UID, nil }, nil); err != nil {
 				return err
 			}
-			if err := workload.WaitReady(e.ctx, sb.Kube, e.rel.Namespace, e.rel.FullName(), time.Minute); err != nil {
+			if err := workload.WaitReady(e.Ctx, sb.Kube, e.Rel.Namespace, e.Rel.FullName(), time.Minute); err != nil {
 				return err
 			}
-			return e.checker().Ready(e.ctx, e.rel.Pod(0))
+			return e.Checker().Ready(e.Ctx, e.Rel.Pod(0))
 		}},
 		{"reuse", migrateScenario(migrate.Reuse, "", false)},
 		{"restore", migrateScenario(migrate.Restore, "premium", false)},
@@ -118,11 +118,11 @@ func BenchmarkDowntime(b *testing.B) {
 		for _, sc := range scenarios {
 			// Each scenario on a fresh, seeded release.
 			e := deployGrafana(b, fixtures.Release{Name: "grafana", Replicas: 1}, 50)
-			probe := startProbe(sb.PodURL(e.rel.Namespace, e.rel.Pod(0)))
+			probe := startProbe(sb.PodURL(e.Rel.Namespace, e.Rel.Pod(0)))
 			err := sc.run(e)
 			if err == nil {
 				// Serving again is part of the outage.
-				err = e.checker().Ready(e.ctx, e.rel.Pod(0))
+				err = e.Checker().Ready(e.Ctx, e.Rel.Pod(0))
 			}
 			down := probe.Stop()
 			if err != nil {
@@ -143,7 +143,7 @@ func migrateScenario(s migrate.Strategy, class string, quiesce bool) func(*grafa
 	return func(e *grafanaEnv) error {
 		o := e.options(s)
 		o.ToClass, o.Quiesce = class, quiesce
-		_, err := e.migrator(nil).Run(e.ctx, o, migrate.Apply)
+		_, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
 		return err
 	}
 }

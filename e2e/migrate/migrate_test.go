@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/pkg/migrate"
 	"github.com/rebind-dev/rebind/pkg/snapshot"
@@ -30,21 +31,21 @@ func TestReuse(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: tc.release, Replicas: tc.replicas, StorageClass: "standard"}, 12)
 			var before []*corev1.PersistentVolume
 			for i := 0; i < int(tc.replicas); i++ {
-				before = append(before, e.boundPV(i))
+				before = append(before, e.BoundPV(i))
 				if before[i].Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
 					t.Fatalf("fixture PV should start with Delete")
 				}
 			}
-			pvs := pvState(t, e.rel.Namespace)
+			pvs := pvState(e)
 
-			rep, err := e.migrator(nil).Run(e.ctx, e.options(migrate.Reuse), migrate.Apply)
+			rep, err := e.Migrator().Run(e.Ctx, e.options(migrate.Reuse), migrate.Apply)
 			if err != nil {
-				dumpNS(t, e.rel.Namespace)
+				dumpNS(t, e.Rel.Namespace)
 				t.Fatal(err)
 			}
-			e.assertVerified(rep)
+			e.AssertVerified(rep)
 			for i := 0; i < int(tc.replicas); i++ {
-				pv := e.boundPV(i)
+				pv := e.BoundPV(i)
 				if pv.Name != before[i].Name {
 					t.Errorf("ordinal %d moved from %s to %s", i, before[i].Name, pv.Name)
 				}
@@ -52,7 +53,7 @@ func TestReuse(t *testing.T) {
 					t.Errorf("PV %s reclaim policy %s, want Delete restored", pv.Name, pv.Spec.PersistentVolumeReclaimPolicy)
 				}
 			}
-			sts, err := sb.Kube.AppsV1().StatefulSets(e.rel.Namespace).Get(e.ctx, e.rel.FullName(), metav1.GetOptions{})
+			sts, err := sb.Kube.AppsV1().StatefulSets(e.Rel.Namespace).Get(e.Ctx, e.Rel.FullName(), metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,22 +88,22 @@ func TestRestore(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: tc.release, Replicas: tc.replicas}, 10)
 			var old []string
 			for i := 0; i < int(tc.replicas); i++ {
-				old = append(old, e.boundPV(i).Name)
+				old = append(old, e.BoundPV(i).Name)
 			}
-			pvs := pvState(t, e.rel.Namespace)
+			pvs := pvState(e)
 			o := e.options(migrate.Restore)
 			o.ToClass, o.Quiesce = tc.toClass, tc.quiesce
-			rep, err := e.migrator(nil).Run(e.ctx, o, migrate.Apply)
+			rep, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.assertVerified(rep)
+			e.AssertVerified(rep)
 			wantClass := tc.toClass
 			if wantClass == "" {
 				wantClass = "standard"
 			}
 			for i := 0; i < int(tc.replicas); i++ {
-				pv := e.boundPV(i)
+				pv := e.BoundPV(i)
 				if pv.Name == old[i] {
 					t.Errorf("ordinal %d still on its old PV", i)
 				}
@@ -112,7 +113,7 @@ func TestRestore(t *testing.T) {
 				if pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
 					t.Errorf("new PV %s policy %s, want its original Delete back", pv.Name, pv.Spec.PersistentVolumeReclaimPolicy)
 				}
-				oldPV, err := sb.Kube.CoreV1().PersistentVolumes().Get(e.ctx, old[i], metav1.GetOptions{})
+				oldPV, err := sb.Kube.CoreV1().PersistentVolumes().Get(e.Ctx, old[i], metav1.GetOptions{})
 				if err != nil {
 					t.Fatalf("old PV %s gone: %v", old[i], err)
 				}
@@ -123,7 +124,7 @@ func TestRestore(t *testing.T) {
 			if len(rep.Leftovers) == 0 {
 				t.Errorf("report should list the kept old PVs and snapshots")
 			}
-			sts, _ := sb.Kube.AppsV1().StatefulSets(e.rel.Namespace).Get(e.ctx, e.rel.FullName(), metav1.GetOptions{})
+			sts, _ := sb.Kube.AppsV1().StatefulSets(e.Rel.Namespace).Get(e.Ctx, e.Rel.FullName(), metav1.GetOptions{})
 			if got := ptr.Deref(sts.Spec.VolumeClaimTemplates[0].Spec.StorageClassName, ""); got != wantClass {
 				t.Errorf("template class %q, want %q", got, wantClass)
 			}
@@ -137,49 +138,49 @@ func TestRestore(t *testing.T) {
 // inventory are all that is left.
 func TestRestoreFromSnapshotAfterLoss(t *testing.T) {
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 15)
-	ns := e.rel.Namespace
+	ns := e.Rel.Namespace
 	baseline := filepath.Join(t.TempDir(), "baseline.json")
-	if err := e.inventory(0).SaveFile(baseline); err != nil {
+	if err := e.Inventory(0).SaveFile(baseline); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := snapshot.Create(e.ctx, sb.Snap, ns, "nightly", e.rel.Claim(0), "hostpath-snapclass", nil); err != nil {
+	if _, err := snapshot.Create(e.Ctx, sb.Snap, ns, "nightly", e.Rel.Claim(0), "hostpath-snapclass", nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := snapshot.WaitReady(e.ctx, sb.Snap, ns, "nightly", time.Minute); err != nil {
+	if _, err := snapshot.WaitReady(e.Ctx, sb.Snap, ns, "nightly", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 
 	// The loss: the claim and its Delete-policy PV go, data with them.
-	lost := e.boundPV(0).Name
-	if err := workload.Scale(e.ctx, sb.Kube, ns, e.rel.FullName(), 0); err != nil {
+	lost := e.BoundPV(0).Name
+	if err := workload.Scale(e.Ctx, sb.Kube, ns, e.Rel.FullName(), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := workload.WaitPodGone(e.ctx, sb.Kube, ns, e.rel.Pod(0), time.Minute); err != nil {
+	if err := workload.WaitPodGone(e.Ctx, sb.Kube, ns, e.Rel.Pod(0), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := sb.Kube.CoreV1().PersistentVolumeClaims(ns).Delete(e.ctx, e.rel.Claim(0), metav1.DeleteOptions{}); err != nil {
+	if err := sb.Kube.CoreV1().PersistentVolumeClaims(ns).Delete(e.Ctx, e.Rel.Claim(0), metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitPVGone(t, lost)
-	if err := workload.Scale(e.ctx, sb.Kube, ns, e.rel.FullName(), 1); err != nil {
+	e2eutil.WaitPVGone(t, sb, lost)
+	if err := workload.Scale(e.Ctx, sb.Kube, ns, e.Rel.FullName(), 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := workload.WaitReady(e.ctx, sb.Kube, ns, e.rel.FullName(), time.Minute); err != nil {
+	if err := workload.WaitReady(e.Ctx, sb.Kube, ns, e.Rel.FullName(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if n := e.inventory(0).Totals().Dashboards; n != 0 {
+	if n := e.Inventory(0).Totals().Dashboards; n != 0 {
 		t.Fatalf("after the loss Grafana should be empty, serves %d", n)
 	}
 
 	o := e.options(migrate.Restore)
 	o.FromSnapshot, o.BaselineFile, o.ToClass = "nightly", baseline, "premium"
-	rep, err := e.migrator(nil).Run(e.ctx, o, migrate.Apply)
+	rep, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.assertVerified(rep)
+	e.AssertVerified(rep)
 	// The user's snapshot is theirs: never deleted.
-	if _, err := snapshot.Get(e.ctx, sb.Snap, ns, "nightly"); err != nil {
+	if _, err := snapshot.Get(e.Ctx, sb.Snap, ns, "nightly"); err != nil {
 		t.Errorf("existing snapshot removed: %v", err)
 	}
 }
@@ -195,10 +196,10 @@ func TestRollback(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 8)
-			orig := e.boundPV(0).Name
-			base := e.inventory(0)
-			pvs := pvState(t, e.rel.Namespace)
-			m := e.migrator(nil)
+			orig := e.BoundPV(0).Name
+			base := e.Inventory(0)
+			pvs := pvState(e)
+			m := e.Migrator()
 			killed := errors.New("killed by test")
 			if tc.killAfter != "" {
 				m.AfterStep = func(_ context.Context, id string) error {
@@ -210,31 +211,31 @@ func TestRollback(t *testing.T) {
 			}
 			o := e.options(migrate.Restore)
 			o.ToClass = "premium"
-			_, err := m.Run(e.ctx, o, migrate.Apply)
+			_, err := m.Run(e.Ctx, o, migrate.Apply)
 			if tc.killAfter == "" && err != nil {
 				t.Fatal(err)
 			}
 			if tc.killAfter != "" && !errors.Is(err, killed) {
 				t.Fatalf("want killed, got %v", err)
 			}
-			rep, err := e.migrator(nil).Rollback(e.ctx, e.rel.Namespace, e.rel.FullName())
+			rep, err := e.Migrator().Rollback(e.Ctx, e.Rel.Namespace, e.Rel.FullName())
 			if err != nil {
 				t.Fatal(err)
 			}
 			if rep.Outcome != "rolled-back" {
 				t.Fatalf("outcome %s", rep.Outcome)
 			}
-			if err := workload.WaitReady(e.ctx, sb.Kube, e.rel.Namespace, e.rel.FullName(), time.Minute); err != nil {
+			if err := workload.WaitReady(e.Ctx, sb.Kube, e.Rel.Namespace, e.Rel.FullName(), time.Minute); err != nil {
 				t.Fatal(err)
 			}
-			pv := e.boundPV(0)
+			pv := e.BoundPV(0)
 			if pv.Name != orig {
 				t.Fatalf("after rollback on %s, want original %s", pv.Name, orig)
 			}
 			if pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
 				t.Errorf("original PV policy %s, want Delete back", pv.Spec.PersistentVolumeReclaimPolicy)
 			}
-			assertSameDashboards(t, base, e.inventory(0))
+			e2eutil.AssertSameDashboards(t, base, e.Inventory(0))
 			assertNoPVDeleted(t, pvs)
 		})
 	}
@@ -247,19 +248,19 @@ func TestKilledAfterEachStepConverges(t *testing.T) {
 	for _, strategy := range []migrate.Strategy{migrate.Reuse, migrate.Restore} {
 		t.Run(string(strategy), func(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: "mon", Replicas: 1}, 6)
-			pvs := pvState(t, e.rel.Namespace)
+			pvs := pvState(e)
 			o := e.options(strategy)
 			if strategy == migrate.Restore {
 				o.ToClass = "premium"
 			}
 			// Learn the step list from a dry run.
-			planned, err := e.migrator(nil).Run(e.ctx, o, migrate.PlanOnly)
+			planned, err := e.Migrator().Run(e.Ctx, o, migrate.PlanOnly)
 			if err != nil {
 				t.Fatal(err)
 			}
 			killed := errors.New("killed")
 			for k, step := range planned.Steps {
-				m := e.migrator(nil)
+				m := e.Migrator()
 				kill := step.ID
 				m.AfterStep = func(_ context.Context, id string) error {
 					if id == kill {
@@ -267,7 +268,7 @@ func TestKilledAfterEachStepConverges(t *testing.T) {
 					}
 					return nil
 				}
-				_, err := m.Run(e.ctx, o, migrate.Apply)
+				_, err := m.Run(e.Ctx, o, migrate.Apply)
 				if k == len(planned.Steps)-1 {
 					// Killed after the last step: the journal never said
 					// Completed; the next run must find everything done.
@@ -280,11 +281,11 @@ func TestKilledAfterEachStepConverges(t *testing.T) {
 					t.Fatalf("kill after %s: want killed, got %v", step.ID, err)
 				}
 			}
-			rep, err := e.migrator(nil).Run(e.ctx, o, migrate.Apply)
+			rep, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.assertVerified(rep)
+			e.AssertVerified(rep)
 			for _, s := range rep.Steps {
 				if s.Status != "skipped" {
 					t.Errorf("final run re-did step %s (%s)", s.ID, s.Status)
@@ -299,9 +300,9 @@ func TestKilledAfterEachStepConverges(t *testing.T) {
 // redeploy: verification must catch it and put the original volume back.
 func TestVerificationFailureRollsBack(t *testing.T) {
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 9)
-	orig := e.boundPV(0).Name
-	base := e.inventory(0)
-	m := e.migrator(nil)
+	orig := e.BoundPV(0).Name
+	base := e.Inventory(0)
+	m := e.Migrator()
 	m.AfterStep = func(ctx context.Context, id string) error {
 		if id != "restore/0" {
 			return nil
@@ -312,19 +313,19 @@ func TestVerificationFailureRollsBack(t *testing.T) {
 			return err
 		}
 		for _, pv := range list.Items {
-			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != e.rel.Namespace || pv.Status.Phase != corev1.VolumeReleased {
+			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != e.Rel.Namespace || pv.Status.Phase != corev1.VolumeReleased {
 				continue
 			}
 			dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)
 			if err != nil {
 				return err
 			}
-			return deleteSomeDashboards(filepath.Join(dir, "grafana.db"), 3)
+			return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 3)
 		}
 		return errors.New("restored PV not found")
 	}
 	o := e.options(migrate.Restore)
-	rep, err := m.Run(e.ctx, o, migrate.Apply)
+	rep, err := m.Run(e.Ctx, o, migrate.Apply)
 	var rb *migrate.RolledBackError
 	if !errors.As(err, &rb) {
 		t.Fatalf("want RolledBackError, got %v", err)
@@ -332,11 +333,11 @@ func TestVerificationFailureRollsBack(t *testing.T) {
 	if rep.Outcome != "rolled-back" || len(rep.Verification) != 1 || rep.Verification[0].Lost != 3 {
 		t.Fatalf("report: outcome %s verification %+v", rep.Outcome, rep.Verification)
 	}
-	if err := workload.WaitReady(e.ctx, sb.Kube, e.rel.Namespace, e.rel.FullName(), time.Minute); err != nil {
+	if err := workload.WaitReady(e.Ctx, sb.Kube, e.Rel.Namespace, e.Rel.FullName(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if pv := e.boundPV(0); pv.Name != orig {
+	if pv := e.BoundPV(0); pv.Name != orig {
 		t.Fatalf("after rollback on %s, want %s", pv.Name, orig)
 	}
-	assertSameDashboards(t, base, e.inventory(0))
+	e2eutil.AssertSameDashboards(t, base, e.Inventory(0))
 }

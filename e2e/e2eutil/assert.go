@@ -1,0 +1,67 @@
+package e2eutil
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	_ "modernc.org/sqlite" // DeleteSomeDashboards edits grafana.db
+
+	"github.com/rebind-dev/rebind/e2e/sandbox"
+	"github.com/rebind-dev/rebind/pkg/inventory"
+	"github.com/rebind-dev/rebind/pkg/kube"
+)
+
+// AssertSameDashboards compares two inventories the way verify does.
+func AssertSameDashboards(t testing.TB, base, cur *inventory.Inventory) {
+	t.Helper()
+	r := inventory.Compare(base, cur)
+	missing, _, changed, moved, identical := r.Totals()
+	if !r.OK() || missing+changed+moved > 0 {
+		t.Fatalf("dashboards differ:\n%s", r.Summary())
+	}
+	if identical != base.Totals().Dashboards {
+		t.Fatalf("%d identical of %d", identical, base.Totals().Dashboards)
+	}
+}
+
+// WaitPVGone waits until the PV no longer exists.
+func WaitPVGone(t testing.TB, sb *sandbox.Sandbox, name string) {
+	t.Helper()
+	_, err := kube.Until(context.Background(), time.Minute, "PersistentVolume "+name+" to be deleted", kube.PVLW(sb.Kube, name),
+		func(_ *corev1.PersistentVolume, exists bool) (bool, error) { return !exists, nil }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DeleteSomeDashboards removes n dashboard rows straight from a grafana.db,
+// the way a torn or stale copy would lack them.
+func DeleteSomeDashboards(dbPath string, n int) error {
+	db, err := sql.Open("sqlite", dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	res, err := db.Exec(`DELETE FROM dashboard WHERE id IN (SELECT id FROM dashboard WHERE is_folder = 0 ORDER BY id LIMIT ?)`, n)
+	if err != nil {
+		return err
+	}
+	if got, _ := res.RowsAffected(); got != int64(n) {
+		return fmt.Errorf("deleted %d rows, want %d", got, n)
+	}
+	return nil
+}
+
+// TestWriter sends what rebind prints to the test log, so that it shows
+// next to the failure that it explains.
+type TestWriter struct{ T testing.TB }
+
+func (w TestWriter) Write(p []byte) (int, error) {
+	w.T.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

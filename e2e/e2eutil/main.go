@@ -1,0 +1,51 @@
+// Package e2eutil is the harness the e2e suites share: one sandbox per test
+// binary, a deployed and seeded Grafana release, and the assertions that
+// compare what Grafana serves before and after rebind changed its volumes.
+package e2eutil
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/rebind-dev/rebind/e2e/sandbox"
+)
+
+// startBudget bounds only the start: a cold one builds the Kubernetes
+// binaries first, which takes long on 2 cores.
+const startBudget = 60 * time.Minute
+
+// RunMain starts one sandbox for the test binary, stores it in *sb for the
+// tests, runs them and stops it; its result is TestMain's exit code. One
+// control plane per package because starting one costs seconds and tests
+// isolate themselves with namespaces.
+func RunMain(m *testing.M, sb **sandbox.Sandbox, opts sandbox.Options) int {
+	flag.Parse()
+	if testing.Short() {
+		// -short is the inner loop of unit tests (make unit): no sandbox.
+		fmt.Fprintln(os.Stderr, "sandbox: skipped in -short mode")
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startBudget)
+	s, err := sandbox.Start(ctx, opts)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox:", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "sandbox: ready in %.1fs (binaries %.1fs), peak RSS %d MiB, dir %s\n",
+		s.Timing.StartToReady().Seconds(), s.Timing.Binaries.Seconds(), s.PeakRSS()>>20, s.Dir)
+	*sb = s
+	code := m.Run()
+	if err := s.Stop(); err != nil {
+		// A component that will not stop leaks into the next package's run.
+		fmt.Fprintln(os.Stderr, "sandbox stop:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}

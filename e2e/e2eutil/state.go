@@ -1,0 +1,97 @@
+package e2eutil
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// Workload lists what a migration of g mutates: the StatefulSets and claims
+// of its namespace and the PVs claimed from it.
+func (g *Grafana) Workload() ([]appsv1.StatefulSet, []corev1.PersistentVolumeClaim, []corev1.PersistentVolume) {
+	g.T.Helper()
+	sts, err := g.SB.Kube.AppsV1().StatefulSets(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{})
+	if err != nil {
+		g.T.Fatal(err)
+	}
+	pvcs, err := g.SB.Kube.CoreV1().PersistentVolumeClaims(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{})
+	if err != nil {
+		g.T.Fatal(err)
+	}
+	return sts.Items, pvcs.Items, g.ClaimedPVs()
+}
+
+// ClaimedPVs lists the PVs claimed from g's namespace. Other tests'
+// namespaces are being deleted in the background, and their Delete-policy
+// PVs go with them, so only these are stable.
+func (g *Grafana) ClaimedPVs() []corev1.PersistentVolume {
+	g.T.Helper()
+	list, err := g.SB.Kube.CoreV1().PersistentVolumes().List(g.Ctx, metav1.ListOptions{})
+	if err != nil {
+		g.T.Fatal(err)
+	}
+	var out []corev1.PersistentVolume
+	for _, pv := range list.Items {
+		if pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.Namespace == g.Rel.Namespace {
+			out = append(out, pv)
+		}
+	}
+	return out
+}
+
+// Journals counts rebind's journals in g's namespace.
+func (g *Grafana) Journals() int {
+	g.T.Helper()
+	cms, err := g.SB.Kube.CoreV1().ConfigMaps(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=rebind"})
+	if err != nil {
+		g.T.Fatal(err)
+	}
+	return len(cms.Items)
+}
+
+// ClusterState fingerprints every object a migration could touch, to prove
+// that a refused run changed nothing.
+func (g *Grafana) ClusterState() string {
+	g.T.Helper()
+	sts, pvcs, pvs := g.Workload()
+	var lines []string
+	for _, s := range sts {
+		lines = append(lines, fmt.Sprintf("sts %s uid=%s rv=%s replicas=%d", s.Name, s.UID, s.ResourceVersion, ptr.Deref(s.Spec.Replicas, 1)))
+	}
+	for _, c := range pvcs {
+		lines = append(lines, ClaimLine(c))
+	}
+	for _, pv := range pvs {
+		lines = append(lines, fmt.Sprintf("%s phase=%s", PVLine(pv), pv.Status.Phase))
+	}
+	lines = append(lines, fmt.Sprintf("journals %d", g.Journals()))
+	snaps, err := g.SB.Snap.SnapshotV1().VolumeSnapshots(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{})
+	if err != nil {
+		g.T.Fatal(err)
+	}
+	lines = append(lines, fmt.Sprintf("snapshots %d", len(snaps.Items)))
+	return Fingerprint(lines)
+}
+
+// ClaimLine is a claim's part of a fingerprint: what binds it.
+func ClaimLine(c corev1.PersistentVolumeClaim) string {
+	return fmt.Sprintf("pvc %s uid=%s volume=%s phase=%s", c.Name, c.UID, c.Spec.VolumeName, c.Status.Phase)
+}
+
+// PVLine is a claimed PV's part of a fingerprint: what keeps or destroys
+// its data.
+func PVLine(pv corev1.PersistentVolume) string {
+	return fmt.Sprintf("pv %s policy=%s claim=%s/%s", pv.Name, pv.Spec.PersistentVolumeReclaimPolicy, pv.Spec.ClaimRef.Name, pv.Spec.ClaimRef.UID)
+}
+
+// Fingerprint joins lines in an order that does not depend on the List
+// calls, so two fingerprints compare with ==.
+func Fingerprint(lines []string) string {
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
