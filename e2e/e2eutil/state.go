@@ -11,11 +11,13 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Workload lists what a migration of g mutates: the StatefulSets and claims
-// of its namespace and the PVs claimed from it.
-func (g *Grafana) Workload() ([]appsv1.StatefulSet, []corev1.PersistentVolumeClaim, []corev1.PersistentVolume) {
+// WorkloadLines fingerprints what a migration of g mutates, a line an
+// object: the StatefulSets of its namespace as sts renders them, its claims,
+// and the PVs claimed from it as pv renders them. Suites differ in which
+// fields of a StatefulSet and a PV must not change.
+func (g *Grafana) WorkloadLines(sts func(appsv1.StatefulSet) string, pv func(corev1.PersistentVolume) string) []string {
 	g.T.Helper()
-	sts, err := g.SB.Kube.AppsV1().StatefulSets(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{})
+	stss, err := g.SB.Kube.AppsV1().StatefulSets(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{})
 	if err != nil {
 		g.T.Fatal(err)
 	}
@@ -23,7 +25,17 @@ func (g *Grafana) Workload() ([]appsv1.StatefulSet, []corev1.PersistentVolumeCla
 	if err != nil {
 		g.T.Fatal(err)
 	}
-	return sts.Items, pvcs.Items, g.ClaimedPVs()
+	var lines []string
+	for _, s := range stss.Items {
+		lines = append(lines, sts(s))
+	}
+	for _, c := range pvcs.Items {
+		lines = append(lines, fmt.Sprintf("pvc %s uid=%s volume=%s phase=%s", c.Name, c.UID, c.Spec.VolumeName, c.Status.Phase))
+	}
+	for _, v := range g.ClaimedPVs() {
+		lines = append(lines, pv(v))
+	}
+	return lines
 }
 
 // ClaimedPVs lists the PVs claimed from g's namespace. Other tests'
@@ -58,17 +70,13 @@ func (g *Grafana) Journals() int {
 // that a refused run changed nothing.
 func (g *Grafana) ClusterState() string {
 	g.T.Helper()
-	sts, pvcs, pvs := g.Workload()
-	var lines []string
-	for _, s := range sts {
-		lines = append(lines, fmt.Sprintf("sts %s uid=%s rv=%s replicas=%d", s.Name, s.UID, s.ResourceVersion, ptr.Deref(s.Spec.Replicas, 1)))
-	}
-	for _, c := range pvcs {
-		lines = append(lines, ClaimLine(c))
-	}
-	for _, pv := range pvs {
-		lines = append(lines, fmt.Sprintf("%s phase=%s", PVLine(pv), pv.Status.Phase))
-	}
+	lines := g.WorkloadLines(
+		func(s appsv1.StatefulSet) string {
+			return fmt.Sprintf("sts %s uid=%s rv=%s replicas=%d", s.Name, s.UID, s.ResourceVersion, ptr.Deref(s.Spec.Replicas, 1))
+		},
+		func(pv corev1.PersistentVolume) string {
+			return fmt.Sprintf("%s phase=%s", PVLine(pv), pv.Status.Phase)
+		})
 	lines = append(lines, fmt.Sprintf("journals %d", g.Journals()))
 	snaps, err := g.SB.Snap.SnapshotV1().VolumeSnapshots(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{})
 	if err != nil {
@@ -78,13 +86,7 @@ func (g *Grafana) ClusterState() string {
 	return Fingerprint(lines)
 }
 
-// ClaimLine is a claim's part of a fingerprint: what binds it.
-func ClaimLine(c corev1.PersistentVolumeClaim) string {
-	return fmt.Sprintf("pvc %s uid=%s volume=%s phase=%s", c.Name, c.UID, c.Spec.VolumeName, c.Status.Phase)
-}
-
-// PVLine is a claimed PV's part of a fingerprint: what keeps or destroys
-// its data.
+// PVLine renders what keeps or destroys a claimed PV's data.
 func PVLine(pv corev1.PersistentVolume) string {
 	return fmt.Sprintf("pv %s policy=%s claim=%s/%s", pv.Name, pv.Spec.PersistentVolumeReclaimPolicy, pv.Spec.ClaimRef.Name, pv.Spec.ClaimRef.UID)
 }

@@ -36,22 +36,22 @@ func TestBackupBeforeMigration(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, StorageClass: "standard"}, 9)
 			o := e.options(tc.strategy)
 			o.ToClass, o.Backup = tc.toClass, migrate.BackupVelero
-			rep, err := e.migrator().Run(e.ctx, o, migrate.Apply)
+			rep, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.assertVerified(rep)
+			e.AssertVerified(rep)
 			if rep.VeleroBackup == "" {
 				t.Fatal("report names no Velero backup")
 			}
-			b, err := velero.New(e.clients, "", nil).GetBackup(e.ctx, rep.VeleroBackup)
+			b, err := velero.New(e.Clients, "", nil).GetBackup(e.Ctx, rep.VeleroBackup)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if b.Status.Phase != velerov1.BackupPhaseCompleted || b.Status.Progress == nil || b.Status.Progress.ItemsBackedUp != 1 {
 				t.Errorf("backup %s: phase %s, progress %+v", b.Name, b.Status.Phase, b.Status.Progress)
 			}
-			if len(b.Spec.IncludedNamespaces) != 1 || b.Spec.IncludedNamespaces[0] != e.rel.Namespace {
+			if len(b.Spec.IncludedNamespaces) != 1 || b.Spec.IncludedNamespaces[0] != e.Rel.Namespace {
 				t.Errorf("backup included %v", b.Spec.IncludedNamespaces)
 			}
 			// The backup comes before anything changes.
@@ -63,7 +63,7 @@ func TestBackupBeforeMigration(t *testing.T) {
 			if !ok || bi > idx["retain/"+rep.VolumesBefore[0].PV] {
 				t.Errorf("velero-backup step at %d, retain at %d: %+v", bi, idx["retain/"+rep.VolumesBefore[0].PV], rep.Steps)
 			}
-			j, err := journal.Load(e.ctx, sb.Kube, e.rel.Namespace, e.rel.FullName())
+			j, err := journal.Load(e.Ctx, sb.Kube, e.Rel.Namespace, e.Rel.FullName())
 			if err != nil || j == nil {
 				t.Fatalf("journal: %v", err)
 			}
@@ -87,28 +87,28 @@ func TestVeleroRestoreAcrossDrivers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: tc.release, Replicas: tc.replicas, StorageClass: "standard"}, 7)
-			v := velero.New(e.clients, "", nil)
-			backup := "nightly-" + e.rel.Namespace
-			if _, err := v.CreateBackup(e.ctx, velero.BackupRequest{Name: backup, Namespace: e.rel.Namespace, MoveData: true}); err != nil {
+			v := velero.New(e.Clients, "", nil)
+			backup := "nightly-" + e.Rel.Namespace
+			if _, err := v.CreateBackup(e.Ctx, velero.BackupRequest{Name: backup, Namespace: e.Rel.Namespace, MoveData: true}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := v.WaitBackup(e.ctx, backup, velero.Wait{Pickup: 15 * time.Second, Timeout: time.Minute}); err != nil {
+			if _, err := v.WaitBackup(e.Ctx, backup, velero.Wait{Pickup: 15 * time.Second, Timeout: time.Minute}); err != nil {
 				t.Fatal(err)
 			}
 			var old []string
 			for i := 0; i < int(tc.replicas); i++ {
-				old = append(old, boundPV(t, e, i).Name)
+				old = append(old, e.BoundPV(i).Name)
 			}
 
 			o := e.options(migrate.VeleroRestore)
 			o.FromBackup, o.ToClass = backup, sandbox.StorageClassOther
-			rep, err := e.migrator().Run(e.ctx, o, migrate.Apply)
+			rep, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.assertVerified(rep)
+			e.AssertVerified(rep)
 			for i := 0; i < int(tc.replicas); i++ {
-				pv := boundPV(t, e, i)
+				pv := e.BoundPV(i)
 				if pv.Name == old[i] {
 					t.Errorf("ordinal %d still on its old PV", i)
 				}
@@ -118,7 +118,7 @@ func TestVeleroRestoreAcrossDrivers(t *testing.T) {
 				if pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
 					t.Errorf("restored PV %s policy %s, want its original Delete back", pv.Name, pv.Spec.PersistentVolumeReclaimPolicy)
 				}
-				oldPV, err := sb.Kube.CoreV1().PersistentVolumes().Get(e.ctx, old[i], metav1.GetOptions{})
+				oldPV, err := sb.Kube.CoreV1().PersistentVolumes().Get(e.Ctx, old[i], metav1.GetOptions{})
 				if err != nil || oldPV.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimRetain {
 					t.Errorf("old PV %s: %v, want it kept with Retain", old[i], err)
 				}
@@ -129,7 +129,7 @@ func TestVeleroRestoreAcrossDrivers(t *testing.T) {
 					t.Errorf("velero-restore step %s", r.Status)
 				}
 			}
-			staging, err := sb.Kube.CoreV1().Namespaces().List(e.ctx, metav1.ListOptions{})
+			staging, err := sb.Kube.CoreV1().Namespaces().List(e.Ctx, metav1.ListOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,24 +138,11 @@ func TestVeleroRestoreAcrossDrivers(t *testing.T) {
 					t.Errorf("staging namespace %s left behind", ns.Name)
 				}
 			}
-			if mapped, err := v.MappedClass(e.ctx, "standard"); err != nil || mapped != "" {
+			if mapped, err := v.MappedClass(e.Ctx, "standard"); err != nil || mapped != "" {
 				t.Errorf("storage-class mapping left in place: %q %v", mapped, err)
 			}
 		})
 	}
-}
-
-func boundPV(t *testing.T, e *grafanaEnv, i int) *corev1.PersistentVolume {
-	t.Helper()
-	c, err := sb.Kube.CoreV1().PersistentVolumeClaims(e.rel.Namespace).Get(e.ctx, e.rel.Claim(i), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pv, err := sb.Kube.CoreV1().PersistentVolumes().Get(e.ctx, c.Spec.VolumeName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pv
 }
 
 // TestVeleroUnusableRefuses: with no usable Velero, or a backup that does
@@ -201,12 +188,12 @@ func TestVeleroUnusableRefuses(t *testing.T) {
 		{
 			name: "backup fails",
 			prepare: func(t *testing.T, e *grafanaEnv, o *migrate.Options) {
-				c, err := sb.Kube.CoreV1().PersistentVolumeClaims(e.rel.Namespace).Get(e.ctx, e.rel.Claim(0), metav1.GetOptions{})
+				c, err := sb.Kube.CoreV1().PersistentVolumeClaims(e.Rel.Namespace).Get(e.Ctx, e.Rel.Claim(0), metav1.GetOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
 				c.Annotations = map[string]string{velerostandin.FailAnnotation: "object store unreachable"}
-				if _, err := sb.Kube.CoreV1().PersistentVolumeClaims(e.rel.Namespace).Update(e.ctx, c, metav1.UpdateOptions{}); err != nil {
+				if _, err := sb.Kube.CoreV1().PersistentVolumeClaims(e.Rel.Namespace).Update(e.Ctx, c, metav1.UpdateOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -219,7 +206,7 @@ func TestVeleroUnusableRefuses(t *testing.T) {
 			o.Backup = migrate.BackupVelero
 			tc.prepare(t, e, &o)
 			before := e.workloadState()
-			_, err := e.migrator().Run(e.ctx, o, migrate.Apply)
+			_, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
 			if err == nil {
 				t.Fatal("migration ran")
 			}
@@ -232,7 +219,7 @@ func TestVeleroUnusableRefuses(t *testing.T) {
 			if tc.preflight != errors.As(err, &pf) {
 				t.Errorf("preflight error %v, want %v: %v", !tc.preflight, tc.preflight, err)
 			}
-			if tc.preflight && e.journals() != 0 {
+			if tc.preflight && e.Journals() != 0 {
 				t.Errorf("a refused run left a journal")
 			}
 			if after := e.workloadState(); after != before {
@@ -263,7 +250,7 @@ func availableLocationWithoutServer(t *testing.T, e *grafanaEnv) string {
 		t.Fatal(err)
 	}
 	// Velero's CRD has no status subresource: status is written with the object.
-	if _, err := e.clients.Dynamic.Resource(velero.LocationsGVR).Namespace(ns).Create(context.Background(), &unstructured.Unstructured{Object: m}, metav1.CreateOptions{}); err != nil {
+	if _, err := e.Clients.Dynamic.Resource(velero.LocationsGVR).Namespace(ns).Create(context.Background(), &unstructured.Unstructured{Object: m}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return ns
