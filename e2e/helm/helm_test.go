@@ -4,9 +4,6 @@
 package helm_test
 
 import (
-	"context"
-	"flag"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -18,68 +15,36 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/e2e/grafanastandin"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
-	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/helmredeploy"
-	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/migrate"
 	"github.com/rebind-dev/rebind/pkg/report"
-	"github.com/rebind-dev/rebind/pkg/verify"
-	"github.com/rebind-dev/rebind/pkg/workload"
 )
 
 var sb *sandbox.Sandbox
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		fmt.Fprintln(os.Stderr, "skipping e2e/helm under -short")
-		os.Exit(0)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	var err error
-	sb, err = sandbox.Start(ctx, sandbox.Options{NoVelero: true})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "sandbox:", err)
-		cancel()
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := sb.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "sandbox stop:", err)
-	}
-	cancel()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(e2eutil.RunMain(m, &sb, sandbox.Options{NoVelero: true})) }
 
 const chartDir = "../charts/grafana-like"
 
+// release is the chart installed with the Helm SDK, so that rebind's Helm
+// redeploy and the user's next upgrade meet a real release history.
 type release struct {
-	t          *testing.T
-	ctx        context.Context
-	ns, name   string
-	password   string
-	helm       *helmredeploy.Helm
-	clients    *kube.Clients
-	dashboards int
+	*e2eutil.Grafana
+	helm *helmredeploy.Helm
 }
-
-func (r *release) full() string { return r.name } // release names here contain "grafana"
-func (r *release) pod() string  { return r.full() + "-0" }
 
 // install installs the chart with the Helm SDK and seeds the claim's volume.
 func install(t *testing.T, perOrg int) *release {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	t.Cleanup(cancel)
-	ns := sb.NewNamespace(t)
-	r := &release{t: t, ctx: ctx, ns: ns, name: "grafana", password: "pw-" + ns}
+	// Release names here contain "grafana": the chart's full name is the
+	// release name, as fixtures.Release computes it.
+	r := &release{Grafana: e2eutil.NewGrafana(t, sb, fixtures.Release{Name: "grafana", Replicas: 1})}
+	ns := r.Rel.Namespace
 	var err error
-	if r.clients, err = kube.New(sb.RESTConfig); err != nil {
-		t.Fatal(err)
-	}
 	if r.helm, err = helmredeploy.New(sb.RESTConfig, ns, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -88,58 +53,40 @@ func install(t *testing.T, perOrg int) *release {
 		t.Fatal(err)
 	}
 	inst := action.NewInstall(r.helm.Configuration())
-	inst.ReleaseName, inst.Namespace = r.name, ns
-	if _, err := inst.RunWithContext(ctx, ch, map[string]any{
-		"adminPassword": r.password,
+	inst.ReleaseName, inst.Namespace = r.Rel.Name, ns
+	if _, err := inst.RunWithContext(r.Ctx, ch, map[string]any{
+		"adminPassword": r.Rel.Password,
 		"persistence":   map[string]any{"storageClassName": "standard"},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	dir, _, err := fixtures.ClaimVolumeDir(ctx, sb.Kube, sb.StorageRoot(), ns, "storage-"+r.pod(), time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := grafanastandin.Seed(dir, grafanastandin.SeedSpec{Orgs: 2, FoldersPerOrg: 2, DashboardsPerOrg: perOrg, Seed: 7}); err != nil {
-		t.Fatal(err)
-	}
-	r.dashboards = 2 * perOrg
-	if err := workload.WaitReady(ctx, sb.Kube, ns, r.full(), 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.checker().Ready(ctx, r.pod()); err != nil {
-		t.Fatal(err)
-	}
+	r.Seed(grafanastandin.SeedSpec{Orgs: 2, FoldersPerOrg: 2, DashboardsPerOrg: perOrg, Seed: 7})
 	return r
 }
 
-func (r *release) checker() *verify.Grafana {
-	return &verify.Grafana{PollInterval: 100 * time.Millisecond, ClientFor: func(pod string) (*grafana.Client, error) {
-		return grafana.New(grafana.Options{URL: sb.PodURL(r.ns, pod), Credentials: grafana.Credentials{User: "admin", Password: r.password}, MaxAttempts: 2, Timeout: 10 * time.Second})
-	}}
-}
-
 func (r *release) migrate(o migrate.Options) *report.Report {
-	r.t.Helper()
-	o.Target.Namespace, o.Target.Release = r.ns, r.name
+	r.T.Helper()
+	o.Target.Namespace, o.Target.Release = r.Rel.Namespace, r.Rel.Name
 	o.Timeouts = migrate.Timeouts{Wait: 90 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second}
 	var out strings.Builder
-	m := &migrate.Migrate{Clients: r.clients, Checker: r.checker(), Out: &out, LeaseDuration: 15 * time.Second}
-	rep, err := m.Run(r.ctx, o, migrate.Apply)
-	r.t.Log(out.String())
+	m := r.Migrator()
+	m.Out = &out
+	rep, err := m.Run(r.Ctx, o, migrate.Apply)
+	r.T.Log(out.String())
 	if err != nil {
-		r.t.Fatal(err)
+		r.T.Fatal(err)
 	}
-	if rep.Outcome != report.Succeeded || len(rep.Verification) != 1 || !rep.Verification[0].OK || rep.Verification[0].Checked != r.dashboards {
-		r.t.Fatalf("outcome %s, verification %+v", rep.Outcome, rep.Verification)
+	if rep.Outcome != report.Succeeded || len(rep.Verification) != 1 || !rep.Verification[0].OK || rep.Verification[0].Checked != r.Dashboards[0] {
+		r.T.Fatalf("outcome %s, verification %+v", rep.Outcome, rep.Verification)
 	}
 	return rep
 }
 
 func (r *release) sts() *appsv1.StatefulSet {
-	r.t.Helper()
-	s, err := sb.Kube.AppsV1().StatefulSets(r.ns).Get(r.ctx, r.full(), metav1.GetOptions{})
+	r.T.Helper()
+	s, err := sb.Kube.AppsV1().StatefulSets(r.Rel.Namespace).Get(r.Ctx, r.Rel.FullName(), metav1.GetOptions{})
 	if err != nil {
-		r.t.Fatal(err)
+		r.T.Fatal(err)
 	}
 	return s
 }
@@ -152,28 +99,28 @@ func (r *release) upgrade(values map[string]any) error {
 		return err
 	}
 	up := action.NewUpgrade(r.helm.Configuration())
-	up.Namespace, up.ReuseValues = r.ns, true
-	_, err = up.RunWithContext(r.ctx, r.name, ch, values)
+	up.Namespace, up.ReuseValues = r.Rel.Namespace, true
+	_, err = up.RunWithContext(r.Ctx, r.Rel.Name, ch, values)
 	return err
 }
 
 // assertUpgradeKeeps runs the user's next upgrade and checks that the
 // StatefulSet rebind left is the one that keeps running.
 func (r *release) assertUpgradeKeeps(values map[string]any) {
-	r.t.Helper()
+	r.T.Helper()
 	before := r.sts()
 	if err := r.upgrade(values); err != nil {
-		r.t.Fatalf("helm upgrade with rebind's values: %v", err)
+		r.T.Fatalf("helm upgrade with rebind's values: %v", err)
 	}
 	after := r.sts()
 	if after.UID != before.UID {
-		r.t.Errorf("StatefulSet replaced: uid %s -> %s", before.UID, after.UID)
+		r.T.Errorf("StatefulSet replaced: uid %s -> %s", before.UID, after.UID)
 	}
 	if !equality.Semantic.DeepEqual(before.Spec.VolumeClaimTemplates, after.Spec.VolumeClaimTemplates) {
-		r.t.Errorf("claim template changed:\n%+v\n%+v", before.Spec.VolumeClaimTemplates, after.Spec.VolumeClaimTemplates)
+		r.T.Errorf("claim template changed:\n%+v\n%+v", before.Spec.VolumeClaimTemplates, after.Spec.VolumeClaimTemplates)
 	}
 	if after.Generation != before.Generation {
-		r.t.Errorf("StatefulSet spec changed (generation %d -> %d)", before.Generation, after.Generation)
+		r.T.Errorf("StatefulSet spec changed (generation %d -> %d)", before.Generation, after.Generation)
 	}
 }
 
@@ -189,7 +136,7 @@ func TestRedeployWithHelm(t *testing.T) {
 	if tpl.StorageClassName == nil || *tpl.StorageClassName != "premium" || tpl.VolumeName != rep.VolumesAfter[0].PV {
 		t.Errorf("template class %v volumeName %q, want premium and %s", tpl.StorageClassName, tpl.VolumeName, rep.VolumesAfter[0].PV)
 	}
-	rel, err := r.helm.Release(r.name)
+	rel, err := r.helm.Release(r.Rel.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
