@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/drill"
@@ -35,9 +36,9 @@ func TestDrillPasses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			r := deployGrafana(t, ctx, fixtures.Release{Name: tc.release, Replicas: tc.replicas}, 6)
-			before := takeState(t, r.rel.Namespace)
-			stsBefore, err := sb.Kube.AppsV1().StatefulSets(r.rel.Namespace).Get(ctx, r.rel.FullName(), metav1.GetOptions{})
+			r := deployGrafana(t, fixtures.Release{Name: tc.release, Replicas: tc.replicas}, 6)
+			before := takeState(t, r.Rel.Namespace)
+			stsBefore, err := sb.Kube.AppsV1().StatefulSets(r.Rel.Namespace).Get(ctx, r.Rel.FullName(), metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -51,7 +52,7 @@ func TestDrillPasses(t *testing.T) {
 				t.Errorf("checked %d lost %d verdicts %d, want %d checked", res.Checked, res.Lost, len(res.Verification), r.total())
 			}
 			for i, v := range res.Verification {
-				if !v.OK || v.Checked != r.dashboards[i] {
+				if !v.OK || v.Checked != r.Dashboards[i] {
 					t.Errorf("ordinal %d: %+v", i, v)
 				}
 			}
@@ -61,7 +62,7 @@ func TestDrillPasses(t *testing.T) {
 			assertNothingLeft(t, before, res)
 			assertEvent(t, r, drill.ReasonSucceeded, corev1.EventTypeNormal, "PASSED")
 
-			stsAfter, err := sb.Kube.AppsV1().StatefulSets(r.rel.Namespace).Get(ctx, r.rel.FullName(), metav1.GetOptions{})
+			stsAfter, err := sb.Kube.AppsV1().StatefulSets(r.Rel.Namespace).Get(ctx, r.Rel.FullName(), metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,7 +78,7 @@ func TestDrillPasses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			l := `{namespace="` + r.rel.Namespace + `",statefulset="` + r.rel.FullName() + `"}`
+			l := `{namespace="` + r.Rel.Namespace + `",statefulset="` + r.Rel.FullName() + `"}`
 			for _, want := range []string{
 				"# TYPE rebind_drill_success gauge\n",
 				"rebind_drill_success" + l + " 1\n",
@@ -102,15 +103,15 @@ func TestDrillDetectsDamagedRestore(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			r := deployGrafana(t, ctx, fixtures.Release{Name: "grafana", Replicas: 1}, 6)
-			before := takeState(t, r.rel.Namespace)
+			r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 6)
+			before := takeState(t, r.Rel.Namespace)
 			d := newDrill(t, nil)
 			d.AfterRestore = func(_ context.Context, rs drill.Restored) error {
 				dir, err := fixtures.VolumeDir(sb.StorageRoot(), rs.Volumes[0])
 				if err != nil {
 					return err
 				}
-				return deleteSomeDashboards(filepath.Join(dir, "grafana.db"), 3)
+				return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 3)
 			}
 			o := r.options()
 			o.Offline = tc.offline
@@ -166,8 +167,8 @@ func TestDrillInterruptedCleansUp(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			r := deployGrafana(t, ctx, fixtures.Release{Name: "grafana", Replicas: 1}, 4)
-			before := takeState(t, r.rel.Namespace)
+			r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 4)
+			before := takeState(t, r.Rel.Namespace)
 			d := newDrill(t, nil)
 			runCtx, stop := context.WithCancel(ctx)
 			defer stop()
@@ -191,9 +192,9 @@ func TestDrillSelectorParallel(t *testing.T) {
 	defer cancel()
 	var rels []*release
 	for i := 0; i < 2; i++ {
-		rels = append(rels, deployGrafana(t, ctx, fixtures.Release{Name: "seltest", Replicas: 1}, 3+i))
+		rels = append(rels, deployGrafana(t, fixtures.Release{Name: "seltest", Replicas: 1}, 3+i))
 	}
-	before := takeState(t, rels[0].rel.Namespace, rels[1].rel.Namespace)
+	before := takeState(t, rels[0].Rel.Namespace, rels[1].Rel.Namespace)
 	d := newDrill(t, nil)
 	targets, err := drill.Targets(ctx, d.Clients, "", true, "app.kubernetes.io/name=grafana,app.kubernetes.io/instance=seltest", discovery.Options{})
 	if err != nil {
@@ -215,7 +216,7 @@ func TestDrillSelectorParallel(t *testing.T) {
 	for _, res := range results {
 		var want *release
 		for _, r := range rels {
-			if r.rel.Namespace == res.Namespace {
+			if r.Rel.Namespace == res.Namespace {
 				want = r
 			}
 		}
@@ -259,10 +260,10 @@ func TestDrillSelectorParallel(t *testing.T) {
 func TestDrillUseLatestSnapshot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	r := deployGrafana(t, ctx, fixtures.Release{Name: "grafana", Replicas: 1}, 5)
-	ns := r.rel.Namespace
+	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 5)
+	ns := r.Rel.Namespace
 	for _, name := range []string{"nightly-old", "nightly"} {
-		if _, err := snapshot.Create(ctx, sb.Snap, ns, name, r.rel.Claim(0), "hostpath-snapclass", nil); err != nil {
+		if _, err := snapshot.Create(ctx, sb.Snap, ns, name, r.Rel.Claim(0), "hostpath-snapclass", nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := snapshot.WaitReady(ctx, sb.Snap, ns, name, time.Minute); err != nil {
@@ -301,7 +302,7 @@ func TestDrillUseLatestSnapshot(t *testing.T) {
 func TestDrillPreflightRefuses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	r := deployGrafana(t, ctx, fixtures.Release{Name: "grafana", Replicas: 1}, 2)
+	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 2)
 	taken := sb.NewNamespace(t)
 	for _, tc := range []struct {
 		name   string
@@ -315,7 +316,7 @@ func TestDrillPreflightRefuses(t *testing.T) {
 		{"unknown release", func(o *drill.Options, _ *drill.Drill) { o.Target.Release = "nope" }, []string{`no StatefulSet of Helm release "nope"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := takeState(t, r.rel.Namespace)
+			before := takeState(t, r.Rel.Namespace)
 			o, d := r.options(), newDrill(t, nil)
 			tc.modify(&o, d)
 			res := d.Run(ctx, o)
@@ -337,8 +338,8 @@ func TestDrillPreflightRefuses(t *testing.T) {
 
 func assertEvent(t *testing.T, r *release, reason, typ, contains string) {
 	t.Helper()
-	evs, err := sb.Kube.CoreV1().Events(r.rel.Namespace).List(context.Background(), metav1.ListOptions{
-		FieldSelector: "involvedObject.kind=StatefulSet,involvedObject.name=" + r.rel.FullName() + ",reason=" + reason})
+	evs, err := sb.Kube.CoreV1().Events(r.Rel.Namespace).List(context.Background(), metav1.ListOptions{
+		FieldSelector: "involvedObject.kind=StatefulSet,involvedObject.name=" + r.Rel.FullName() + ",reason=" + reason})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +348,7 @@ func assertEvent(t *testing.T, r *release, reason, typ, contains string) {
 			return
 		}
 	}
-	t.Errorf("no %s event %s containing %q on StatefulSet %s/%s: %+v", typ, reason, contains, r.rel.Namespace, r.rel.FullName(), evs.Items)
+	t.Errorf("no %s event %s containing %q on StatefulSet %s/%s: %+v", typ, reason, contains, r.Rel.Namespace, r.Rel.FullName(), evs.Items)
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

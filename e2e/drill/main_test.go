@@ -6,20 +6,17 @@ package drill_test
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	_ "modernc.org/sqlite"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/e2e/grafanastandin"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
@@ -29,73 +26,31 @@ import (
 	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/verify"
-	"github.com/rebind-dev/rebind/pkg/workload"
 )
 
 var sb *sandbox.Sandbox
 
-func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
-	var err error
-	sb, err = sandbox.Start(ctx, sandbox.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "sandbox:", err)
-		cancel()
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := sb.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "sandbox stop:", err)
-	}
-	cancel()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(e2eutil.RunMain(m, &sb, sandbox.Options{})) }
 
 var testTimeouts = drill.Timeouts{Wait: 90 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second, Cleanup: 2 * time.Minute}
 
 // release is one deployed, seeded Grafana.
-type release struct {
-	rel        fixtures.Release
-	dashboards []int // seeded per ordinal
-}
+type release struct{ *e2eutil.Grafana }
 
-// deployGrafana deploys a release in ns (a new namespace when "") and seeds
-// each ordinal's volume with its own dashboards.
-func deployGrafana(t *testing.T, ctx context.Context, rel fixtures.Release, perOrg int) *release {
+// deployGrafana deploys a release in rel.Namespace (a new namespace when "")
+// and seeds each ordinal's volume with its own dashboards.
+func deployGrafana(t *testing.T, rel fixtures.Release, perOrg int) *release {
 	t.Helper()
-	if rel.Namespace == "" {
-		rel.Namespace = sb.NewNamespace(t)
-	}
-	if rel.Password == "" {
-		rel.Password = "pw-" + rel.Namespace
-	}
-	if err := rel.Deploy(ctx, sb.Kube); err != nil {
-		t.Fatal(err)
-	}
-	r := &release{rel: rel}
-	for i := 0; i < int(rel.Replicas); i++ {
-		dir, _, err := fixtures.ClaimVolumeDir(ctx, sb.Kube, sb.StorageRoot(), rel.Namespace, rel.Claim(i), time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := grafanastandin.Seed(dir, grafanastandin.SeedSpec{Orgs: 2, FoldersPerOrg: 2, DashboardsPerOrg: perOrg + i, Seed: int64(200 + i)}); err != nil {
-			t.Fatal(err)
-		}
-		r.dashboards = append(r.dashboards, 2*(perOrg+i))
-	}
-	if err := workload.WaitReady(ctx, sb.Kube, rel.Namespace, rel.FullName(), 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return &release{e2eutil.DeploySeeded(t, sb, rel, grafanastandin.SeedSpec{Orgs: 2, FoldersPerOrg: 2, DashboardsPerOrg: perOrg, Seed: 200})}
 }
 
 func (r *release) options() drill.Options {
-	return drill.Options{Target: discovery.Options{Namespace: r.rel.Namespace, Release: r.rel.Name}, Timeouts: testTimeouts}
+	return drill.Options{Target: discovery.Options{Namespace: r.Rel.Namespace, Release: r.Rel.Name}, Timeouts: testTimeouts}
 }
 
 func (r *release) total() int {
 	n := 0
-	for _, d := range r.dashboards {
+	for _, d := range r.Dashboards {
 		n += d
 	}
 	return n
@@ -126,7 +81,7 @@ func newDrill(t *testing.T, clients *kube.Clients) *drill.Drill {
 			dir, err := fixtures.VolumeDir(sb.StorageRoot(), pv)
 			return filepath.Join(dir, "grafana.db"), nil, err
 		},
-		Out: testWriter{t},
+		Out: e2eutil.TestWriter{T: t},
 		Log: zaptest.NewLogger(t),
 	}
 }
@@ -210,29 +165,4 @@ func assertNothingLeft(t *testing.T, before state, results ...*drill.Result) {
 			t.Errorf("scratch namespace %s still exists", r.ScratchNamespace)
 		}
 	}
-}
-
-// deleteSomeDashboards removes n dashboards from a grafana.db, the way a
-// torn or stale copy would lack them.
-func deleteSomeDashboards(dbPath string, n int) error {
-	db, err := sql.Open("sqlite", dbPath)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	res, err := db.Exec(`DELETE FROM dashboard WHERE id IN (SELECT id FROM dashboard WHERE is_folder = 0 ORDER BY id LIMIT ?)`, n)
-	if err != nil {
-		return err
-	}
-	if got, _ := res.RowsAffected(); got != int64(n) {
-		return fmt.Errorf("deleted %d rows, want %d", got, n)
-	}
-	return nil
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

@@ -19,12 +19,10 @@ import (
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/manifests"
 	"github.com/rebind-dev/rebind/pkg/drill"
-	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/migrate"
 	"github.com/rebind-dev/rebind/pkg/preflight"
 	"github.com/rebind-dev/rebind/pkg/report"
-	"github.com/rebind-dev/rebind/pkg/verify"
 )
 
 const exampleNS = "monitoring"
@@ -189,12 +187,9 @@ func saClients(t *testing.T, ns, sa string) *kube.Clients {
 func TestRBACManifestsAsServiceAccount(t *testing.T) {
 	type run func(t *testing.T, ctx context.Context, r *release, c *kube.Clients) error
 	migrateRun := func(t *testing.T, ctx context.Context, r *release, c *kube.Clients) error {
-		checker := &verify.Grafana{PollInterval: 100 * time.Millisecond, ClientFor: func(pod string) (*grafana.Client, error) {
-			return grafana.New(grafana.Options{URL: sb.PodURL(r.rel.Namespace, pod), Credentials: grafana.Credentials{User: "admin", Password: r.rel.Password}, MaxAttempts: 2, Timeout: 10 * time.Second})
-		}}
-		m := &migrate.Migrate{Clients: c, Checker: checker, Out: testWriter{t}, LeaseDuration: 15 * time.Second}
-		o := migrate.Options{Strategy: migrate.Restore, Timeouts: migrate.Timeouts{Wait: 90 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second}}
-		o.Target.Namespace, o.Target.Release = r.rel.Namespace, r.rel.Name
+		m := r.Migrator()
+		m.Clients = c
+		o := r.Options(migrate.Restore, migrate.Timeouts{Wait: 90 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second})
 		rep, err := m.Run(ctx, o, migrate.Apply)
 		if err == nil && rep.Outcome != report.Succeeded {
 			t.Errorf("migrate outcome %s", rep.Outcome)
@@ -202,7 +197,7 @@ func TestRBACManifestsAsServiceAccount(t *testing.T) {
 		return err
 	}
 	drillRun := func(t *testing.T, ctx context.Context, r *release, c *kube.Clients) error {
-		before := takeState(t, r.rel.Namespace)
+		before := takeState(t, r.Rel.Namespace)
 		res := newDrill(t, c).Run(ctx, r.options())
 		switch res.Outcome {
 		case drill.Passed:
@@ -259,7 +254,7 @@ func TestRBACManifestsAsServiceAccount(t *testing.T) {
 			for i, m := range tc.missing {
 				reduced = append(reduced, applyRBAC(t, tc.file, ns, "less"+string(rune('a'+i))+"-"+ns, &m.drop))
 			}
-			r := deployGrafana(t, ctx, fixtures.Release{Name: "grafana", Namespace: ns, Replicas: 1}, 4)
+			r := deployGrafana(t, fixtures.Release{Name: "grafana", Namespace: ns, Replicas: 1}, 4)
 
 			for i, m := range tc.missing {
 				err := tc.run(t, ctx, r, saClients(t, ns, reduced[i]))
