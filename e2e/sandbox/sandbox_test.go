@@ -2,8 +2,6 @@ package sandbox_test
 
 import (
 	"context"
-	"flag"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -33,40 +31,13 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
 )
 
-// One control plane per test package: starting one costs seconds, tests
-// isolate themselves with namespaces.
 var sb *sandbox.Sandbox
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		// A cold start builds the control plane for minutes; -short is the
-		// fast inner loop.
-		fmt.Fprintln(os.Stderr, "sandbox: skipped in -short mode")
-		os.Exit(0)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	var err error
-	sb, err = sandbox.Start(ctx, sandbox.Options{})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fmt.Fprintf(os.Stderr, "sandbox: ready in %.1fs (binaries %.1fs), peak RSS %d MiB, dir %s\n",
-		sb.Timing.StartToReady().Seconds(), sb.Timing.Binaries.Seconds(), sb.PeakRSS()>>20, sb.Dir)
-	code := m.Run()
-	if err := sb.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "sandbox stop:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(e2eutil.RunMain(m, &sb, sandbox.Options{})) }
 
 func TestStatefulSetWithoutVolumesGoesReady(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)

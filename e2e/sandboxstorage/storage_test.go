@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,30 +23,14 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/grafanastandin"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
 )
 
 var sb *sandbox.Sandbox
 
-func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	var err error
-	sb, err = sandbox.Start(ctx, sandbox.Options{})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := sb.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "sandbox stop:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(e2eutil.RunMain(m, &sb, sandbox.Options{})) }
 
 func claims(ns string) lister[*corev1.PersistentVolumeClaimList] {
 	c := sb.Kube.CoreV1().PersistentVolumeClaims(ns)
