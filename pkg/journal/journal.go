@@ -202,6 +202,16 @@ func (j *Journal) SetStep(ctx context.Context, id string, rec plan.StepRecord) e
 	return j.save(ctx)
 }
 
+// SetSteps implements plan.BatchStore: several records in one write.
+func (j *Journal) SetSteps(ctx context.Context, recs map[string]plan.StepRecord) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for id, rec := range recs {
+		j.rec.Steps[id] = rec
+	}
+	return j.save(ctx)
+}
+
 // Value returns a value recorded by a step (for example a PV's original
 // reclaim policy), and whether it exists.
 func (j *Journal) Value(key string) (string, bool) {

@@ -376,10 +376,14 @@ func hostname() string {
 	return h
 }
 
-// downtime is from the start of the scale-down to the end of the redeploy:
+// downtime is from the start of the scale-down (quiesced) or of stopping
+// the pods to the end of the redeploy:
 // the time no pod of the StatefulSet serves.
 func downtime(j *journal.Journal) time.Duration {
 	down, up := j.Step("scale-down"), j.Step("redeploy")
+	if down.StartedAt.IsZero() {
+		down = j.Step("stop-pods")
+	}
 	if down.StartedAt.IsZero() || up.FinishedAt.IsZero() {
 		return 0
 	}

@@ -7,7 +7,7 @@ import (
 )
 
 // buildPlan turns a spec into steps. Slow work (snapshots, restores,
-// provisioning) comes before the scale-down unless the user asked for a
+// provisioning) comes before the outage unless the user asked for a
 // quiesced (consistent) snapshot, so downtime is only the swap itself.
 func buildPlan(e *env) *plan.Plan {
 	s := e.spec
@@ -25,8 +25,10 @@ func buildPlan(e *env) *plan.Plan {
 			add(retainStep{e, o.PV.Name})
 		}
 	}
-	if s.Strategy == Restore {
-		if s.Quiesce {
+	quiesced := s.Strategy == Restore && s.Quiesce
+	switch s.Strategy {
+	case Restore:
+		if quiesced {
 			add(scaleDownStep{e})
 		}
 		for i := range s.Target.Ordinals {
@@ -38,16 +40,17 @@ func buildPlan(e *env) *plan.Plan {
 			// uid Available, so this costs no downtime later.
 			add(restoreStep{e, i}, reserveStep{e, i})
 		}
-		if !s.Quiesce {
-			add(scaleDownStep{e})
-		}
-	} else if s.Strategy == VeleroRestore {
+	case VeleroRestore:
 		add(veleroPlan(e)...)
-		add(scaleDownStep{e})
-	} else {
-		add(scaleDownStep{e})
 	}
-	add(orphanStep{e})
+	// The StatefulSet goes first, with orphan propagation, while Grafana
+	// still serves: its pods keep running without a controller, so nothing
+	// can recreate a claim mid-swap, and the outage starts only when the
+	// pods are stopped.
+	add(orphanStep{e, quiesced})
+	if !quiesced {
+		add(stopPodsStep{e})
+	}
 	for i, o := range s.Target.Ordinals {
 		if o.PVC != nil && o.PV != nil {
 			add(releaseClaimStep{e, i})

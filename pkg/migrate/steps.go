@@ -421,11 +421,20 @@ func (s scaleDownStep) ServerDryRun(ctx context.Context) error {
 
 // ---------------------------------------------------------------- orphan delete
 
-type orphanStep struct{ *env }
+// orphanStep deletes the StatefulSet but not its pods or claims. With
+// scaledDown the pods are already gone (quiesced restore); otherwise they
+// keep serving until stopPodsStep.
+type orphanStep struct {
+	*env
+	scaledDown bool
+}
 
 func (s orphanStep) ID() string { return "delete-statefulset" }
 func (s orphanStep) Describe() string {
-	return fmt.Sprintf("delete StatefulSet %s with orphan propagation (its claim template is immutable)", s.spec.sts())
+	if s.scaledDown {
+		return fmt.Sprintf("delete StatefulSet %s with orphan propagation (its claim template is immutable)", s.spec.sts())
+	}
+	return fmt.Sprintf("delete StatefulSet %s with orphan propagation; its pods keep serving without a controller (the claim template is immutable)", s.spec.sts())
 }
 func (s orphanStep) Precondition(ctx context.Context) error {
 	for _, o := range s.spec.Target.Ordinals {
@@ -437,20 +446,20 @@ func (s orphanStep) Precondition(ctx context.Context) error {
 	}
 	return nil
 }
-
-// Apply only issues the delete: the garbage collector's orphaning runs
-// while the claims are swapped, and the redeploy waits for it. Every
-// millisecond here is downtime.
 func (s orphanStep) Apply(ctx context.Context) error {
-	return workload.RequestOrphanDelete(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID)
+	return workload.DeleteOrphan(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait)
 }
 func (s orphanStep) Check(ctx context.Context) error {
 	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
-	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID && sts.DeletionTimestamp == nil {
-		return errors.New("original StatefulSet is not being deleted")
+	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
+		return errors.New("original StatefulSet still exists")
 	}
 	return nil
 }
+
+// Undo recreates the original StatefulSet. Pods that still run are adopted
+// again; missing ones are created once their original claims are back,
+// which the later steps' undos (run before this one) ensured.
 func (s orphanStep) Undo(ctx context.Context) error {
 	if err := workload.WaitGone(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
 		return err
@@ -463,19 +472,73 @@ func (s orphanStep) Undo(ctx context.Context) error {
 		return err
 	}
 	orig := workload.Sanitize(s.spec.Target.StatefulSet)
-	// Created at 0 replicas: the scale-down undo brings the pods back once
-	// every original claim is bound again.
-	orig.Spec.Replicas = ptr.To(int32(0))
-	_, err = s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Create(ctx, orig, metav1.CreateOptions{})
-	if err != nil {
+	if s.scaledDown {
+		// The scale-down's undo brings the pods back.
+		orig.Spec.Replicas = ptr.To(int32(0))
+	}
+	if _, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Create(ctx, orig, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("recreating original StatefulSet %s/%s: %w", s.spec.ns(), s.spec.sts(), err)
 	}
-	return nil
+	if s.scaledDown {
+		return nil
+	}
+	return workload.WaitReady(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Timeouts.Wait)
 }
 func (s orphanStep) ServerDryRun(ctx context.Context) error {
 	return s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Delete(ctx, s.spec.sts(), metav1.DeleteOptions{
 		PropagationPolicy: ptr.To(metav1.DeletePropagationOrphan), DryRun: []string{metav1.DryRunAll}})
 }
+
+// ---------------------------------------------------------------- stop pods
+
+// stopPodsStep starts the outage: it deletes the orphaned pods and does
+// not wait, because each old claim's deletion (next steps) completes only
+// once its pod is gone, and that is what the swap waits for.
+type stopPodsStep struct{ *env }
+
+func (s stopPodsStep) ID() string { return "stop-pods" }
+func (s stopPodsStep) Describe() string {
+	return fmt.Sprintf("stop the pods of %s (%s is down from here until the redeploy is Ready)", s.spec.sts(), s.appKind())
+}
+func (s stopPodsStep) Precondition(ctx context.Context) error {
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
+		return fmt.Errorf("StatefulSet %s/%s still exists: it would recreate the pods", s.spec.ns(), s.spec.sts())
+	}
+	return nil
+}
+func (s stopPodsStep) Apply(ctx context.Context) error {
+	for _, o := range s.spec.Target.Ordinals {
+		pod, err := s.c.Kube.CoreV1().Pods(s.spec.ns()).Get(ctx, o.Pod, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if pod.DeletionTimestamp != nil {
+			continue
+		}
+		err = s.c.Kube.CoreV1().Pods(s.spec.ns()).Delete(ctx, o.Pod, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("deleting pod %s/%s: %w", s.spec.ns(), o.Pod, err)
+		}
+	}
+	return nil
+}
+func (s stopPodsStep) Check(ctx context.Context) error {
+	for _, o := range s.spec.Target.Ordinals {
+		pod, err := s.c.Kube.CoreV1().Pods(s.spec.ns()).Get(ctx, o.Pod, metav1.GetOptions{})
+		if err == nil && pod.DeletionTimestamp == nil {
+			return fmt.Errorf("pod %s still runs", o.Pod)
+		}
+	}
+	return nil
+}
+
+// Undo has nothing to do: the original StatefulSet, recreated by the
+// orphan step's undo, starts the pods again.
+func (s stopPodsStep) Undo(context.Context) error { return nil }
 
 // ---------------------------------------------------------------- release old claim
 
@@ -494,8 +557,15 @@ func (s releaseClaimStep) Precondition(ctx context.Context) error {
 	if err := s.requireRetain(ctx, o.PV.Name); err != nil {
 		return err
 	}
-	if _, err := s.c.Kube.CoreV1().Pods(s.spec.ns()).Get(ctx, o.Pod, metav1.GetOptions{}); err == nil {
-		return fmt.Errorf("pod %s/%s still runs; it must be gone before its claim is swapped", s.spec.ns(), o.Pod)
+	// No controller may be left to recreate the claim, and the pod must be
+	// on its way out: the claim's protection finalizer then holds the
+	// deletion until the pod is gone.
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
+		return fmt.Errorf("StatefulSet %s/%s still exists; its controller could recreate claim %s", s.spec.ns(), s.spec.sts(), o.Claim)
+	}
+	if pod, err := s.c.Kube.CoreV1().Pods(s.spec.ns()).Get(ctx, o.Pod, metav1.GetOptions{}); err == nil && pod.DeletionTimestamp == nil {
+		return fmt.Errorf("pod %s/%s still runs; it must be stopped before its claim is swapped", s.spec.ns(), o.Pod)
 	}
 	return nil
 }
@@ -685,7 +755,7 @@ type claimStep struct {
 
 func (s claimStep) ID() string { return fmt.Sprintf("claim/%d", s.ord) }
 func (s claimStep) Describe() string {
-	return fmt.Sprintf("create claim %s pre-bound (volumeName) in class %s and wait until Bound", s.spec.Target.Ordinals[s.ord].Claim, s.spec.ToClass)
+	return fmt.Sprintf("create claim %s pre-bound (volumeName) in class %s", s.spec.Target.Ordinals[s.ord].Claim, s.spec.ToClass)
 }
 func (s claimStep) claim(pvName string) *corev1.PersistentVolumeClaim {
 	sts := s.spec.Target.StatefulSet

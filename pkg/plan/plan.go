@@ -72,6 +72,14 @@ type Store interface {
 	SetStep(ctx context.Context, id string, rec StepRecord) error
 }
 
+// BatchStore writes several records at once. With it the runner records a
+// step as done together with the next step's start: one write instead of
+// two per step, which matters while the application is down.
+type BatchStore interface {
+	Store
+	SetSteps(ctx context.Context, recs map[string]StepRecord) error
+}
+
 // StepError says which step failed, so the user knows where a resume or a
 // rollback will start.
 type StepError struct {
@@ -107,6 +115,34 @@ type Runner struct {
 	AfterStep func(ctx context.Context, id string) error
 	// Now is replaceable in tests.
 	Now func() time.Time
+
+	// pendingDone is a finished step whose Done record waits to be written
+	// with the next step's Started record. Until then the journal says
+	// Started, so a crash in between makes a resume re-apply that step,
+	// which idempotent steps allow.
+	pendingDone map[string]StepRecord
+}
+
+// flush writes a pending Done record.
+func (r *Runner) flush(ctx context.Context) error {
+	if len(r.pendingDone) == 0 {
+		return nil
+	}
+	recs := r.pendingDone
+	r.pendingDone = nil
+	return r.Store.(BatchStore).SetSteps(context.WithoutCancel(ctx), recs)
+}
+
+// record writes rec for id, together with any pending Done record.
+func (r *Runner) record(ctx context.Context, id string, rec StepRecord) error {
+	b, ok := r.Store.(BatchStore)
+	if !ok || len(r.pendingDone) == 0 {
+		return r.Store.SetStep(ctx, id, rec)
+	}
+	recs := r.pendingDone
+	r.pendingDone = nil
+	recs[id] = rec
+	return b.SetSteps(ctx, recs)
 }
 
 func (r *Runner) now() time.Time {
@@ -134,7 +170,12 @@ func (r *Runner) printf(format string, args ...any) {
 // removed come back with the redeploy), so re-checking them would undo
 // progress. A step that was started but not finished is applied again,
 // which is why Apply must be idempotent.
-func (r *Runner) Run(ctx context.Context, p *Plan) ([]Result, error) {
+func (r *Runner) Run(ctx context.Context, p *Plan) (_ []Result, err error) {
+	defer func() {
+		if ferr := r.flush(ctx); ferr != nil && err == nil {
+			err = ferr
+		}
+	}()
 	results := make([]Result, 0, len(p.Steps))
 	for i, s := range p.Steps {
 		prefix := fmt.Sprintf("[%d/%d]", i+1, len(p.Steps))
@@ -149,6 +190,10 @@ func (r *Runner) Run(ctx context.Context, p *Plan) ([]Result, error) {
 			return results, err
 		}
 		if r.AfterStep != nil {
+			// The hook stands for a kill after the step was recorded.
+			if err := r.flush(ctx); err != nil {
+				return results, err
+			}
 			if err := r.AfterStep(ctx, s.ID()); err != nil {
 				return results, err
 			}
@@ -172,7 +217,7 @@ func (r *Runner) runStep(ctx context.Context, prefix string, s Step) (Result, er
 		// A precondition failure changed nothing, so undo must not see the
 		// step as started. A failed write of the failure must not hide it.
 		if phase != "precondition" {
-			_ = r.Store.SetStep(context.WithoutCancel(ctx), s.ID(), StepRecord{Status: Failed, StartedAt: start, FinishedAt: r.now(), Duration: res.Duration, Error: err.Error()})
+			_ = r.record(context.WithoutCancel(ctx), s.ID(), StepRecord{Status: Failed, StartedAt: start, FinishedAt: r.now(), Duration: res.Duration, Error: err.Error()})
 		}
 		r.printf(" ✗ %s %s: %v (%s)\n", prefix, s.Describe(), err, round(res.Duration))
 		log.Error("step failed", zap.String("phase", phase), zap.Error(err))
@@ -184,7 +229,7 @@ func (r *Runner) runStep(ctx context.Context, prefix string, s Step) (Result, er
 	}
 	// Recorded before Apply so that undo knows the step may have left effects
 	// even when the process dies inside Apply.
-	if err := r.Store.SetStep(ctx, s.ID(), StepRecord{Status: Started, StartedAt: start}); err != nil {
+	if err := r.record(ctx, s.ID(), StepRecord{Status: Started, StartedAt: start}); err != nil {
 		return fail("journal", err)
 	}
 	if err := s.Apply(ctx); err != nil {
@@ -195,7 +240,10 @@ func (r *Runner) runStep(ctx context.Context, prefix string, s Step) (Result, er
 	}
 	res.Duration = r.now().Sub(start)
 	res.Status = "done"
-	if err := r.Store.SetStep(ctx, s.ID(), StepRecord{Status: Done, StartedAt: start, FinishedAt: r.now(), Duration: res.Duration}); err != nil {
+	done := StepRecord{Status: Done, StartedAt: start, FinishedAt: r.now(), Duration: res.Duration}
+	if _, ok := r.Store.(BatchStore); ok {
+		r.pendingDone = map[string]StepRecord{s.ID(): done}
+	} else if err := r.Store.SetStep(ctx, s.ID(), done); err != nil {
 		return fail("journal", err)
 	}
 	r.printf(" ✓ %s %s (%s)\n", prefix, s.Describe(), round(res.Duration))

@@ -188,3 +188,58 @@ func TestPrintMarksProgress(t *testing.T) {
 		t.Fatalf("unexpected plan print:\n%s", got)
 	}
 }
+
+// batchStore counts writes to show that a step's Done record rides along
+// with the next step's Started record.
+type batchStore struct {
+	memStore
+	writes int
+}
+
+func (b *batchStore) SetStep(ctx context.Context, id string, r StepRecord) error {
+	b.writes++
+	return b.memStore.SetStep(ctx, id, r)
+}
+
+func (b *batchStore) SetSteps(_ context.Context, recs map[string]StepRecord) error {
+	b.writes++
+	for id, r := range recs {
+		b.memStore[id] = r
+	}
+	return nil
+}
+
+func TestBatchStoreHalvesWritesAndKeepsRecords(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		failAt     string
+		wantWrites int
+		want       map[string]Status
+	}{
+		{"three steps: n+1 writes, not 2n", "", 4, map[string]Status{"a": Done, "b": Done, "c": Done}},
+		{"a failure still records the previous step done", "b", 3, map[string]Status{"a": Done, "b": Failed, "c": Pending}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls []string
+			world := map[string]bool{}
+			p := &Plan{Name: "t"}
+			for _, id := range []string{"a", "b", "c"} {
+				var err error
+				if id == tc.failAt {
+					err = errors.New("boom")
+				}
+				p.Steps = append(p.Steps, &fakeStep{id: id, world: world, calls: &calls, applyErr: err})
+			}
+			store := &batchStore{memStore: memStore{}}
+			_, _ = (&Runner{Store: store}).Run(context.Background(), p)
+			if store.writes != tc.wantWrites {
+				t.Errorf("writes = %d, want %d", store.writes, tc.wantWrites)
+			}
+			for id, want := range tc.want {
+				if got := store.Step(id).Status; got != want {
+					t.Errorf("%s = %q, want %q", id, got, want)
+				}
+			}
+		})
+	}
+}
