@@ -62,6 +62,7 @@ func DeleteSomeDashboards(dbPath string, n int) error {
 type TestWriter struct{ T testing.TB }
 
 func (w TestWriter) Write(p []byte) (int, error) {
+	w.T.Helper()
 	w.T.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
