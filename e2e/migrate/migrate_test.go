@@ -298,46 +298,68 @@ func TestKilledAfterEachStepConverges(t *testing.T) {
 
 // TestVerificationFailureRollsBack damages the restored copy before the
 // redeploy: verification must catch it and put the original volume back.
-func TestVerificationFailureRollsBack(t *testing.T) {
-	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 9)
-	orig := e.BoundPV(0).Name
-	base := e.Inventory(0)
-	m := e.Migrator()
-	m.AfterStep = func(ctx context.Context, id string) error {
-		if id != "restore/0" {
-			return nil
-		}
-		// Find the restored PV (reserved by nobody yet) and corrupt it.
-		list, err := sb.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		for _, pv := range list.Items {
-			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != e.Rel.Namespace || pv.Status.Phase != corev1.VolumeReleased {
-				continue
+func TestVerificationFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		noRollback bool
+	}{
+		{"rolls back automatically", false},
+		{"--no-rollback keeps the new state until rebind rollback", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 9)
+			orig := e.BoundPV(0).Name
+			base := e.Inventory(0)
+			m := e.Migrator()
+			m.AfterStep = func(ctx context.Context, id string) error {
+				if id != "restore/0" {
+					return nil
+				}
+				// Find the restored PV (reserved by nobody yet) and corrupt it.
+				list, err := sb.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return err
+				}
+				for _, pv := range list.Items {
+					if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != e.Rel.Namespace || pv.Status.Phase != corev1.VolumeReleased {
+						continue
+					}
+					dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)
+					if err != nil {
+						return err
+					}
+					return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 3)
+				}
+				return errors.New("restored PV not found")
 			}
-			dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)
-			if err != nil {
-				return err
+			o := e.options(migrate.Restore)
+			o.NoRollback = tc.noRollback
+			rep, err := m.Run(e.Ctx, o, migrate.Apply)
+			var verr *migrate.VerificationError
+			if !errors.As(err, &verr) || len(rep.Verification) != 1 || rep.Verification[0].Lost != 3 {
+				t.Fatalf("want a verification failure with 3 lost, got %v (verification %+v)", err, rep.Verification)
 			}
-			return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 3)
-		}
-		return errors.New("restored PV not found")
+			var rb *migrate.RolledBackError
+			if tc.noRollback {
+				if errors.As(err, &rb) || rep.Outcome != "failed" {
+					t.Fatalf("--no-rollback rolled back: outcome %s, %v", rep.Outcome, err)
+				}
+				if pv := e.BoundPV(0); pv.Name == orig {
+					t.Fatalf("--no-rollback should leave the restored volume in place for inspection")
+				}
+				if _, err := e.Migrator().Rollback(e.Ctx, e.Rel.Namespace, e.Rel.FullName()); err != nil {
+					t.Fatal(err)
+				}
+			} else if !errors.As(err, &rb) || rep.Outcome != "rolled-back" {
+				t.Fatalf("want RolledBackError, got outcome %s, %v", rep.Outcome, err)
+			}
+			if err := workload.WaitReady(e.Ctx, sb.Kube, e.Rel.Namespace, e.Rel.FullName(), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if pv := e.BoundPV(0); pv.Name != orig {
+				t.Fatalf("after rollback on %s, want %s", pv.Name, orig)
+			}
+			e2eutil.AssertSameDashboards(t, base, e.Inventory(0))
+		})
 	}
-	o := e.options(migrate.Restore)
-	rep, err := m.Run(e.Ctx, o, migrate.Apply)
-	var rb *migrate.RolledBackError
-	if !errors.As(err, &rb) {
-		t.Fatalf("want RolledBackError, got %v", err)
-	}
-	if rep.Outcome != "rolled-back" || len(rep.Verification) != 1 || rep.Verification[0].Lost != 3 {
-		t.Fatalf("report: outcome %s verification %+v", rep.Outcome, rep.Verification)
-	}
-	if err := workload.WaitReady(e.Ctx, sb.Kube, e.Rel.Namespace, e.Rel.FullName(), time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if pv := e.BoundPV(0); pv.Name != orig {
-		t.Fatalf("after rollback on %s, want %s", pv.Name, orig)
-	}
-	e2eutil.AssertSameDashboards(t, base, e.Inventory(0))
 }
