@@ -89,7 +89,11 @@ func Until[T runtime.Object](ctx context.Context, timeout time.Duration, what st
 var errRelist = errors.New("relist")
 
 func untilOnce(ctx context.Context, lw cache.ListerWatcherWithContext, check func(runtime.Object, bool) (bool, error)) (bool, error) {
-	list, err := lw.ListWithContext(ctx, metav1.ListOptions{})
+	// ResourceVersion "0" is answered from the API server's watch cache at
+	// once; a consistent list may wait for the cache to catch up. A stale
+	// answer is harmless: the watch starts at the list's resourceVersion and
+	// delivers every later change.
+	list, err := lw.ListWithContext(ctx, metav1.ListOptions{ResourceVersion: "0"})
 	if err != nil {
 		return false, err
 	}
