@@ -211,14 +211,7 @@ func (s snapshotStep) Apply(ctx context.Context) error {
 	return err
 }
 func (s snapshotStep) Check(ctx context.Context) error {
-	vs, err := snapshot.Get(ctx, s.c.Snap, s.spec.ns(), s.spec.snapshotName(s.ord))
-	if err != nil {
-		return err
-	}
-	if vs.Status == nil || !ptr.Deref(vs.Status.ReadyToUse, false) {
-		return fmt.Errorf("VolumeSnapshot %s not ready", vs.Name)
-	}
-	return nil
+	return snapshot.RequireReady(ctx, s.c.Snap, s.spec.ns(), s.spec.snapshotName(s.ord))
 }
 
 // Undo keeps the snapshot: it is a copy, and after a failed migration it
@@ -237,14 +230,7 @@ func (s restoreStep) Describe() string {
 	return fmt.Sprintf("restore VolumeSnapshot %s into a new %s volume (via claim %s) and keep it with Retain", s.spec.snapshotName(s.ord), s.spec.ToClass, s.spec.stagingClaim(s.ord))
 }
 func (s restoreStep) Precondition(ctx context.Context) error {
-	vs, err := snapshot.Get(ctx, s.c.Snap, s.spec.ns(), s.spec.snapshotName(s.ord))
-	if err != nil {
-		return err
-	}
-	if vs.Status == nil || !ptr.Deref(vs.Status.ReadyToUse, false) {
-		return fmt.Errorf("VolumeSnapshot %s/%s is not readyToUse", vs.Namespace, vs.Name)
-	}
-	return nil
+	return snapshot.RequireReady(ctx, s.c.Snap, s.spec.ns(), s.spec.snapshotName(s.ord))
 }
 func (s restoreStep) Apply(ctx context.Context) error {
 	ns, staging := s.spec.ns(), s.spec.stagingClaim(s.ord)

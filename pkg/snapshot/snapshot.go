@@ -80,6 +80,18 @@ func Get(ctx context.Context, s snapclient.Interface, ns, name string) (*snapv1.
 	return vs, nil
 }
 
+// RequireReady fails unless the snapshot exists and is readyToUse.
+func RequireReady(ctx context.Context, s snapclient.Interface, ns, name string) error {
+	vs, err := Get(ctx, s, ns, name)
+	if err != nil {
+		return err
+	}
+	if vs.Status == nil || !ptr.Deref(vs.Status.ReadyToUse, false) {
+		return fmt.Errorf("VolumeSnapshot %s/%s is not readyToUse", ns, name)
+	}
+	return nil
+}
+
 // Driver returns the CSI driver that holds a snapshot's data.
 func Driver(ctx context.Context, s snapclient.Interface, vs *snapv1.VolumeSnapshot) (string, error) {
 	if vs.Status == nil || vs.Status.BoundVolumeSnapshotContentName == nil {
