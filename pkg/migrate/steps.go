@@ -64,6 +64,16 @@ func (e *env) pvFor(ord int) (string, error) {
 	return pv, nil
 }
 
+// targetPV reads the PV an ordinal ends up on.
+func (e *env) targetPV(ctx context.Context, ord int) (string, *corev1.PersistentVolume, error) {
+	name, err := e.pvFor(ord)
+	if err != nil {
+		return "", nil, err
+	}
+	pv, err := e.getPV(ctx, name)
+	return name, pv, err
+}
+
 func (e *env) getPV(ctx context.Context, name string) (*corev1.PersistentVolume, error) {
 	pv, err := e.c.Kube.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -632,11 +642,7 @@ func (s reserveStep) Describe() string {
 	return fmt.Sprintf("reserve %s for claim %s (claimRef namespace/name, no uid)", pv, s.spec.Target.Ordinals[s.ord].Claim)
 }
 func (s reserveStep) Precondition(ctx context.Context) error {
-	pvName, err := s.pvFor(s.ord)
-	if err != nil {
-		return err
-	}
-	pv, err := s.getPV(ctx, pvName)
+	pvName, pv, err := s.targetPV(ctx, s.ord)
 	if err != nil {
 		return err
 	}
@@ -646,11 +652,7 @@ func (s reserveStep) Precondition(ctx context.Context) error {
 	return volume.CheckReservable(ctx, s.c.Kube, pv, s.spec.ns(), s.spec.Target.Ordinals[s.ord].Claim)
 }
 func (s reserveStep) Apply(ctx context.Context) error {
-	pvName, err := s.pvFor(s.ord)
-	if err != nil {
-		return err
-	}
-	pv, err := s.getPV(ctx, pvName)
+	pvName, pv, err := s.targetPV(ctx, s.ord)
 	if err != nil {
 		return err
 	}
@@ -677,11 +679,7 @@ func (s reserveStep) Apply(ctx context.Context) error {
 	return volume.Reserve(ctx, s.c.Kube, pvName, s.spec.ns(), s.spec.Target.Ordinals[s.ord].Claim, false)
 }
 func (s reserveStep) Check(ctx context.Context) error {
-	pvName, err := s.pvFor(s.ord)
-	if err != nil {
-		return err
-	}
-	pv, err := s.getPV(ctx, pvName)
+	pvName, pv, err := s.targetPV(ctx, s.ord)
 	if err != nil {
 		return err
 	}
@@ -764,11 +762,7 @@ func (s claimStep) claim(pvName string) *corev1.PersistentVolumeClaim {
 	}
 }
 func (s claimStep) Precondition(ctx context.Context) error {
-	pvName, err := s.pvFor(s.ord)
-	if err != nil {
-		return err
-	}
-	pv, err := s.getPV(ctx, pvName)
+	pvName, pv, err := s.targetPV(ctx, s.ord)
 	if err != nil {
 		return err
 	}
