@@ -29,7 +29,9 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 		p("get", "apps", "statefulsets", "", ns), p("list", "apps", "statefulsets", "", ns), p("watch", "apps", "statefulsets", "", ns),
 		p("create", "apps", "statefulsets", "", ns), p("delete", "apps", "statefulsets", "", ns),
 		p("patch", "apps", "statefulsets", "scale", ns),
-		p("get", "", "pods", "", ns), p("list", "", "pods", "", ns), p("watch", "", "pods", "", ns),
+		// Pods are deleted after the StatefulSet was orphan-deleted: that starts
+		// the outage.
+		p("get", "", "pods", "", ns), p("list", "", "pods", "", ns), p("watch", "", "pods", "", ns), p("delete", "", "pods", "", ns),
 		p("get", "", "persistentvolumeclaims", "", ns), p("list", "", "persistentvolumeclaims", "", ns), p("watch", "", "persistentvolumeclaims", "", ns),
 		p("create", "", "persistentvolumeclaims", "", ns), p("delete", "", "persistentvolumeclaims", "", ns),
 		p("get", "", "persistentvolumes", "", ""), p("list", "", "persistentvolumes", "", ""), p("watch", "", "persistentvolumes", "", ""),
