@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -961,8 +960,6 @@ func (s redeployStep) Undo(ctx context.Context) error {
 	return workload.DeleteOrphan(ctx, s.c.Kube, ns, name, sts.UID, s.spec.Timeouts.Wait)
 }
 func (s redeployStep) ServerDryRun(ctx context.Context) error {
-	saved := s.spec.Strategy
-	_ = saved
 	m := workload.Sanitize(s.spec.Target.StatefulSet)
 	for i := range m.Spec.VolumeClaimTemplates {
 		if m.Spec.VolumeClaimTemplates[i].Name == s.spec.Target.ClaimTemplate {
@@ -1097,5 +1094,4 @@ var (
 	_ plan.Step            = baselineStep{}
 	_ plan.ServerDryRunner = retainStep{}
 	_ plan.ServerDryRunner = redeployStep{}
-	_                      = time.Second
 )
