@@ -129,6 +129,11 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		if err != nil {
 			return finish(report.Failed, err)
 		}
+		if rec := existing.Record(); rec.Phase == journal.RollingBack {
+			// Going forwards from a half-undone plan would mix two runs.
+			return finish(report.Failed, fmt.Errorf("a rollback of run %s is unfinished (ConfigMap %s/%s): finish it with `rebind rollback -n %s --statefulset %s`, then migrate again",
+				rec.RunID, ns, existing.ConfigMapName(), ns, spec.Target.Name()))
+		}
 		if err := sameRequest(spec, o); err != nil {
 			return finish(report.Failed, err)
 		}
@@ -201,7 +206,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 			undo, uerr := runner.Undo(wctx, p)
 			rep.Steps = append(rep.Steps, undo...)
 			if uerr != nil {
-				_ = j.SetPhase(wctx, journal.Failed, uerr)
+				_ = j.SetPhase(wctx, journal.RollingBack, uerr)
 				return finish(report.Failed, fmt.Errorf("%v; the automatic rollback also failed: %w; fix the cause and run `rebind rollback -n %s --statefulset %s`", runErr, uerr, ns, spec.Target.Name()))
 			}
 			_ = j.SetPhase(wctx, journal.RolledBack, runErr)
@@ -273,7 +278,7 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 	res, err := runner.Undo(ctx, p)
 	rep.Steps = res
 	if err != nil {
-		_ = j.SetPhase(context.WithoutCancel(ctx), journal.Failed, err)
+		_ = j.SetPhase(context.WithoutCancel(ctx), journal.RollingBack, err)
 		return finish(report.Failed, fmt.Errorf("%w\nfix the cause and run `rebind rollback` again: it continues where it stopped", err))
 	}
 	if err := j.SetPhase(ctx, journal.RolledBack, nil); err != nil {
@@ -334,9 +339,6 @@ func unfinished(j *journal.Journal) bool {
 
 func decodeSpec(j *journal.Journal) (*Spec, error) {
 	rec := j.Record()
-	if rec.Phase == journal.RollingBack && rec.Operation == "migrate" {
-		// Surface the in-progress rollback instead of resuming forwards.
-	}
 	var s Spec
 	if err := json.Unmarshal(rec.Spec, &s); err != nil {
 		return nil, fmt.Errorf("journal %s/%s holds no readable plan: %w", j.Namespace(), j.ConfigMapName(), err)
