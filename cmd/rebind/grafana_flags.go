@@ -28,7 +28,7 @@ const grafanaCategory = "Grafana"
 
 func grafanaFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: flagGrafanaURL, Category: grafanaCategory, Usage: "Grafana base URL, e.g. http://localhost:3000 (a port-forward to the Service)"},
+		&cli.StringFlag{Name: flagGrafanaURL, Category: grafanaCategory, Usage: "Grafana base URL, e.g. https://grafana.example.com; for migrate it must survive the pod swap (an Ingress, not a port-forward)"},
 		&cli.StringFlag{Name: flagGrafanaUser, Category: grafanaCategory, Usage: "Grafana user for basic auth", Value: "admin"},
 		&cli.StringFlag{Name: flagGrafanaPassword, Category: grafanaCategory, Usage: "Grafana password for basic auth", EnvVars: []string{"REBIND_GRAFANA_PASSWORD"}},
 		&cli.StringFlag{Name: flagGrafanaToken, Category: grafanaCategory, Usage: "Grafana service account token (Bearer)", EnvVars: []string{"REBIND_GRAFANA_TOKEN"}},

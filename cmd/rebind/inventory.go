@@ -115,7 +115,7 @@ func verifyCommand() *cli.Command {
 			"Exit code 0: every dashboard matches; 1: something was lost, changed or moved; 2: could not verify.\n" +
 			"Dashboards only in the current Grafana are reported but do not fail verification.",
 		Flags: append(grafanaFlags(),
-			&cli.PathFlag{Name: "baseline", Usage: "inventory file written by `rebind inventory`"},
+			&cli.PathFlag{Name: "baseline", Usage: "inventory `FILE` written by \"rebind inventory\""},
 			&cli.StringFlag{Name: "against-url", Usage: "a second live Grafana to use as the baseline"},
 			&cli.PathFlag{Name: "db", Usage: "a grafana.db to use as the baseline"},
 			&cli.PathFlag{Name: "current-db", Usage: "check this grafana.db instead of --grafana-url"},
