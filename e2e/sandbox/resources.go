@@ -17,13 +17,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/rebind-dev/rebind/pkg/kube"
 )
 
 // Names of the storage objects every sandbox has; see docs/ARCHITECTURE.md.
@@ -267,17 +268,7 @@ func nodeSchedulable(n *corev1.Node) bool {
 
 func (s *Sandbox) waitDefaultServiceAccount(ctx context.Context) error {
 	sas := s.Kube.CoreV1().ServiceAccounts(metav1.NamespaceDefault)
-	sel := fields.OneTermEqualSelector("metadata.name", "default").String()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return sas.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return sas.Watch(ctx, o)
-		},
-	}
+	lw := kube.NamedLW(sas, "default")
 	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.ServiceAccount{}, nil, func(ev watch.Event) (bool, error) {
 		return ev.Type == watch.Added || ev.Type == watch.Modified, nil
 	})

@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
+	"github.com/rebind-dev/rebind/pkg/kube"
 )
 
 var sb *sandbox.Sandbox
@@ -60,17 +60,7 @@ func TestStatefulSetWithoutVolumesGoesReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	sets := sb.Kube.AppsV1().StatefulSets(ns)
-	sel := fields.OneTermEqualSelector("metadata.name", "web").String()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return sets.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return sets.Watch(ctx, o)
-		},
-	}
+	lw := kube.NamedLW(sets, "web")
 	_, err := watchtools.UntilWithSync(ctx, lw, &appsv1.StatefulSet{}, nil, func(ev watch.Event) (bool, error) {
 		s, ok := ev.Object.(*appsv1.StatefulSet)
 		return ok && s.Status.ObservedGeneration >= s.Generation && s.Status.ReadyReplicas == 1, nil
@@ -95,20 +85,10 @@ func TestStatefulSetWithoutVolumesGoesReady(t *testing.T) {
 	waitPodGone(ctx, t, sb.Kube, ns, "web-0")
 }
 
-func waitPodGone(ctx context.Context, t *testing.T, kube kubernetes.Interface, ns, name string) {
+func waitPodGone(ctx context.Context, t *testing.T, k kubernetes.Interface, ns, name string) {
 	t.Helper()
-	pods := kube.CoreV1().Pods(ns)
-	sel := fields.OneTermEqualSelector("metadata.name", name).String()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return pods.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return pods.Watch(ctx, o)
-		},
-	}
+	pods := k.CoreV1().Pods(ns)
+	lw := kube.NamedLW(pods, name)
 	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, func(store cache.Store) (bool, error) {
 		return len(store.List()) == 0, nil
 	}, func(ev watch.Event) (bool, error) {
@@ -248,17 +228,7 @@ func TestStorageAgentIsWired(t *testing.T) {
 	if _, err := claims.Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	sel := fields.OneTermEqualSelector("metadata.name", "data").String()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return claims.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return claims.Watch(ctx, o)
-		},
-	}
+	lw := kube.NamedLW(claims, "data")
 	ev, err := watchtools.UntilWithSync(ctx, lw, &corev1.PersistentVolumeClaim{}, nil, func(ev watch.Event) (bool, error) {
 		c, ok := ev.Object.(*corev1.PersistentVolumeClaim)
 		return ok && c.Status.Phase == corev1.ClaimBound, nil

@@ -10,8 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/kube"
@@ -38,14 +36,7 @@ func (d *Drill) cleanup(parent context.Context, o Options, cl *created, res *Res
 		what := "namespace " + ns
 		err := k.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 		if err == nil || apierrors.IsNotFound(err) {
-			err = waitGone(ctx, o.Timeouts.Cleanup, what, listWatch(
-				func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) {
-					return k.CoreV1().Namespaces().List(ctx, lo)
-				},
-				func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) {
-					return k.CoreV1().Namespaces().Watch(ctx, lo)
-				},
-				ns), &corev1.Namespace{}, describeNamespace)
+			err = waitGone(ctx, o.Timeouts.Cleanup, what, kube.NamedLW(k.CoreV1().Namespaces(), ns), &corev1.Namespace{}, describeNamespace)
 		}
 		if err != nil {
 			scratchGone = false
@@ -145,10 +136,7 @@ func (d *Drill) deleteContent(ctx context.Context, o Options, name string) error
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	return waitGone(ctx, o.Timeouts.Cleanup, "VolumeSnapshotContent "+name, listWatch(
-		func(ctx context.Context, lo metav1.ListOptions) (runtime.Object, error) { return c.List(ctx, lo) },
-		func(ctx context.Context, lo metav1.ListOptions) (watch.Interface, error) { return c.Watch(ctx, lo) },
-		name), &snapv1.VolumeSnapshotContent{}, describeContent)
+	return waitGone(ctx, o.Timeouts.Cleanup, "VolumeSnapshotContent "+name, kube.NamedLW(c, name), &snapv1.VolumeSnapshotContent{}, describeContent)
 }
 
 // Event reasons on the production StatefulSet.

@@ -144,15 +144,16 @@ func untilOnce(ctx context.Context, lw cache.ListerWatcherWithContext, check fun
 	}
 }
 
-// lister is what every typed client offers for one resource.
-type lister[L runtime.Object] interface {
+// Lister is what every typed (and the dynamic) client offers for one
+// resource.
+type Lister[L runtime.Object] interface {
 	List(ctx context.Context, opts metav1.ListOptions) (L, error)
 	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
 }
 
-// named selects one object by name with a field selector, so a wait
+// NamedLW selects one object by name with a field selector, so a wait
 // receives events for that object only.
-func named[L runtime.Object](c lister[L], name string) cache.ListerWatcher {
+func NamedLW[L runtime.Object](c Lister[L], name string) cache.ListerWatcher {
 	sel := fields.OneTermEqualSelector("metadata.name", name).String()
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -168,25 +169,25 @@ func named[L runtime.Object](c lister[L], name string) cache.ListerWatcher {
 
 // ClaimLW selects one PersistentVolumeClaim.
 func ClaimLW(kube kubernetes.Interface, ns, name string) cache.ListerWatcher {
-	return named(kube.CoreV1().PersistentVolumeClaims(ns), name)
+	return NamedLW(kube.CoreV1().PersistentVolumeClaims(ns), name)
 }
 
 // PVLW selects one PersistentVolume.
 func PVLW(kube kubernetes.Interface, name string) cache.ListerWatcher {
-	return named(kube.CoreV1().PersistentVolumes(), name)
+	return NamedLW(kube.CoreV1().PersistentVolumes(), name)
 }
 
 // StatefulSetLW selects one StatefulSet.
 func StatefulSetLW(kube kubernetes.Interface, ns, name string) cache.ListerWatcher {
-	return named(kube.AppsV1().StatefulSets(ns), name)
+	return NamedLW(kube.AppsV1().StatefulSets(ns), name)
 }
 
 // PodLW selects one Pod.
 func PodLW(kube kubernetes.Interface, ns, name string) cache.ListerWatcher {
-	return named(kube.CoreV1().Pods(ns), name)
+	return NamedLW(kube.CoreV1().Pods(ns), name)
 }
 
 // SnapshotLW selects one VolumeSnapshot.
 func SnapshotLW(snap snapclient.Interface, ns, name string) cache.ListerWatcher {
-	return named(snap.SnapshotV1().VolumeSnapshots(ns), name)
+	return NamedLW(snap.SnapshotV1().VolumeSnapshots(ns), name)
 }

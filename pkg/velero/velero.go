@@ -19,7 +19,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
@@ -362,17 +361,7 @@ func (c *Client) waitPhase(ctx context.Context, gvr schema.GroupVersionResource,
 
 func (c *Client) until(ctx context.Context, gvr schema.GroupVersionResource, name string, timeout time.Duration, what string, cond func(*unstructured.Unstructured) (bool, error)) (*unstructured.Unstructured, error) {
 	res := c.Dyn.Resource(gvr).Namespace(c.Namespace)
-	sel := fields.OneTermEqualSelector("metadata.name", name).String()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = sel
-			return res.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = sel
-			return res.Watch(ctx, o)
-		},
-	}
+	lw := kube.NamedLW(res, name)
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last *unstructured.Unstructured
