@@ -590,13 +590,10 @@ func (s releaseClaimStep) Check(ctx context.Context) error {
 func (s releaseClaimStep) Undo(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	ns := s.spec.ns()
-	cur, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{})
-	if err == nil && cur.DeletionTimestamp != nil {
-		if err := volume.WaitClaimGone(ctx, s.c.Kube, ns, o.Claim, cur.UID, s.spec.Timeouts.Wait); err != nil {
-			return err
-		}
-		cur, err = s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{})
+	if _, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, ns, o.Claim, s.spec.Timeouts.Wait); err != nil {
+		return err
 	}
+	cur, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{})
 	if err == nil {
 		if cur.Spec.VolumeName != "" && cur.Spec.VolumeName != o.PV.Name {
 			return fmt.Errorf("claim %s/%s is bound to PersistentVolume %s, not the original %s; delete it (its volume is Retain) and re-run rollback", ns, o.Claim, cur.Spec.VolumeName, o.PV.Name)
@@ -659,10 +656,9 @@ func (s reserveStep) Apply(ctx context.Context) error {
 	// without uid as that claim's and writes its uid back: the old claim
 	// must be completely gone first (reuse deletes it just before).
 	claim := s.spec.Target.Ordinals[s.ord].Claim
-	if c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, claim, metav1.GetOptions{}); err == nil && c.DeletionTimestamp != nil {
-		if err := volume.WaitClaimGone(ctx, s.c.Kube, s.spec.ns(), claim, c.UID, s.spec.Timeouts.Wait); err != nil {
-			return err
-		}
+	if waited, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, s.spec.ns(), claim, s.spec.Timeouts.Wait); err != nil {
+		return err
+	} else if waited {
 		if pv, err = s.getPV(ctx, pvName); err != nil {
 			return err
 		}
@@ -775,10 +771,8 @@ func (s claimStep) Apply(ctx context.Context) error {
 	}
 	c := s.claim(pvName)
 	// The old claim of this name may still be finishing its deletion.
-	if old, err := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Get(ctx, c.Name, metav1.GetOptions{}); err == nil && old.DeletionTimestamp != nil {
-		if err := volume.WaitClaimGone(ctx, s.c.Kube, c.Namespace, c.Name, old.UID, s.spec.Timeouts.Wait); err != nil {
-			return err
-		}
+	if _, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, c.Namespace, c.Name, s.spec.Timeouts.Wait); err != nil {
+		return err
 	}
 	got, err := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Create(ctx, c, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {

@@ -253,6 +253,17 @@ func WaitClaimGone(ctx context.Context, k kubernetes.Interface, ns, name string,
 	return err
 }
 
+// WaitTerminatingClaim waits until a claim of that name that is being
+// deleted is gone, so the name can be used again; it reports whether it
+// had to wait. A live claim, or none, returns at once.
+func WaitTerminatingClaim(ctx context.Context, k kubernetes.Interface, ns, name string, timeout time.Duration) (bool, error) {
+	c, err := k.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil || c.DeletionTimestamp == nil {
+		return false, nil
+	}
+	return true, WaitClaimGone(ctx, k, ns, name, c.UID, timeout)
+}
+
 // WaitPVPhase waits for a PV to reach one of the phases.
 func WaitPVPhase(ctx context.Context, k kubernetes.Interface, name string, timeout time.Duration, phases ...corev1.PersistentVolumePhase) (*corev1.PersistentVolume, error) {
 	return kube.Until(ctx, timeout, fmt.Sprintf("PersistentVolume %s to be %v", name, phases), kube.PVLW(k, name),
