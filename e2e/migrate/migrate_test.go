@@ -192,7 +192,8 @@ func TestRollback(t *testing.T) {
 	}{
 		{"after success", ""},
 		{"mid-way, after the new claim exists", "claim/0"},
-		{"mid-way, after the old claim was deleted", "release-claim/0"},
+		{"mid-way, old claim deleted while the pod still serves", "release-claim/0"},
+		{"mid-way, after the pods stopped", "stop-pods"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 8)

@@ -68,6 +68,9 @@ func (s helmRedeployStep) Apply(ctx context.Context) error {
 	if err := s.waitOriginalGone(ctx); err != nil {
 		return err
 	}
+	if err := s.waitClaimsBound(ctx); err != nil {
+		return err
+	}
 	h, err := s.helm()
 	if err != nil {
 		return err

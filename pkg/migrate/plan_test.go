@@ -51,15 +51,15 @@ func TestPlanOrder(t *testing.T) {
 		want string
 	}{
 		{"reuse, 1 replica", testSpec(Reuse, 1, false, false),
-			"baseline retain/pv-a delete-statefulset stop-pods release-claim/0 reserve/0 claim/0 redeploy verify reclaim-policy"},
+			"baseline retain/pv-a delete-statefulset release-claim/0 stop-pods reserve/0 claim/0 redeploy verify reclaim-policy"},
 		{"reuse, 2 replicas", testSpec(Reuse, 2, false, false),
-			"baseline retain/pv-a retain/pv-b delete-statefulset stop-pods release-claim/0 release-claim/1 reserve/0 claim/0 reserve/1 claim/1 redeploy verify reclaim-policy"},
+			"baseline retain/pv-a retain/pv-b delete-statefulset release-claim/0 release-claim/1 stop-pods reserve/0 claim/0 reserve/1 claim/1 redeploy verify reclaim-policy"},
 		{"restore, crash-consistent: snapshot and restore while serving", testSpec(Restore, 1, false, false),
-			"baseline retain/pv-a snapshot/0 restore/0 reserve/0 delete-statefulset stop-pods release-claim/0 claim/0 redeploy verify reclaim-policy"},
+			"baseline retain/pv-a snapshot/0 restore/0 reserve/0 delete-statefulset release-claim/0 stop-pods claim/0 redeploy verify reclaim-policy"},
 		{"restore, quiesced: scale down first", testSpec(Restore, 1, true, false),
 			"baseline retain/pv-a scale-down snapshot/0 restore/0 reserve/0 delete-statefulset release-claim/0 claim/0 redeploy verify reclaim-policy"},
 		{"restore from an existing snapshot takes none", testSpec(Restore, 1, false, true),
-			"baseline retain/pv-a restore/0 reserve/0 delete-statefulset stop-pods release-claim/0 claim/0 redeploy verify reclaim-policy"},
+			"baseline retain/pv-a restore/0 reserve/0 delete-statefulset release-claim/0 stop-pods claim/0 redeploy verify reclaim-policy"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

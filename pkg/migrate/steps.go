@@ -487,8 +487,8 @@ func (s orphanStep) ServerDryRun(ctx context.Context) error {
 // ---------------------------------------------------------------- stop pods
 
 // stopPodsStep starts the outage: it deletes the orphaned pods and does
-// not wait, because each old claim's deletion (next steps) completes only
-// once its pod is gone, and that is what the swap waits for.
+// not wait, because the old claims (already marked for deletion) go as
+// soon as their pods are gone, and that is what the next steps wait for.
 type stopPodsStep struct{ *env }
 
 func (s stopPodsStep) ID() string { return "stop-pods" }
@@ -504,20 +504,30 @@ func (s stopPodsStep) Precondition(ctx context.Context) error {
 }
 func (s stopPodsStep) Apply(ctx context.Context) error {
 	for _, o := range s.spec.Target.Ordinals {
-		pod, err := s.c.Kube.CoreV1().Pods(s.spec.ns()).Get(ctx, o.Pod, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
+		if err := s.stopPod(ctx, o.Pod); err != nil {
 			return err
 		}
-		if pod.DeletionTimestamp != nil {
-			continue
-		}
-		err = s.c.Kube.CoreV1().Pods(s.spec.ns()).Delete(ctx, o.Pod, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}})
-		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-			return fmt.Errorf("deleting pod %s/%s: %w", s.spec.ns(), o.Pod, err)
-		}
+	}
+	return nil
+}
+
+// stopPod asks the pod of that name to stop, unless it is gone or already
+// stopping; it does not wait.
+func (e *env) stopPod(ctx context.Context, name string) error {
+	ns := e.spec.ns()
+	pod, err := e.c.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if pod.DeletionTimestamp != nil {
+		return nil
+	}
+	err = e.c.Kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting pod %s/%s: %w", ns, name, err)
 	}
 	return nil
 }
@@ -545,28 +555,27 @@ type releaseClaimStep struct {
 func (s releaseClaimStep) ID() string { return fmt.Sprintf("release-claim/%d", s.ord) }
 func (s releaseClaimStep) Describe() string {
 	o := s.spec.Target.Ordinals[s.ord]
-	return fmt.Sprintf("delete claim %s (its PersistentVolume %s stays, Retain)", o.Claim, o.PV.Name)
+	return fmt.Sprintf("delete claim %s while %s still serves: it goes when the pod stops (its PersistentVolume %s stays, Retain)", o.Claim, o.Pod, o.PV.Name)
 }
 func (s releaseClaimStep) Precondition(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	if err := s.requireRetain(ctx, o.PV.Name); err != nil {
 		return err
 	}
-	// No controller may be left to recreate the claim, and the pod must be
-	// on its way out: the claim's protection finalizer then holds the
-	// deletion until the pod is gone.
+	// No controller may be left to recreate the pod or the claim. A pod
+	// that still runs is fine: the claim's protection finalizer holds the
+	// deletion, and the mounted volume, until the pod is gone, and with
+	// the StatefulSet gone nothing can start a pod on the half-deleted
+	// claim (or on a new one from the template) in between.
 	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
 	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
 		return fmt.Errorf("StatefulSet %s/%s still exists; its controller could recreate claim %s", s.spec.ns(), s.spec.sts(), o.Claim)
 	}
-	if pod, err := s.c.Kube.CoreV1().Pods(s.spec.ns()).Get(ctx, o.Pod, metav1.GetOptions{}); err == nil && pod.DeletionTimestamp == nil {
-		return fmt.Errorf("pod %s/%s still runs; it must be stopped before its claim is swapped", s.spec.ns(), o.Pod)
-	}
 	return nil
 }
 
-// Apply only issues the delete; the claim step waits until the old claim
-// is gone, so the deletions of all ordinals overlap.
+// Apply only issues the delete; the claim (or reserve) step waits until
+// the old claim is gone, so the deletions of all ordinals overlap.
 func (s releaseClaimStep) Apply(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	uid := o.PVC.UID
@@ -586,10 +595,18 @@ func (s releaseClaimStep) Check(ctx context.Context) error {
 }
 
 // Undo gives the ordinal its original volume back under the original claim
-// name, pre-bound so no other volume can be chosen.
+// name, pre-bound so no other volume can be chosen. A deleted claim cannot
+// be taken back: if the run stopped before the pods did, the pod is
+// stopped now so the old claim can go, and the orphan step's undo (which
+// runs after this one) starts it again on the recreated claim.
 func (s releaseClaimStep) Undo(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	ns := s.spec.ns()
+	if cur, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{}); err == nil && cur.DeletionTimestamp != nil {
+		if err := s.stopPod(ctx, o.Pod); err != nil {
+			return err
+		}
+	}
 	if _, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, ns, o.Claim, s.spec.Timeouts.Wait); err != nil {
 		return err
 	}
@@ -789,8 +806,8 @@ func (s claimStep) Apply(ctx context.Context) error {
 
 // Check accepts a claim that names the PV but is not Bound yet: with
 // volumeName set and the PV reserved for it, no other volume can be
-// chosen, and the binder finishes while the StatefulSet is created (the
-// redeploy waits for Ready, which needs the bind).
+// chosen, and the binds of all ordinals overlap; the redeploy waits for
+// them.
 func (s claimStep) Check(ctx context.Context) error {
 	pvName, err := s.pvFor(s.ord)
 	if err != nil {
@@ -846,6 +863,23 @@ func (s claimStep) ServerDryRun(ctx context.Context) error {
 
 // ---------------------------------------------------------------- redeploy
 
+// waitClaimsBound returns once every ordinal's claim is Bound to its PV.
+// The scheduler treats a pre-bound claim as unbound until the binder has
+// finished and then backs the pod off for up to a second, so the
+// StatefulSet is created only after this.
+func (e *env) waitClaimsBound(ctx context.Context) error {
+	for i, o := range e.spec.Target.Ordinals {
+		pvName, err := e.pvFor(i)
+		if err != nil {
+			return err
+		}
+		if _, err := volume.WaitClaimBound(ctx, e.c.Kube, e.spec.ns(), o.Claim, pvName, e.spec.Timeouts.Wait); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 type redeployStep struct{ *env }
 
 func (s redeployStep) ID() string { return "redeploy" }
@@ -896,6 +930,9 @@ func (s redeployStep) Apply(ctx context.Context) error {
 	// The orphan delete was only requested; wait until the garbage
 	// collector has released the name.
 	if err := workload.WaitGone(ctx, s.c.Kube, ns, name, s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
+		return err
+	}
+	if err := s.waitClaimsBound(ctx); err != nil {
 		return err
 	}
 	got, err := s.c.Kube.AppsV1().StatefulSets(ns).Create(ctx, m, metav1.CreateOptions{})
