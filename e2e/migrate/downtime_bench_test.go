@@ -1,9 +1,11 @@
 package migrate_test
 
 import (
+	"fmt"
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/migrate"
+	"github.com/rebind-dev/rebind/pkg/plan"
 	"github.com/rebind-dev/rebind/pkg/workload"
 )
 
@@ -136,6 +139,13 @@ func BenchmarkDowntime(b *testing.B) {
 			}
 			round[sc.name] = down
 			samples[sc.name] = append(samples[sc.name], down)
+			// Each namespace goes as soon as it is measured, StatefulSets
+			// first: dying namespaces whose StatefulSets keep retrying used
+			// up the controller's API rate limit and made later rounds
+			// stall for a second or two, whichever scenario they hit.
+			if err := sb.DeleteNamespace(e.Ctx, e.Rel.Namespace, false); err != nil {
+				b.Fatal(err)
+			}
 		}
 		if r := round["pod-restart"]; r > 0 {
 			ratios = append(ratios, float64(round["restore"])/float64(r))
@@ -162,7 +172,27 @@ func migrateScenario(s migrate.Strategy, class string, quiesce bool) func(*grafa
 	return func(e *grafanaEnv) error {
 		o := e.options(s)
 		o.ToClass, o.Quiesce = class, quiesce
-		_, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
+		rep, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
+		if rep != nil {
+			e.T.Logf("%s: rebind reports downtime %v; %s", s, time.Duration(rep.Downtime).Round(time.Millisecond), outageSteps(rep.Steps))
+		}
 		return err
 	}
+}
+
+// outageSteps lists how long each step from the start of the outage took,
+// which is where a slow round shows its cause.
+func outageSteps(steps []plan.Result) string {
+	var parts []string
+	in := false
+	for _, st := range steps {
+		in = in || st.ID == "stop-pods" || st.ID == "scale-down"
+		if in {
+			parts = append(parts, fmt.Sprintf("%s %v", st.ID, st.Duration.Round(time.Millisecond)))
+		}
+		if st.ID == "redeploy" {
+			break
+		}
+	}
+	return strings.Join(parts, ", ")
 }
