@@ -62,6 +62,22 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return json.Marshal(map[string]any{"seconds": time.Duration(d).Seconds(), "human": time.Duration(d).Round(time.Millisecond).String()})
 }
 
+// UnmarshalJSON reads the seconds back, so that tools (and tests) can load a
+// report rebind wrote; the human string is only for people.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var v struct {
+		Seconds *float64 `json:"seconds"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return fmt.Errorf("duration: want {\"seconds\": N}: %w", err)
+	}
+	if v.Seconds == nil {
+		return fmt.Errorf("duration %s: no seconds", b)
+	}
+	*d = Duration(time.Duration(*v.Seconds * float64(time.Second)).Round(time.Microsecond))
+	return nil
+}
+
 // WriteJSON writes the report as indented JSON.
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
