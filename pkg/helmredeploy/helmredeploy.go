@@ -118,3 +118,19 @@ func (h *Helm) Upgrade(ctx context.Context, name string, values map[string]any, 
 	h.log.Info("release upgraded", zap.String("release", name), zap.Int("revision", rel.Version))
 	return rel, nil
 }
+
+// Rollback points the release back at an earlier revision, as `helm
+// rollback NAME REVISION` does: Helm records a new revision with that
+// revision's chart and values and patches the objects to its manifest.
+// It does not wait.
+func (h *Helm) Rollback(name string, revision int, description string) error {
+	rb := action.NewRollback(h.cfg)
+	rb.Version = revision
+	rb.Timeout = 5 * time.Minute
+	rb.MaxHistory = 10
+	if err := rb.Run(name); err != nil {
+		return fmt.Errorf("helm rollback %s %d: %w", name, revision, err)
+	}
+	h.log.Info("release rolled back", zap.String("release", name), zap.Int("toRevision", revision), zap.String("why", description))
+	return nil
+}

@@ -2,10 +2,11 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
-	"go.uber.org/zap"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -23,6 +24,10 @@ const (
 )
 
 const keyHelmRevision = "helm/revision" // release revision before rebind's upgrade
+
+// rebindUpgradePrefix starts the description of the revision rebind's
+// upgrade writes, so a rollback can tell it from someone else's.
+const rebindUpgradePrefix = "rebind run "
 
 // redeployFor is the step that brings the StatefulSet back: created
 // directly from the saved manifest, or rendered by a Helm upgrade.
@@ -75,15 +80,8 @@ func (s helmRedeployStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cur, err := h.Release(s.spec.Target.Release)
-	if err != nil {
-		return err
-	}
-	if err := s.j.SetValue(ctx, keyHelmRevision, strconv.Itoa(cur.Version)); err != nil {
-		return err
-	}
 	values, _ := helmValues(s.spec, s.env)
-	rel, err := h.Upgrade(ctx, s.spec.Target.Release, values, fmt.Sprintf("rebind run %s: persistence on the migrated volumes", s.spec.RunID))
+	rel, err := h.Upgrade(ctx, s.spec.Target.Release, values, fmt.Sprintf("%s%s: persistence on the migrated volumes", rebindUpgradePrefix, s.spec.RunID))
 	if err != nil {
 		return err
 	}
@@ -110,17 +108,79 @@ func (s helmRedeployStep) waitOriginalGone(ctx context.Context) error {
 func (s helmRedeployStep) Check(ctx context.Context) error { return redeployStep{s.env}.Check(ctx) }
 
 // Undo removes the StatefulSet Helm created; the orphan step's undo then
-// recreates the original directly. The release record still holds rebind's
-// revision, so the user is told how to point Helm back at the original.
+// recreates the original directly, and the helm-revision step's undo
+// points the release back at its revision from before the migration.
 func (s helmRedeployStep) Undo(ctx context.Context) error {
-	if err := (redeployStep{s.env}).Undo(ctx); err != nil {
+	return (redeployStep{s.env}).Undo(ctx)
+}
+
+// helmRevisionStep records the release's revision before anything changes.
+// It comes before the StatefulSet is deleted, so its undo runs after the
+// original StatefulSet is back: `helm rollback` to that revision then finds
+// the objects as that revision's manifest describes them (a no-op patch)
+// and the release history, and the user's next `helm upgrade`, match the
+// cluster again.
+type helmRevisionStep struct{ *env }
+
+func (s helmRevisionStep) ID() string { return "helm-revision" }
+func (s helmRevisionStep) Describe() string {
+	return fmt.Sprintf("record the revision of Helm release %s, which a rollback returns it to", s.spec.Target.Release)
+}
+func (s helmRevisionStep) helm() (*helmredeploy.Helm, error) {
+	return helmredeploy.New(s.c.Config, s.spec.ns(), s.log)
+}
+func (s helmRevisionStep) Precondition(context.Context) error {
+	h, err := s.helm()
+	if err != nil {
 		return err
 	}
-	if rev := s.value(keyHelmRevision); rev != "" {
-		s.log.Warn("the Helm release still has rebind's values: after the rollback run `helm rollback` to the revision before the migration",
-			zap.String("command", fmt.Sprintf("helm rollback %s %s -n %s", s.spec.Target.Release, rev, s.spec.ns())))
+	_, err = h.Release(s.spec.Target.Release)
+	return err
+}
+func (s helmRevisionStep) Apply(ctx context.Context) error {
+	if s.value(keyHelmRevision) != "" {
+		return nil // resumed: the revision from before the first attempt counts
+	}
+	h, err := s.helm()
+	if err != nil {
+		return err
+	}
+	cur, err := h.Release(s.spec.Target.Release)
+	if err != nil {
+		return err
+	}
+	return s.j.SetValue(ctx, keyHelmRevision, strconv.Itoa(cur.Version))
+}
+func (s helmRevisionStep) Check(context.Context) error {
+	if s.value(keyHelmRevision) == "" {
+		return errors.New("release revision not recorded")
 	}
 	return nil
+}
+
+// Undo rolls the release back only if rebind's upgrade (even a failed one)
+// added a revision; a newer revision by someone else is left alone.
+func (s helmRevisionStep) Undo(ctx context.Context) error {
+	rev, err := strconv.Atoi(s.value(keyHelmRevision))
+	if err != nil {
+		return nil // never recorded: nothing was upgraded
+	}
+	h, err := s.helm()
+	if err != nil {
+		return err
+	}
+	cur, err := h.Release(s.spec.Target.Release)
+	if err != nil {
+		return err
+	}
+	if cur.Version == rev {
+		return nil
+	}
+	if cur.Version != rev+1 || !strings.HasPrefix(cur.Info.Description, rebindUpgradePrefix) {
+		return fmt.Errorf("Helm release %s/%s is at revision %d, not rebind's %d: someone upgraded it since; run `helm rollback %s %d -n %s` yourself if that is still right",
+			s.spec.ns(), s.spec.Target.Release, cur.Version, rev+1, s.spec.Target.Release, rev, s.spec.ns())
+	}
+	return h.Rollback(s.spec.Target.Release, rev, "rebind rollback of run "+s.spec.RunID)
 }
 
 // HelmPermissions are the rights --redeploy helm adds: Helm reads and writes

@@ -52,6 +52,9 @@ func buildPlan(e *env) *plan.Plan {
 	// 100 ms more of outage, because the protection controller's second
 	// live pod list waits for the API server's watch cache to catch up.
 	// The outage starts only when the pods are stopped.
+	if s.Redeploy == RedeployHelm {
+		add(helmRevisionStep{e})
+	}
 	add(orphanStep{e, quiesced})
 	for i, o := range s.Target.Ordinals {
 		if o.PVC != nil && o.PV != nil {

@@ -32,6 +32,11 @@ func testSpec(strategy Strategy, replicas int, quiesce, existingSnap bool) *Spec
 	return &Spec{RunID: "r1", Strategy: strategy, Target: t, ToClass: "premium", Size: "1Gi", Quiesce: quiesce, ExistingSnap: existingSnap, VolumeName: replicas == 1}
 }
 
+func withHelm(s *Spec) *Spec {
+	s.Redeploy = RedeployHelm
+	return s
+}
+
 func stepIDs(s *Spec) []string {
 	var ids []string
 	for _, st := range buildPlan(&env{spec: s}).Steps {
@@ -58,6 +63,8 @@ func TestPlanOrder(t *testing.T) {
 			"baseline retain/pv-a snapshot/0 restore/0 reserve/0 delete-statefulset release-claim/0 stop-pods claim/0 redeploy verify reclaim-policy"},
 		{"restore, quiesced: scale down first", testSpec(Restore, 1, true, false),
 			"baseline retain/pv-a scale-down snapshot/0 restore/0 reserve/0 delete-statefulset release-claim/0 claim/0 redeploy verify reclaim-policy"},
+		{"helm redeploy: the revision is recorded before the StatefulSet goes, so its undo runs after the original is back", withHelm(testSpec(Restore, 1, false, false)),
+			"baseline retain/pv-a snapshot/0 restore/0 reserve/0 helm-revision delete-statefulset release-claim/0 stop-pods claim/0 redeploy verify reclaim-policy"},
 		{"restore from an existing snapshot takes none", testSpec(Restore, 1, false, true),
 			"baseline retain/pv-a restore/0 reserve/0 delete-statefulset release-claim/0 stop-pods claim/0 redeploy verify reclaim-policy"},
 	}

@@ -1,0 +1,85 @@
+package helm_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
+	"github.com/rebind-dev/rebind/pkg/migrate"
+	"github.com/rebind-dev/rebind/pkg/report"
+	"github.com/rebind-dev/rebind/pkg/workload"
+)
+
+// TestHelmRedeployRollback rolls back a --redeploy helm migration, after
+// success and right after rebind's `helm upgrade`: the release goes back to
+// its values from before (a new revision, as `helm rollback` makes), the
+// original volume serves every dashboard, and the user's next plain
+// `helm upgrade` works again.
+func TestHelmRedeployRollback(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		killAfter string
+	}{
+		{"after success", ""},
+		{"mid-way, after the helm upgrade", "redeploy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := install(t, 4)
+			origPV := r.BoundPV(0).Name
+			base := r.Inventory(0)
+
+			m := r.Migrator()
+			killed := errors.New("killed by test")
+			m.AfterStep = func(_ context.Context, id string) error {
+				if id == tc.killAfter {
+					return killed
+				}
+				return nil
+			}
+			o := migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm,
+				Timeouts: migrate.Timeouts{Wait: 90 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second}}
+			o.Target.Namespace, o.Target.Release = r.Rel.Namespace, r.Rel.Name
+			_, err := m.Run(r.Ctx, o, migrate.Apply)
+			if tc.killAfter == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tc.killAfter != "" && !errors.Is(err, killed) {
+				t.Fatalf("want killed, got %v", err)
+			}
+			if rel, err := r.helm.Release(r.Rel.Name); err != nil || rel.Version != 2 {
+				t.Fatalf("before the rollback: revision %v (%v), want rebind's 2", rel, err)
+			}
+
+			rep, err := r.Migrator().Rollback(r.Ctx, r.Rel.Namespace, r.Rel.FullName())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Outcome != report.RolledBack {
+				t.Fatalf("outcome %s", rep.Outcome)
+			}
+			if err := workload.WaitReady(r.Ctx, sb.Kube, r.Rel.Namespace, r.Rel.FullName(), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			rel, err := r.helm.Release(r.Rel.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, _ := rel.Config["persistence"].(map[string]any)
+			if rel.Version != 3 || p["storageClassName"] != "standard" || p["volumeName"] != nil {
+				t.Errorf("release after rollback: revision %d, persistence %v; want revision 3 with the original values", rel.Version, p)
+			}
+			if _, ok := rel.Config["adminPassword"]; !ok {
+				t.Errorf("user values lost: %v", rel.Config)
+			}
+			if pv := r.BoundPV(0).Name; pv != origPV {
+				t.Errorf("serving from %s, want the original %s", pv, origPV)
+			}
+			e2eutil.AssertSameDashboards(t, base, r.Inventory(0))
+			// Release and cluster agree again: the next plain upgrade is a
+			// no-op for the StatefulSet.
+			r.assertUpgradeKeeps(nil)
+		})
+	}
+}
