@@ -602,7 +602,7 @@ func (s releaseClaimStep) Check(ctx context.Context) error {
 func (s releaseClaimStep) Undo(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	ns := s.spec.ns()
-	if cur, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{}); err == nil && cur.DeletionTimestamp != nil {
+	if cur, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{}); err == nil && cur.UID == o.PVC.UID && cur.DeletionTimestamp != nil {
 		if err := s.stopPod(ctx, o.Pod); err != nil {
 			return err
 		}
