@@ -3,6 +3,7 @@ package helm_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +82,40 @@ func TestHelmRedeployRollback(t *testing.T) {
 			// no-op for the StatefulSet.
 			r.assertUpgradeKeeps(nil)
 		})
+	}
+}
+
+// TestHelmRollbackLeavesALaterUpgrade: when someone upgraded the release
+// after rebind, the rollback still returns the volumes but leaves the
+// release alone and says which `helm rollback` to run.
+func TestHelmRollbackLeavesALaterUpgrade(t *testing.T) {
+	r := install(t, 3)
+	origPV := r.BoundPV(0).Name
+	rep := r.migrate(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm})
+	if err := r.upgrade(rep.HelmValues); err != nil {
+		t.Fatal(err)
+	}
+	rb, err := r.Migrator().Rollback(r.Ctx, r.Rel.Namespace, r.Rel.FullName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb.Outcome != report.RolledBack {
+		t.Fatalf("outcome %s", rb.Outcome)
+	}
+	if len(rb.Warnings) != 1 || !strings.Contains(rb.Warnings[0], "helm rollback "+r.Rel.Name+" 1 -n "+r.Rel.Namespace) {
+		t.Errorf("warnings %q, want the helm rollback command", rb.Warnings)
+	}
+	rel, err := r.helm.Release(r.Rel.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.Version != 3 {
+		t.Errorf("release at revision %d, want the user's 3 left alone", rel.Version)
+	}
+	if err := workload.WaitReady(r.Ctx, sb.Kube, r.Rel.Namespace, r.Rel.FullName(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if pv := r.BoundPV(0).Name; pv != origPV {
+		t.Errorf("serving from %s, want the original %s", pv, origPV)
 	}
 }

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
+	"go.uber.org/zap"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -25,9 +25,9 @@ const (
 
 const keyHelmRevision = "helm/revision" // release revision before rebind's upgrade
 
-// rebindUpgradePrefix starts the description of the revision rebind's
-// upgrade writes, so a rollback can tell it from someone else's.
-const rebindUpgradePrefix = "rebind run "
+// keyHelmUpgraded is set just before rebind's upgrade: a rollback then
+// knows that the next revision, even a failed one, is rebind's.
+const keyHelmUpgraded = "helm/upgraded"
 
 // redeployFor is the step that brings the StatefulSet back: created
 // directly from the saved manifest, or rendered by a Helm upgrade.
@@ -80,8 +80,11 @@ func (s helmRedeployStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := s.j.SetValue(ctx, keyHelmUpgraded, "true"); err != nil {
+		return err
+	}
 	values, _ := helmValues(s.spec, s.env)
-	rel, err := h.Upgrade(ctx, s.spec.Target.Release, values, fmt.Sprintf("%s%s: persistence on the migrated volumes", rebindUpgradePrefix, s.spec.RunID))
+	rel, err := h.Upgrade(ctx, s.spec.Target.Release, values, fmt.Sprintf("rebind run %s: persistence on the migrated volumes", s.spec.RunID))
 	if err != nil {
 		return err
 	}
@@ -159,7 +162,8 @@ func (s helmRevisionStep) Check(context.Context) error {
 }
 
 // Undo rolls the release back only if rebind's upgrade (even a failed one)
-// added a revision; a newer revision by someone else is left alone.
+// added the one revision since; a release someone upgraded after that is
+// left alone, with the command to run once they agree.
 func (s helmRevisionStep) Undo(ctx context.Context) error {
 	rev, err := strconv.Atoi(s.value(keyHelmRevision))
 	if err != nil {
@@ -176,9 +180,14 @@ func (s helmRevisionStep) Undo(ctx context.Context) error {
 	if cur.Version == rev {
 		return nil
 	}
-	if cur.Version != rev+1 || !strings.HasPrefix(cur.Info.Description, rebindUpgradePrefix) {
-		return fmt.Errorf("Helm release %s/%s is at revision %d, not rebind's %d: someone upgraded it since; run `helm rollback %s %d -n %s` yourself if that is still right",
+	if cur.Version != rev+1 || s.value(keyHelmUpgraded) == "" {
+		// Not an error: the volumes are back, and failing here would stop
+		// the rollback before the reclaim policies are restored.
+		w := fmt.Sprintf("Helm release %s/%s is at revision %d, not rebind's %d: someone upgraded it since, so rebind left it; its values may still name the migrated volumes, which fails the next `helm upgrade` on the immutable claim template: run `helm rollback %s %d -n %s` if that revision is still right",
 			s.spec.ns(), s.spec.Target.Release, cur.Version, rev+1, s.spec.Target.Release, rev, s.spec.ns())
+		s.log.Warn("Helm release left as it is", zap.String("why", w))
+		s.env.warnings = append(s.env.warnings, w)
+		return nil
 	}
 	return h.Rollback(s.spec.Target.Release, rev, "rebind rollback of run "+s.spec.RunID)
 }

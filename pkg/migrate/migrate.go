@@ -287,6 +287,7 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 	rep.VolumesBefore = volumesOf(spec.Target)
 	rep.VolumesAfter = currentVolumes(ctx, m.Clients, spec)
 	rep.Leftovers = leftovers(ctx, e)
+	rep.Warnings = e.warnings
 	return finish(report.RolledBack, nil)
 }
 

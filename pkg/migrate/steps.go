@@ -34,6 +34,7 @@ type env struct {
 	log      *zap.Logger
 	baseline string // file given with --baseline
 	verdicts []app.Verdict
+	warnings []string // what the user must act on after the run
 }
 
 // appKind names the application for messages; rollback runs without a
