@@ -212,13 +212,9 @@ func publishDrillMetrics(c *cli.Context, results []*drill.Result, log *zap.Logge
 // both take production's credentials: the flags, or the chart's Secret of
 // the target (read once per target namespace).
 func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger) (func(*discovery.Target, string) app.Checker, error) {
-	podURLs := map[string]string{}
-	for _, kv := range c.StringSlice("grafana-pod-url") {
-		pod, url, ok := strings.Cut(kv, "=")
-		if !ok || pod == "" || url == "" {
-			return nil, fmt.Errorf("--grafana-pod-url %q: use POD=URL", kv)
-		}
-		podURLs[pod] = url
+	podURLs, err := grafanaPodURLs(c)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := c.String("grafana-url-template")
 	if !strings.Contains(tmpl, "{pod}") {

@@ -104,3 +104,16 @@ func grafanaCredentials(c *cli.Context, kube kubernetes.Interface) (grafana.Cred
 	}
 	return grafana.Credentials{}, nil
 }
+
+// grafanaPodURLs reads the repeatable --grafana-pod-url POD=URL flag.
+func grafanaPodURLs(c *cli.Context) (map[string]string, error) {
+	urls := map[string]string{}
+	for _, kv := range c.StringSlice("grafana-pod-url") {
+		pod, url, ok := strings.Cut(kv, "=")
+		if !ok || pod == "" || url == "" {
+			return nil, fmt.Errorf("--grafana-pod-url %q: use POD=URL", kv)
+		}
+		urls[pod] = url
+	}
+	return urls, nil
+}

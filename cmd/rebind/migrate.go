@@ -167,13 +167,9 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 // flags, or by default from the chart's admin Secret (<fullname>, found by
 // discovery), read only when the first pod is contacted.
 func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.Logger) (*verify.Grafana, error) {
-	podURLs := map[string]string{}
-	for _, kv := range c.StringSlice("grafana-pod-url") {
-		pod, url, ok := strings.Cut(kv, "=")
-		if !ok || pod == "" || url == "" {
-			return nil, fmt.Errorf("--grafana-pod-url %q: use POD=URL", kv)
-		}
-		podURLs[pod] = url
+	podURLs, err := grafanaPodURLs(c)
+	if err != nil {
+		return nil, err
 	}
 	haveCreds := c.String(flagGrafanaToken) != "" || c.String(flagGrafanaPassword) != "" || c.String(flagGrafanaSecret) != ""
 	var creds *grafana.Credentials

@@ -212,31 +212,28 @@ func TestRBACManifestsAsServiceAccount(t *testing.T) {
 		}
 		return errors.New(res.Outcome + ": " + res.Error)
 	}
+	// missingVerb is one rule taken out of a manifest and the refusal that
+	// must name it.
+	type missingVerb struct {
+		drop dropVerb
+		want string
+	}
 	for _, tc := range []struct {
 		name    string
 		file    string
 		run     run
-		missing []struct {
-			drop dropVerb
-			want string
-		}
+		missing []missingVerb
 	}{
 		{
 			name: "migrate", file: "rbac-migrate.yaml", run: migrateRun,
-			missing: []struct {
-				drop dropVerb
-				want string
-			}{
+			missing: []missingVerb{
 				{dropVerb{"ClusterRole", "rebind-migrate", "persistentvolumes", "update"}, "not allowed to update persistentvolumes cluster-wide"},
 				{dropVerb{"Role", "rebind-migrate", "volumesnapshots", "create"}, "not allowed to create volumesnapshots.snapshot.storage.k8s.io in namespace "},
 			},
 		},
 		{
 			name: "drill", file: "rbac-drill.yaml", run: drillRun,
-			missing: []struct {
-				drop dropVerb
-				want string
-			}{
+			missing: []missingVerb{
 				{dropVerb{"ClusterRole", "rebind-drill", "volumesnapshotcontents", "create"}, "not allowed to create volumesnapshotcontents.snapshot.storage.k8s.io cluster-wide"},
 				{dropVerb{"ClusterRole", "rebind-drill-scratch", "statefulsets", "create"}, "not allowed to create statefulsets.apps in namespace rebind-drill-"},
 				{dropVerb{"Role", "rebind-drill", "events", "create"}, "not allowed to create events in namespace "},

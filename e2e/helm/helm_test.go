@@ -64,14 +64,19 @@ func install(t *testing.T, perOrg int) *release {
 	return r
 }
 
-func (r *release) migrate(o migrate.Options) *report.Report {
-	r.T.Helper()
+// targeting points the options at this release, with the suite's timeouts.
+func (r *release) targeting(o migrate.Options) migrate.Options {
 	o.Target.Namespace, o.Target.Release = r.Rel.Namespace, r.Rel.Name
 	o.Timeouts = migrate.Timeouts{Wait: 90 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second}
+	return o
+}
+
+func (r *release) migrate(o migrate.Options) *report.Report {
+	r.T.Helper()
 	var out strings.Builder
 	m := r.Migrator()
 	m.Out = &out
-	rep, err := m.Run(r.Ctx, o, migrate.Apply)
+	rep, err := m.Run(r.Ctx, r.targeting(o), migrate.Apply)
 	r.T.Log(out.String())
 	if err != nil {
 		r.T.Fatal(err)

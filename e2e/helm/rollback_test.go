@@ -39,9 +39,7 @@ func TestHelmRedeployRollback(t *testing.T) {
 				}
 				return nil
 			}
-			o := migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm,
-				Timeouts: migrate.Timeouts{Wait: 90 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second}}
-			o.Target.Namespace, o.Target.Release = r.Rel.Namespace, r.Rel.Name
+			o := r.targeting(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm})
 			_, err := m.Run(r.Ctx, o, migrate.Apply)
 			if tc.killAfter == "" && err != nil {
 				t.Fatal(err)

@@ -143,7 +143,7 @@ func BenchmarkDowntime(b *testing.B) {
 			// first: dying namespaces whose StatefulSets keep retrying used
 			// up the controller's API rate limit and made later rounds
 			// stall for a second or two, whichever scenario they hit.
-			if err := sb.DeleteNamespace(e.Ctx, e.Rel.Namespace, false); err != nil {
+			if err := sb.DeleteNamespace(e.Ctx, e.Rel.Namespace); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -16,8 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
-
-	"github.com/rebind-dev/rebind/pkg/kube"
 )
 
 var notDNS = regexp.MustCompile(`[^a-z0-9-]+`)
@@ -42,9 +40,8 @@ func (s *Sandbox) NewNamespace(t testing.TB) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		// The namespace controller finishes the deletion in the background;
-		// nothing later depends on it being gone.
-		if err := s.DeleteNamespace(ctx, ns.Name, false); err != nil {
+		// Nothing later depends on the namespace being gone.
+		if err := s.DeleteNamespace(ctx, ns.Name); err != nil {
 			t.Errorf("sandbox: %v", err)
 		}
 	})
@@ -54,27 +51,18 @@ func (s *Sandbox) NewNamespace(t testing.TB) string {
 // DeleteNamespace deletes a test namespace, its StatefulSets first: left to
 // the namespace controller, they keep failing to recreate the pods it
 // deletes, and those retries use up the StatefulSet controller's API rate
-// limit, slowing every other StatefulSet in the sandbox for seconds. With
-// wait it returns once the namespace is gone, so that a measurement that
-// follows runs on a quiet control plane.
-func (s *Sandbox) DeleteNamespace(ctx context.Context, name string, wait bool) error {
+// limit, slowing every other StatefulSet in the sandbox for seconds. The
+// namespace controller finishes the deletion in the background.
+func (s *Sandbox) DeleteNamespace(ctx context.Context, name string) error {
 	err := s.Kube.AppsV1().StatefulSets(name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete StatefulSets of namespace %s: %w", name, err)
 	}
 	err = s.Kube.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete namespace %s: %w", name, err)
 	}
-	if !wait {
-		return nil
-	}
-	_, err = kube.Until(ctx, 2*time.Minute, "namespace "+name+" to be gone", kube.NamedLW(s.Kube.CoreV1().Namespaces(), name),
-		func(_ *corev1.Namespace, exists bool) (bool, error) { return !exists, nil }, nil)
-	return err
+	return nil
 }
 
 // ServiceAccountKubeconfig writes a kubeconfig that authenticates as the

@@ -7,11 +7,10 @@ import (
 	"strconv"
 
 	"go.uber.org/zap"
-	appsv1 "k8s.io/api/apps/v1"
+	"helm.sh/helm/v3/pkg/release"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rebind-dev/rebind/pkg/helmredeploy"
-	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/plan"
 	"github.com/rebind-dev/rebind/pkg/preflight"
 	"github.com/rebind-dev/rebind/pkg/workload"
@@ -38,6 +37,21 @@ func redeployFor(e *env) plan.Step {
 	return redeployStep{e}
 }
 
+// helm runs Helm actions in the target's namespace.
+func (e *env) helm() (*helmredeploy.Helm, error) {
+	return helmredeploy.New(e.c.Config, e.spec.ns(), e.log)
+}
+
+// helmRelease reads the latest revision of the target's release.
+func (e *env) helmRelease() (*helmredeploy.Helm, *release.Release, error) {
+	h, err := e.helm()
+	if err != nil {
+		return nil, nil, err
+	}
+	rel, err := h.Release(e.spec.Target.Release)
+	return h, rel, err
+}
+
 // helmRedeployStep keeps the ID "redeploy" so that downtime and resume
 // treat both modes alike.
 type helmRedeployStep struct{ *env }
@@ -47,18 +61,11 @@ func (s helmRedeployStep) Describe() string {
 	return fmt.Sprintf("helm upgrade release %s (its chart and values, plus persistence values for class %s) to recreate StatefulSet %s, and wait until Ready",
 		s.spec.Target.Release, s.spec.ToClass, s.spec.sts())
 }
-func (s helmRedeployStep) helm() (*helmredeploy.Helm, error) {
-	return helmredeploy.New(s.c.Config, s.spec.ns(), s.log)
-}
 func (s helmRedeployStep) Precondition(ctx context.Context) error {
 	if err := (redeployStep{s.env}).Precondition(ctx); err != nil {
 		return err
 	}
-	h, err := s.helm()
-	if err != nil {
-		return err
-	}
-	_, err = h.Release(s.spec.Target.Release)
+	_, _, err := s.helmRelease()
 	return err
 }
 func (s helmRedeployStep) Apply(ctx context.Context) error {
@@ -70,7 +77,7 @@ func (s helmRedeployStep) Apply(ctx context.Context) error {
 	}
 	// Helm would patch a StatefulSet still being orphan-deleted; it must
 	// create a new one.
-	if err := s.waitOriginalGone(ctx); err != nil {
+	if err := workload.WaitGone(ctx, s.c.Kube, ns, name, s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
 		return err
 	}
 	if err := s.waitClaimsBound(ctx); err != nil {
@@ -101,13 +108,6 @@ func (s helmRedeployStep) Apply(ctx context.Context) error {
 	return workload.WaitReady(ctx, s.c.Kube, ns, name, s.spec.Timeouts.Wait)
 }
 
-func (s helmRedeployStep) waitOriginalGone(ctx context.Context) error {
-	ns, name, uid := s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID
-	_, err := kube.Until(ctx, s.spec.Timeouts.Wait, fmt.Sprintf("StatefulSet %s/%s to be deleted", ns, name), kube.StatefulSetLW(s.c.Kube, ns, name),
-		func(sts *appsv1.StatefulSet, exists bool) (bool, error) { return !exists || sts.UID != uid, nil },
-		func(sts *appsv1.StatefulSet) string { return fmt.Sprintf("finalizers %v", sts.Finalizers) })
-	return err
-}
 func (s helmRedeployStep) Check(ctx context.Context) error { return redeployStep{s.env}.Check(ctx) }
 
 // Undo removes the StatefulSet Helm created; the orphan step's undo then
@@ -129,26 +129,15 @@ func (s helmRevisionStep) ID() string { return "helm-revision" }
 func (s helmRevisionStep) Describe() string {
 	return fmt.Sprintf("record the revision of Helm release %s, which a rollback returns it to", s.spec.Target.Release)
 }
-func (s helmRevisionStep) helm() (*helmredeploy.Helm, error) {
-	return helmredeploy.New(s.c.Config, s.spec.ns(), s.log)
-}
 func (s helmRevisionStep) Precondition(context.Context) error {
-	h, err := s.helm()
-	if err != nil {
-		return err
-	}
-	_, err = h.Release(s.spec.Target.Release)
+	_, _, err := s.helmRelease()
 	return err
 }
 func (s helmRevisionStep) Apply(ctx context.Context) error {
 	if s.value(keyHelmRevision) != "" {
 		return nil // resumed: the revision from before the first attempt counts
 	}
-	h, err := s.helm()
-	if err != nil {
-		return err
-	}
-	cur, err := h.Release(s.spec.Target.Release)
+	_, cur, err := s.helmRelease()
 	if err != nil {
 		return err
 	}
@@ -169,11 +158,7 @@ func (s helmRevisionStep) Undo(ctx context.Context) error {
 	if err != nil {
 		return nil // never recorded: nothing was upgraded
 	}
-	h, err := s.helm()
-	if err != nil {
-		return err
-	}
-	cur, err := h.Release(s.spec.Target.Release)
+	h, cur, err := s.helmRelease()
 	if err != nil {
 		return err
 	}

@@ -282,18 +282,7 @@ func (s restoreStep) Apply(ctx context.Context) error {
 	}
 	// The staging claim only existed to get the PV provisioned; with the PV
 	// on Retain, deleting it releases the PV for the StatefulSet's claim.
-	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, staging, metav1.GetOptions{})
-	if err == nil {
-		if err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, staging, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &c.UID}}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("deleting staging claim %s/%s: %w", ns, staging, err)
-		}
-		if err := volume.WaitClaimGone(ctx, s.c.Kube, ns, staging, c.UID, s.spec.Timeouts.Wait); err != nil {
-			return err
-		}
-	} else if !apierrors.IsNotFound(err) {
-		return err
-	}
-	return nil
+	return s.dropStagingClaim(ctx, ns, staging)
 }
 func (s restoreStep) Check(ctx context.Context) error {
 	pvName := s.value(keyNewPV(s.ord))
@@ -319,7 +308,14 @@ func (s restoreStep) Undo(ctx context.Context) error {
 			return err
 		}
 	}
-	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, staging, metav1.GetOptions{})
+	return s.dropStagingClaim(ctx, ns, staging)
+}
+
+// dropStagingClaim deletes a claim that only served to provision or
+// restore a PV, and waits until it is gone; it refuses while that PV is not
+// Retain, since deleting the claim would then delete the data.
+func (e *env) dropStagingClaim(ctx context.Context, ns, name string) error {
+	c, err := e.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
@@ -327,14 +323,14 @@ func (s restoreStep) Undo(ctx context.Context) error {
 		return err
 	}
 	if c.Spec.VolumeName != "" {
-		if err := s.requireRetain(ctx, c.Spec.VolumeName); err != nil {
+		if err := e.requireRetain(ctx, c.Spec.VolumeName); err != nil {
 			return err
 		}
 	}
-	if err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, staging, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		return err
+	if err := e.c.Kube.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &c.UID}}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting staging claim %s/%s: %w", ns, name, err)
 	}
-	return volume.WaitClaimGone(ctx, s.c.Kube, ns, staging, c.UID, s.spec.Timeouts.Wait)
+	return volume.WaitClaimGone(ctx, e.c.Kube, ns, name, c.UID, e.spec.Timeouts.Wait)
 }
 func (s restoreStep) ServerDryRun(ctx context.Context) error {
 	tpl := s.spec.Target.Template().Spec

@@ -288,27 +288,7 @@ func (s veleroRestoreStep) adopt(ctx context.Context, i int) error {
 	if _, err := volume.SetReclaimPolicy(ctx, s.c.Kube, pvName, corev1.PersistentVolumeReclaimRetain, false); err != nil {
 		return err
 	}
-	return s.dropStagingClaim(ctx, claim)
-}
-
-func (s veleroRestoreStep) dropStagingClaim(ctx context.Context, claim string) error {
-	staging := s.spec.stagingNamespace()
-	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(staging).Get(ctx, claim, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if c.Spec.VolumeName != "" {
-		if err := s.requireRetain(ctx, c.Spec.VolumeName); err != nil {
-			return err
-		}
-	}
-	if err := s.c.Kube.CoreV1().PersistentVolumeClaims(staging).Delete(ctx, claim, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &c.UID}}); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting staging claim %s/%s: %w", staging, claim, err)
-	}
-	return volume.WaitClaimGone(ctx, s.c.Kube, staging, claim, c.UID, s.spec.Timeouts.Wait)
+	return s.dropStagingClaim(ctx, s.spec.stagingNamespace(), claim)
 }
 
 // cleanupStaging deletes the staging namespace once no claim is left in it
@@ -367,7 +347,7 @@ func (s veleroRestoreStep) Undo(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := s.dropStagingClaim(ctx, o.Claim); err != nil {
+		if err := s.dropStagingClaim(ctx, s.spec.stagingNamespace(), o.Claim); err != nil {
 			return err
 		}
 	}

@@ -91,6 +91,7 @@ func WaitReady(ctx context.Context, k kubernetes.Interface, ns, name string, tim
 func RequestOrphanDelete(ctx context.Context, k kubernetes.Interface, ns, name string, uid types.UID) error {
 	opts := metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationOrphan)}
 	if uid != "" {
+		// Never delete a StatefulSet someone recreated under the same name.
 		opts.Preconditions = &metav1.Preconditions{UID: &uid}
 	}
 	err := k.AppsV1().StatefulSets(ns).Delete(ctx, name, opts)
@@ -113,21 +114,10 @@ func WaitGone(ctx context.Context, k kubernetes.Interface, ns, name string, uid 
 // DeleteOrphan deletes the StatefulSet but leaves its dependents (claims and
 // any pod) in place, then waits until it is gone.
 func DeleteOrphan(ctx context.Context, k kubernetes.Interface, ns, name string, uid types.UID, timeout time.Duration) error {
-	opts := metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationOrphan)}
-	if uid != "" {
-		// Never delete a StatefulSet someone recreated under the same name.
-		opts.Preconditions = &metav1.Preconditions{UID: &uid}
+	if err := RequestOrphanDelete(ctx, k, ns, name, uid); err != nil {
+		return err
 	}
-	err := k.AppsV1().StatefulSets(ns).Delete(ctx, name, opts)
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return fmt.Errorf("deleting StatefulSet %s/%s (orphan): %w", ns, name, err)
-	}
-	_, err = kube.Until(ctx, timeout, fmt.Sprintf("StatefulSet %s/%s to be deleted", ns, name), kube.StatefulSetLW(k, ns, name),
-		func(s *appsv1.StatefulSet, exists bool) (bool, error) {
-			return !exists || (uid != "" && s.UID != uid), nil
-		},
-		func(s *appsv1.StatefulSet) string { return fmt.Sprintf("finalizers %v", s.Finalizers) })
-	return err
+	return WaitGone(ctx, k, ns, name, uid, timeout)
 }
 
 // Sanitize turns a live StatefulSet into a manifest that can be created
