@@ -81,36 +81,91 @@ func CheckFits(pv *corev1.PersistentVolume, c ClaimShape) error {
 	return nil
 }
 
-// BoundElsewhereError says a PV belongs to a claim that still exists.
-type BoundElsewhereError struct {
-	PV, Owner, Wanted string
+// RefState is what a PV's claimRef says about who may use the PV, seen
+// from one claim (the one rebind wants to bind).
+type RefState int
+
+const (
+	// RefNone: no claimRef; the binder gives the PV to any matching claim.
+	RefNone RefState = iota
+	// RefReservedForUs: namespace/name of our claim, no uid.
+	RefReservedForUs
+	// RefBoundToUs: our claim's name and the uid of the live claim.
+	RefBoundToUs
+	// RefStale: a uid whose claim is gone or was replaced by a new claim of
+	// the same name; the binder will never bind it again (Released).
+	RefStale
+	// RefReservedElsewhere: another claim's namespace/name with no uid. It
+	// is a pre-binding for a claim that may not exist yet, and it belongs
+	// to that claim: "the claim does not exist" does not make it free.
+	RefReservedElsewhere
+	// RefBoundElsewhere: another claim's name and the uid of that live claim.
+	RefBoundElsewhere
+)
+
+func (s RefState) String() string {
+	return [...]string{"free", "reserved for this claim", "bound to this claim", "stale (its claim is gone)",
+		"reserved for another claim", "bound to another claim"}[s]
 }
 
-func (e *BoundElsewhereError) Error() string {
-	return fmt.Sprintf("PersistentVolume %s is bound to claim %s, which still exists; rebind will not take it for %s. Choose another volume, or delete claim %s yourself if its data is not needed", e.PV, e.Owner, e.Wanted, e.Owner)
-}
-
-// CheckReservable says whether a PV may be reserved for claim ns/name:
-// free, already reserved for it, or held by a claim that no longer exists
-// (a Released PV whose claimRef carries a dead uid).
-func CheckReservable(ctx context.Context, k kubernetes.Interface, pv *corev1.PersistentVolume, ns, name string) error {
+// ClassifyClaimRef reads the PV's claimRef as the PV binder does, from the
+// point of view of claim ns/name. It reads the claim the uid names, since
+// only a uid whose claim is gone makes a claimRef stale.
+func ClassifyClaimRef(ctx context.Context, k kubernetes.Interface, pv *corev1.PersistentVolume, ns, name string) (RefState, error) {
 	ref := pv.Spec.ClaimRef
 	if ref == nil {
-		return nil
+		return RefNone, nil
 	}
-	if ref.Namespace == ns && ref.Name == name {
-		// Same name, maybe an older claim's uid; either way it is ours.
-		return nil
+	ours := ref.Namespace == ns && ref.Name == name
+	if ref.UID == "" {
+		if ours {
+			return RefReservedForUs, nil
+		}
+		return RefReservedElsewhere, nil
 	}
 	owner, err := k.CoreV1().PersistentVolumeClaims(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil
+		return RefStale, nil
 	}
 	if err != nil {
-		return fmt.Errorf("checking claim %s/%s that holds PersistentVolume %s: %w", ref.Namespace, ref.Name, pv.Name, err)
+		return 0, fmt.Errorf("checking claim %s/%s that holds PersistentVolume %s: %w", ref.Namespace, ref.Name, pv.Name, err)
 	}
-	if ref.UID == "" || owner.UID == ref.UID {
-		return &BoundElsewhereError{PV: pv.Name, Owner: ref.Namespace + "/" + ref.Name, Wanted: ns + "/" + name}
+	switch {
+	case owner.UID != ref.UID:
+		return RefStale, nil
+	case ours:
+		return RefBoundToUs, nil
+	default:
+		return RefBoundElsewhere, nil
+	}
+}
+
+// HeldElsewhereError says a PV is bound to, or reserved for, another claim.
+type HeldElsewhereError struct {
+	PV, Owner, Wanted string
+	// Reserved: a claimRef without uid (a pre-binding), not a binding.
+	Reserved bool
+}
+
+func (e *HeldElsewhereError) Error() string {
+	if e.Reserved {
+		return fmt.Sprintf("PersistentVolume %s is reserved for claim %s (claimRef with namespace and name, no uid: a pre-binding that belongs to that claim even before it exists); rebind will not take it for %s. Choose another volume, or, if that reservation is stale and yours to drop, clear it with `kubectl patch pv %s --type json -p '[{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}]'` and re-run",
+			e.PV, e.Owner, e.Wanted, e.PV)
+	}
+	return fmt.Sprintf("PersistentVolume %s is bound to claim %s, which still exists; rebind will not take it for %s. Choose another volume, or delete claim %s yourself if its data is not needed", e.PV, e.Owner, e.Wanted, e.Owner)
+}
+
+// CheckReservable says whether a PV may be reserved for claim ns/name: it
+// is free, already ours, or held only by a claim that no longer exists.
+func CheckReservable(ctx context.Context, k kubernetes.Interface, pv *corev1.PersistentVolume, ns, name string) error {
+	st, err := ClassifyClaimRef(ctx, k, pv, ns, name)
+	if err != nil {
+		return err
+	}
+	switch st {
+	case RefReservedElsewhere, RefBoundElsewhere:
+		ref := pv.Spec.ClaimRef
+		return &HeldElsewhereError{PV: pv.Name, Owner: ref.Namespace + "/" + ref.Name, Wanted: ns + "/" + name, Reserved: st == RefReservedElsewhere}
 	}
 	return nil
 }
@@ -136,23 +191,24 @@ func reserve(ctx context.Context, k kubernetes.Interface, pvName, ns, name strin
 	if err != nil {
 		return fmt.Errorf("reading PersistentVolume %s: %w", pvName, err)
 	}
-	if r := pv.Spec.ClaimRef; r != nil && r.Namespace == ns && r.Name == name {
-		if r.UID == "" {
-			return nil
-		}
-		// Bound to the live claim of that name: nothing to do either.
-		if c, err := k.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && c.UID == r.UID {
-			return nil
-		}
-	}
-	if err := CheckReservable(ctx, k, pv, ns, name); err != nil {
+	st, err := ClassifyClaimRef(ctx, k, pv, ns, name)
+	if err != nil {
 		return err
+	}
+	switch st {
+	case RefReservedForUs, RefBoundToUs:
+		return nil
+	case RefReservedElsewhere, RefBoundElsewhere:
+		return CheckReservable(ctx, k, pv, ns, name)
 	}
 	if pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimRetain {
 		return fmt.Errorf("refusing to reserve PersistentVolume %s with reclaim policy %s: it must be Retain first", pvName, pv.Spec.PersistentVolumeReclaimPolicy)
 	}
 	pv.Spec.ClaimRef = &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1", Namespace: ns, Name: name}
 	delete(pv.Annotations, AnnBoundByController)
+	// pv carries the resourceVersion the check above was made on: if anyone
+	// changed the PV since, the update is a conflict, re-read and re-checked,
+	// never an overwrite.
 	_, err = k.CoreV1().PersistentVolumes().Update(ctx, pv, updateOpts(dryRun))
 	if err != nil && !apierrors.IsConflict(err) {
 		return fmt.Errorf("reserving PersistentVolume %s for claim %s/%s: %w", pvName, ns, name, err)
@@ -162,15 +218,37 @@ func reserve(ctx context.Context, k kubernetes.Interface, pvName, ns, name strin
 
 // SetReclaimPolicy changes a PV's policy and returns the previous one.
 func SetReclaimPolicy(ctx context.Context, k kubernetes.Interface, pvName string, policy corev1.PersistentVolumeReclaimPolicy, dryRun bool) (prev corev1.PersistentVolumeReclaimPolicy, err error) {
+	return SetReclaimPolicyIf(ctx, k, pvName, policy, nil, dryRun)
+}
+
+// SetReclaimPolicyIf changes a PV's policy only while guard accepts the PV
+// as read just before the write (and the write carries that read's
+// resourceVersion, so a change in between is re-read and re-checked).
+func SetReclaimPolicyIf(ctx context.Context, k kubernetes.Interface, pvName string, policy corev1.PersistentVolumeReclaimPolicy, guard func(*corev1.PersistentVolume) error, dryRun bool) (prev corev1.PersistentVolumeReclaimPolicy, err error) {
 	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var e error
-		prev, e = setReclaimPolicy(ctx, k, pvName, policy, dryRun)
+		prev, e = setReclaimPolicy(ctx, k, pvName, policy, guard, dryRun)
 		return e
 	})
 	return prev, err
 }
 
-func setReclaimPolicy(ctx context.Context, k kubernetes.Interface, pvName string, policy corev1.PersistentVolumeReclaimPolicy, dryRun bool) (corev1.PersistentVolumeReclaimPolicy, error) {
+// ClaimedBy accepts a PV whose claimRef names claim ns/name: the guard for
+// putting Delete back, which only the owner of a volume may do.
+func ClaimedBy(ns, name string) func(*corev1.PersistentVolume) error {
+	return func(pv *corev1.PersistentVolume) error {
+		if r := pv.Spec.ClaimRef; r == nil || r.Namespace != ns || r.Name != name {
+			owner := "nobody"
+			if r != nil {
+				owner = r.Namespace + "/" + r.Name
+			}
+			return fmt.Errorf("PersistentVolume %s now belongs to %s, not claim %s/%s: rebind leaves its reclaim policy alone", pv.Name, owner, ns, name)
+		}
+		return nil
+	}
+}
+
+func setReclaimPolicy(ctx context.Context, k kubernetes.Interface, pvName string, policy corev1.PersistentVolumeReclaimPolicy, guard func(*corev1.PersistentVolume) error, dryRun bool) (corev1.PersistentVolumeReclaimPolicy, error) {
 	pv, err := k.CoreV1().PersistentVolumes().Get(ctx, pvName, metav1.GetOptions{})
 	if err != nil {
 		return "", fmt.Errorf("reading PersistentVolume %s: %w", pvName, err)
@@ -178,6 +256,11 @@ func setReclaimPolicy(ctx context.Context, k kubernetes.Interface, pvName string
 	prev := pv.Spec.PersistentVolumeReclaimPolicy
 	if prev == policy {
 		return prev, nil
+	}
+	if guard != nil {
+		if err := guard(pv); err != nil {
+			return prev, err
+		}
 	}
 	if policy == corev1.PersistentVolumeReclaimDelete && pv.Status.Phase == corev1.VolumeReleased {
 		// The binder would delete the disk at once.
@@ -268,9 +351,8 @@ func WaitTerminatingClaim(ctx context.Context, k kubernetes.Interface, ns, name 
 func WaitPVPhase(ctx context.Context, k kubernetes.Interface, name string, timeout time.Duration, phases ...corev1.PersistentVolumePhase) (*corev1.PersistentVolume, error) {
 	return kube.Until(ctx, timeout, fmt.Sprintf("PersistentVolume %s to be %v", name, phases), kube.PVLW(k, name),
 		func(pv *corev1.PersistentVolume, exists bool) (bool, error) {
-			if !exists {
-				return false, fmt.Errorf("PersistentVolume %s disappeared", name)
-			}
-			return slices.Contains(phases, pv.Status.Phase), nil
+			// Not there may only mean the watch cache has not seen a PV
+			// just created yet: keep waiting.
+			return exists && slices.Contains(phases, pv.Status.Phase), nil
 		}, func(pv *corev1.PersistentVolume) string { return "phase " + string(pv.Status.Phase) })
 }
