@@ -234,6 +234,18 @@ func (j *Journal) SetValue(ctx context.Context, key, value string) error {
 	return j.save(ctx)
 }
 
+// PutValue records a value, replacing any earlier one: for progress that
+// moves on (a restore's state), not for what the first run saw.
+func (j *Journal) PutValue(ctx context.Context, key, value string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if v, ok := j.rec.Values[key]; ok && v == value {
+		return nil
+	}
+	j.rec.Values[key] = value
+	return j.save(ctx)
+}
+
 // SetPhase records the operation's phase and last error.
 func (j *Journal) SetPhase(ctx context.Context, p Phase, lastErr error) error {
 	j.mu.Lock()

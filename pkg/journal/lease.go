@@ -34,6 +34,10 @@ type Lease struct {
 	holder    string
 	duration  time.Duration
 
+	// TookOverFrom names the holder whose lease was taken over because its
+	// process is gone (empty when the lease was free or expired).
+	TookOverFrom string
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -62,11 +66,13 @@ func (l *Lease) tryAcquire(ctx context.Context) error {
 		AcquireTime:          &now,
 		RenewTime:            &now,
 	}
+	self := selfProcess().annotation()
 	cur, err := leases.Get(ctx, l.name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		_, err = leases.Create(ctx, &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: l.name, Namespace: l.namespace, Labels: map[string]string{LabelManagedBy: ManagedBy}},
-			Spec:       spec,
+			ObjectMeta: metav1.ObjectMeta{Name: l.name, Namespace: l.namespace, Labels: map[string]string{LabelManagedBy: ManagedBy},
+				Annotations: map[string]string{AnnHolderProcess: self}},
+			Spec: spec,
 		}, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			return l.tryAcquire(ctx)
@@ -82,10 +88,21 @@ func (l *Lease) tryAcquire(ctx context.Context) error {
 	if h := ptr.Deref(cur.Spec.HolderIdentity, ""); h != "" && h != l.holder && cur.Spec.RenewTime != nil {
 		d := time.Duration(ptr.Deref(cur.Spec.LeaseDurationSeconds, 0)) * time.Second
 		if time.Since(cur.Spec.RenewTime.Time) < d {
-			return &LockedError{Namespace: l.namespace, Name: l.name, Holder: h, RenewedAt: cur.Spec.RenewTime.Time, Duration: d}
+			// A holder that ran on this machine and whose process is gone
+			// (killed, OOM) will never renew: waiting out the lease would
+			// only keep the application down longer.
+			p, ok := parseProcess(cur.Annotations[AnnHolderProcess])
+			if !ok || !p.goneFromThisMachine() {
+				return &LockedError{Namespace: l.namespace, Name: l.name, Holder: h, RenewedAt: cur.Spec.RenewTime.Time, Duration: d}
+			}
+			l.TookOverFrom = fmt.Sprintf("%s (pid %d on this machine, no longer running)", h, p.PID)
 		}
 	}
 	cur.Spec = spec
+	if cur.Annotations == nil {
+		cur.Annotations = map[string]string{}
+	}
+	cur.Annotations[AnnHolderProcess] = self
 	// The resourceVersion in cur makes this a compare-and-swap: two runs
 	// racing for an expired lease cannot both win.
 	if _, err := leases.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
