@@ -105,11 +105,6 @@ func TestBadInputChangesNothing(t *testing.T) {
 			want: []string{"cannot be restored by another driver", "velero-restore"},
 		},
 		{
-			name:    "claim retention policy Delete",
-			release: fixtures.Release{Name: "grafana", Replicas: 1, RetentionDelete: true},
-			want:    []string{"persistentVolumeClaimRetentionPolicy", "whenDeleted=Delete", "kubectl patch statefulset"},
-		},
-		{
 			name:    "Grafana unreachable",
 			release: fixtures.Release{Name: "grafana", Replicas: 1},
 			prepare: func(_ *testing.T, e *grafanaEnv, _ *migrate.Options, m *migrate.Migrate) {

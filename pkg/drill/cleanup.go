@@ -13,6 +13,7 @@ import (
 
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/volume"
 )
 
 // cleanup removes everything the drill created, in the order that keeps
@@ -32,6 +33,7 @@ func (d *Drill) cleanup(parent context.Context, o Options, cl *created, res *Res
 	}
 
 	scratchGone := true
+	strangers := d.holdStrangers(ctx, cl, left)
 	if ns := cl.namespace; ns != "" {
 		what := "namespace " + ns
 		err := k.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
@@ -57,7 +59,7 @@ func (d *Drill) cleanup(parent context.Context, o Options, cl *created, res *Res
 		}
 		if list, err := k.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{}); err == nil {
 			for _, pv := range list.Items {
-				if pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.Namespace == cl.namespace {
+				if pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.Namespace == cl.namespace && !strangers[pv.Name] {
 					pvs[pv.Name] = true
 				}
 			}
@@ -173,4 +175,38 @@ func (d *Drill) emitEvent(parent context.Context, t *discovery.Target, res *Resu
 	if _, err := d.Clients.Kube.CoreV1().Events(t.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
 		d.log().Warn("could not record the drill's Event on the StatefulSet", zap.String("target", res.Target()), zap.Error(err))
 	}
+}
+
+// holdStrangers protects volumes bound to a scratch claim that the drill
+// did not restore (the binder can hand a restore claim any Available PV of
+// its class; the restore gives such volumes back, but a killed drill may
+// not have): deleting the scratch namespace would otherwise delete them
+// with their claim. Each gets Retain and is reported, never deleted.
+func (d *Drill) holdStrangers(ctx context.Context, cl *created, left func(string, error)) map[string]bool {
+	out := map[string]bool{}
+	if cl.namespace == "" {
+		return out
+	}
+	ours := map[string]bool{}
+	for _, n := range cl.pvs {
+		ours[n] = true
+	}
+	list, err := d.Clients.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		left("checking for volumes bound into "+cl.namespace+" by mistake", err)
+		return out
+	}
+	for _, pv := range list.Items {
+		if pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != cl.namespace || ours[pv.Name] {
+			continue
+		}
+		out[pv.Name] = true
+		_, err := volume.SetReclaimPolicyIf(ctx, d.Clients.Kube, pv.Name, corev1.PersistentVolumeReclaimRetain, volume.ClaimedBy(cl.namespace, pv.Spec.ClaimRef.Name), false)
+		if err == nil {
+			err = fmt.Errorf("not restored by the drill but bound to scratch claim %s; kept with reclaim policy Retain (was %s): once the namespace is gone, give it back with `kubectl patch pv %s --type json -p '[{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}]'` and set its policy back",
+				pv.Spec.ClaimRef.Name, pv.Spec.PersistentVolumeReclaimPolicy, pv.Name)
+		}
+		left("PersistentVolume "+pv.Name, err)
+	}
+	return out
 }

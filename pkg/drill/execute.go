@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -20,7 +21,6 @@ import (
 	"github.com/rebind-dev/rebind/pkg/inventory"
 	"github.com/rebind-dev/rebind/pkg/snapshot"
 	"github.com/rebind-dev/rebind/pkg/verify"
-	"github.com/rebind-dev/rebind/pkg/volume"
 	"github.com/rebind-dev/rebind/pkg/workload"
 )
 
@@ -171,12 +171,19 @@ func (d *Drill) restore(ctx context.Context, o Options, t *discovery.Target, scr
 			return nil, fmt.Errorf("creating VolumeSnapshot %s/%s: %w", scratch, p.Claim, err)
 		}
 	}
-	r := &Restored{Namespace: scratch}
+	r := &Restored{Namespace: scratch, Claims: make([]string, len(plans)), Volumes: make([]*corev1.PersistentVolume, len(plans))}
 	start := time.Now()
-	for i, p := range plans {
+	for _, p := range plans {
 		if _, err := snapshot.WaitReady(ctx, d.Clients.Snap, scratch, p.Claim, o.Timeouts.Snapshot); err != nil {
 			return nil, err
 		}
+	}
+	// The ordinals restore in parallel; each makes sure its claim gets a
+	// volume provisioned from the snapshot, not someone else's Available PV.
+	errs := make([]error, len(plans))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i, p := range plans {
 		size := p.Size
 		if s := sources[i].size; s.Cmp(size) > 0 {
 			size = s
@@ -186,25 +193,35 @@ func (d *Drill) restore(ctx context.Context, o Options, t *discovery.Target, scr
 		if len(rc.AccessModes) == 0 {
 			rc.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}
 		}
-		if _, err := snapshot.CreateRestoreClaim(ctx, d.Clients.Kube, rc, false); err != nil {
-			return nil, err
+		rs := &snapshot.Restorer{Kube: d.Clients.Kube, Claim: rc, Timeout: o.Timeouts.Wait, Warn: func(msg string) {
+			mu.Lock()
+			defer mu.Unlock()
+			res.Notes = append(res.Notes, msg)
+			d.step(res, "%s", msg)
+		}}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, pv, err := rs.Run(ctx, &snapshot.RestoreState{})
+			errs[i] = err
+			if err == nil {
+				r.Claims[i], r.Volumes[i] = p.Claim, pv
+			}
+		}()
+	}
+	wg.Wait()
+	for _, pv := range r.Volumes {
+		if pv != nil {
+			cl.pvs = append(cl.pvs, pv.Name)
 		}
 	}
-	for _, p := range plans {
-		c, err := volume.WaitClaimBound(ctx, d.Clients.Kube, scratch, p.Claim, "", o.Timeouts.Wait)
-		if err != nil {
-			return nil, err
-		}
-		cl.pvs = append(cl.pvs, c.Spec.VolumeName)
-		pv, err := d.Clients.Kube.CoreV1().PersistentVolumes().Get(ctx, c.Spec.VolumeName, metav1.GetOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("reading restored PersistentVolume %s: %w", c.Spec.VolumeName, err)
-		}
-		r.Claims = append(r.Claims, p.Claim)
-		r.Volumes = append(r.Volumes, pv)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for i, p := range plans {
 		for j := range res.Snapshots {
 			if res.Snapshots[j].Ordinal == p.Index {
-				res.Snapshots[j].RestoredPV = pv.Name
+				res.Snapshots[j].RestoredPV = r.Volumes[i].Name
 			}
 		}
 	}

@@ -172,7 +172,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		return finish(report.Planned, nil)
 	}
 
-	lease, err := journal.AcquireLease(ctx, m.Clients.Kube, ns, spec.Target.Name(), holderID(o, spec), m.leaseDuration())
+	lease, err := m.acquireLease(ctx, ns, spec.Target.Name(), holderID(o, spec))
 	if err != nil {
 		return finish(report.Failed, err)
 	}
@@ -192,6 +192,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	fmt.Fprintf(m.out(), "Migrating %s/%s with strategy %s (run %s, %d steps)\n", ns, spec.Target.Name(), spec.Strategy, spec.RunID, len(p.Steps))
 	results, runErr := runner.Run(ctx, p)
 	rep.Steps = results
+	defer func() { rep.Warnings = append(e.warnings, rep.Warnings...) }()
 	rep.Verification = e.verdicts
 	rep.Downtime = report.Duration(downtime(j))
 	rep.Leftovers = leftovers(ctx, e)
@@ -230,7 +231,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	rep.VolumesAfter = currentVolumes(ctx, m.Clients, spec)
 	rep.HelmValues, rep.Notes = helmValues(spec, e)
 	rep.Notes = append(rep.Notes, veleroNotes(e)...)
-	rep.Warnings = redeployWarnings(spec)
+	rep.Warnings = append(rep.Warnings, redeployWarnings(spec)...)
 	return finish(report.Succeeded, nil)
 }
 
@@ -263,7 +264,7 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 		return finish(report.Failed, err)
 	}
 	rep.RunID, rep.Strategy = spec.RunID, string(spec.Strategy)
-	lease, err := journal.AcquireLease(ctx, m.Clients.Kube, ns, sts, "rollback-"+spec.RunID+"-"+hostname(), m.leaseDuration())
+	lease, err := m.acquireLease(ctx, ns, sts, "rollback-"+spec.RunID+"-"+hostname())
 	if err != nil {
 		return finish(report.Failed, err)
 	}
@@ -289,6 +290,17 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 	rep.Leftovers = leftovers(ctx, e)
 	rep.Warnings = e.warnings
 	return finish(report.RolledBack, nil)
+}
+
+// acquireLease takes the target's Lease, and says so when it took it over
+// from a killed run on this machine rather than waiting for it to expire.
+func (m *Migrate) acquireLease(ctx context.Context, ns, sts, holder string) (*journal.Lease, error) {
+	lease, err := journal.AcquireLease(ctx, m.Clients.Kube, ns, sts, holder, m.leaseDuration())
+	if err == nil && lease.TookOverFrom != "" {
+		fmt.Fprintf(m.out(), "Lease %s/%s was held by %s: taking it over\n", ns, journal.LeaseName(sts), lease.TookOverFrom)
+		m.log().Warn("took over the lease of a dead run", zap.String("lease", ns+"/"+journal.LeaseName(sts)), zap.String("from", lease.TookOverFrom))
+	}
+	return lease, err
 }
 
 func (m *Migrate) leaseDuration() time.Duration {

@@ -22,8 +22,11 @@ func buildPlan(e *env) *plan.Plan {
 	}
 	for _, o := range s.Target.Ordinals {
 		if o.PV != nil {
-			add(retainStep{e, o.PV.Name})
+			add(retainStep{e, o.PV.Name, o.Claim})
 		}
+	}
+	if deletesClaims(s.originalRetention()) {
+		add(retentionStep{e}) // before any scale-down or deletion
 	}
 	quiesced := s.Strategy == Restore && s.Quiesce
 	switch s.Strategy {
@@ -73,6 +76,9 @@ func buildPlan(e *env) *plan.Plan {
 	add(redeployFor(e))
 	if !s.SkipVerify {
 		add(verifyStep{e})
+	}
+	if deletesClaims(s.originalRetention()) {
+		add(retentionBackStep{e})
 	}
 	if !s.KeepRetain {
 		add(reclaimBackStep{e})

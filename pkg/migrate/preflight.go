@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -28,6 +27,9 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 	perms := []preflight.Permission{
 		p("get", "apps", "statefulsets", "", ns), p("list", "apps", "statefulsets", "", ns), p("watch", "apps", "statefulsets", "", ns),
 		p("create", "apps", "statefulsets", "", ns), p("delete", "apps", "statefulsets", "", ns),
+		// update: a claim retention policy of Delete is set to Retain for the
+		// migration and put back afterwards.
+		p("update", "apps", "statefulsets", "", ns),
 		p("patch", "apps", "statefulsets", "scale", ns),
 		// Pods are deleted after the StatefulSet was orphan-deleted: that starts
 		// the outage.
@@ -70,13 +72,6 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 		return nil, r.Err()
 	}
 	spec.VolumeName = t.Replicas() == 1
-
-	if rp := t.StatefulSet.Spec.PersistentVolumeClaimRetentionPolicy; rp != nil {
-		if rp.WhenDeleted == appsv1.DeletePersistentVolumeClaimRetentionPolicyType || rp.WhenScaled == appsv1.DeletePersistentVolumeClaimRetentionPolicyType {
-			r.Add(stsRef, fmt.Sprintf("persistentVolumeClaimRetentionPolicy is whenDeleted=%s, whenScaled=%s: the StatefulSet controller would delete the claims that rebind scales down and re-creates", rp.WhenDeleted, rp.WhenScaled),
-				fmt.Sprintf(`set both to Retain first: kubectl patch statefulset %s -n %s --type merge -p '{"spec":{"persistentVolumeClaimRetentionPolicy":{"whenDeleted":"Retain","whenScaled":"Retain"}}}'`, t.Name(), t.Namespace))
-		}
-	}
 
 	tpl := t.Template()
 	size := tpl.Spec.Resources.Requests[corev1.ResourceStorage]

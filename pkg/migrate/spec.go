@@ -134,10 +134,11 @@ func (s *Spec) templateSpec() corev1.PersistentVolumeClaimSpec {
 }
 
 // Journal value keys.
-func keyReclaim(pv string) string  { return "reclaim/" + pv }
-func keyNewPV(ord int) string      { return fmt.Sprintf("newpv/%d", ord) }
-func keyClaimRef(pv string) string { return "claimref/" + pv }
-func keyBaseline(ord int) string   { return fmt.Sprintf("baseline-%d", ord) }
+func keyReclaim(pv string) string    { return "reclaim/" + pv }
+func keyNewPV(ord int) string        { return fmt.Sprintf("newpv/%d", ord) }
+func keyClaimRef(pv string) string   { return "claimref/" + pv }
+func keyBaseline(ord int) string     { return fmt.Sprintf("baseline-%d", ord) }
+func keyRestoreState(ord int) string { return fmt.Sprintf("restore/%d", ord) }
 
 const (
 	keyReplicas = "replicas"

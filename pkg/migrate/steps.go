@@ -46,6 +46,12 @@ func (e *env) appKind() string {
 	return e.checker.Kind()
 }
 
+// warn logs what the user must know and keeps it for the report.
+func (e *env) warn(msg string) {
+	e.log.Warn(msg)
+	e.warnings = append(e.warnings, msg)
+}
+
 func (e *env) value(key string) string {
 	v, _ := e.j.Value(key)
 	return v
@@ -140,7 +146,8 @@ func (s baselineStep) Undo(context.Context) error { return nil }
 
 type retainStep struct {
 	*env
-	pv string
+	pv    string
+	claim string // the ordinal's original claim, the only owner allowed a policy change back
 }
 
 func (s retainStep) ID() string { return "retain/" + s.pv }
@@ -182,7 +189,7 @@ func (s retainStep) Undo(ctx context.Context) error {
 		s.log.Warn("leaving reclaim policy Retain on an unbound PersistentVolume", zap.String("pv", s.pv), zap.String("original", string(orig)))
 		return nil
 	}
-	_, err = volume.SetReclaimPolicy(ctx, s.c.Kube, s.pv, orig, false)
+	_, err = volume.SetReclaimPolicyIf(ctx, s.c.Kube, s.pv, orig, volume.ClaimedBy(s.spec.ns(), s.claim), false)
 	return err
 }
 func (s retainStep) ServerDryRun(ctx context.Context) error {
@@ -258,14 +265,15 @@ func (s restoreStep) Apply(ctx context.Context) error {
 		rc := snapshot.RestoreClaim{Namespace: ns, Name: staging, Snapshot: vs.Name, StorageClass: s.spec.ToClass, Size: size,
 			AccessModes: tpl.AccessModes, VolumeMode: tpl.VolumeMode,
 			Labels: map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.sts()}}
-		if _, err := snapshot.CreateRestoreClaim(ctx, s.c.Kube, rc, false); err != nil {
-			return err
-		}
-		c, err := volume.WaitClaimBound(ctx, s.c.Kube, ns, staging, "", s.spec.Timeouts.Snapshot)
+		st, err := s.restoreState()
 		if err != nil {
 			return err
 		}
-		pvName = c.Spec.VolumeName
+		_, pv, err := s.restorer(rc).Run(ctx, st)
+		if err != nil {
+			return err
+		}
+		pvName = pv.Name
 		if err := s.j.SetValue(ctx, keyNewPV(s.ord), pvName); err != nil {
 			return err
 		}
@@ -284,6 +292,31 @@ func (s restoreStep) Apply(ctx context.Context) error {
 	// on Retain, deleting it releases the PV for the StatefulSet's claim.
 	return s.dropStagingClaim(ctx, ns, staging)
 }
+
+// restoreState is the restore's progress recorded in the journal: the
+// volumes the binder gave the staging claim by mistake, to hand back.
+func (s restoreStep) restoreState() (*snapshot.RestoreState, error) {
+	st := &snapshot.RestoreState{}
+	if raw := s.value(keyRestoreState(s.ord)); raw != "" {
+		if err := json.Unmarshal([]byte(raw), st); err != nil {
+			return nil, fmt.Errorf("journal value %s: %w", keyRestoreState(s.ord), err)
+		}
+	}
+	return st, nil
+}
+
+func (s restoreStep) restorer(rc snapshot.RestoreClaim) *snapshot.Restorer {
+	return &snapshot.Restorer{Kube: s.c.Kube, Claim: rc, Timeout: s.spec.Timeouts.Snapshot,
+		Save: func(st *snapshot.RestoreState) error {
+			b, err := json.Marshal(st)
+			if err != nil {
+				return err
+			}
+			return s.j.PutValue(context.Background(), keyRestoreState(s.ord), string(b))
+		},
+		Warn: s.warn}
+}
+
 func (s restoreStep) Check(ctx context.Context) error {
 	pvName := s.value(keyNewPV(s.ord))
 	if pvName == "" {
@@ -307,6 +340,15 @@ func (s restoreStep) Undo(ctx context.Context) error {
 		if _, err := volume.SetReclaimPolicy(ctx, s.c.Kube, pv, corev1.PersistentVolumeReclaimRetain, false); err != nil && !apierrors.IsNotFound(errors.Unwrap(err)) {
 			return err
 		}
+	}
+	// Someone else's volumes bound by mistake go back first, which also
+	// deletes the staging claim when it holds one of them.
+	st, err := s.restoreState()
+	if err != nil {
+		return err
+	}
+	if err := s.restorer(snapshot.RestoreClaim{Namespace: ns, Name: staging}).GiveBack(ctx, st); err != nil {
+		return err
 	}
 	return s.dropStagingClaim(ctx, ns, staging)
 }
@@ -894,6 +936,11 @@ func (s redeployStep) Describe() string {
 func (s redeployStep) manifest(ctx context.Context) (*appsv1.StatefulSet, error) {
 	m := workload.Sanitize(s.spec.Target.StatefulSet)
 	m.Spec.Replicas = ptr.To(s.spec.replicas())
+	if deletesClaims(m.Spec.PersistentVolumeClaimRetentionPolicy) {
+		// Retain until verified (claim-retention-back): a rollback scales
+		// this StatefulSet down and must not lose the claims doing so.
+		m.Spec.PersistentVolumeClaimRetentionPolicy = retainBoth.DeepCopy()
+	}
 	for i := range m.Spec.VolumeClaimTemplates {
 		t := &m.Spec.VolumeClaimTemplates[i]
 		if t.Name != s.spec.Target.ClaimTemplate {
@@ -1077,12 +1124,14 @@ func (s reclaimBackStep) wanted(pv string) corev1.PersistentVolumeReclaimPolicy 
 	return orig
 }
 func (s reclaimBackStep) Apply(ctx context.Context) error {
-	for i := range s.spec.Target.Ordinals {
+	for i, o := range s.spec.Target.Ordinals {
 		pv, err := s.pvFor(i)
 		if err != nil {
 			return err
 		}
-		if _, err := volume.SetReclaimPolicy(ctx, s.c.Kube, pv, s.wanted(pv), false); err != nil {
+		// Only a PV still claimed by the ordinal's claim gets Delete back: one
+		// taken by someone else mid-run is not rebind's to make deletable.
+		if _, err := volume.SetReclaimPolicyIf(ctx, s.c.Kube, pv, s.wanted(pv), volume.ClaimedBy(s.spec.ns(), o.Claim), false); err != nil {
 			return err
 		}
 	}

@@ -270,6 +270,9 @@ func (s veleroRestoreStep) adopt(ctx context.Context, i int) error {
 		// Checked before anything is recorded or changed: a restore that
 		// did not map the class, or a volume too small for the claim, stops
 		// the migration while Grafana still runs on its old volumes.
+		if err := s.checkRestoredByVelero(ctx, i, pv, c); err != nil {
+			return err
+		}
 		if pv.Spec.StorageClassName != s.spec.ToClass {
 			return fmt.Errorf("Velero restored claim %s into class %q, not %q: the storage-class mapping was not applied (is Velero's change-storage-class restore item action enabled?)", claim, pv.Spec.StorageClassName, s.spec.ToClass)
 		}
@@ -289,6 +292,49 @@ func (s veleroRestoreStep) adopt(ctx context.Context, i int) error {
 		return err
 	}
 	return s.dropStagingClaim(ctx, s.spec.stagingNamespace(), claim)
+}
+
+// checkRestoredByVelero refuses a PV that existed before rebind's Restore:
+// the PV binder can bind a restored claim (one with a snapshot dataSource)
+// to any Available PV of its class (kubernetes/kubernetes#101878), and that
+// volume is someone else's. It is given back as it was found, and the run
+// stops before anything else changed.
+func (s veleroRestoreStep) checkRestoredByVelero(ctx context.Context, i int, pv *corev1.PersistentVolume, c *corev1.PersistentVolumeClaim) error {
+	r, err := s.velero().GetRestore(ctx, s.spec.veleroRestoreName())
+	if err != nil {
+		return err
+	}
+	if !pv.CreationTimestamp.Before(&r.CreationTimestamp) {
+		return nil
+	}
+	m := volume.NewMistakenBinding(pv, c, nil)
+	raw, _ := json.Marshal(m)
+	if err := s.j.PutValue(ctx, keyVeleroMistaken(i), string(raw)); err != nil {
+		return err
+	}
+	gerr := m.GiveBack(ctx, s.c.Kube, s.spec.Timeouts.Wait)
+	return errors.Join(fmt.Errorf("wrong volume bound: restored claim %s/%s was bound to the existing %s, which is older than Velero Restore %s (kubernetes/kubernetes#101878); rebind handed it back as it found it. Make it unavailable to class %s (reserve it for the claim it is meant for, or move it to another StorageClass), then `rebind rollback` and run again",
+		c.Namespace, c.Name, m, r.Name, s.spec.ToClass), gerr)
+}
+
+// giveBackMistaken hands back a PV recorded by checkRestoredByVelero that a
+// killed run could not hand back.
+func (s veleroRestoreStep) giveBackMistaken(ctx context.Context, i int) error {
+	raw := s.value(keyVeleroMistaken(i))
+	if raw == "" {
+		return nil
+	}
+	var m volume.MistakenBinding
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		return err
+	}
+	err := m.GiveBack(ctx, s.c.Kube, s.spec.Timeouts.Wait)
+	var taken *volume.TakenOverError
+	if errors.As(err, &taken) {
+		s.warn(err.Error())
+		return nil
+	}
+	return err
 }
 
 // cleanupStaging deletes the staging namespace once no claim is left in it
@@ -329,6 +375,9 @@ func (s veleroRestoreStep) Undo(ctx context.Context) error {
 		return err
 	}
 	for i, o := range s.spec.Target.Ordinals {
+		if err := s.giveBackMistaken(ctx, i); err != nil {
+			return err
+		}
 		if pv := s.value(keyNewPV(i)); pv != "" {
 			if _, err := volume.SetReclaimPolicy(ctx, s.c.Kube, pv, corev1.PersistentVolumeReclaimRetain, false); err != nil && !apierrors.IsNotFound(errors.Unwrap(err)) {
 				return err
@@ -471,3 +520,5 @@ func veleroNotes(e *env) []string {
 	}
 	return notes
 }
+
+func keyVeleroMistaken(ord int) string { return fmt.Sprintf("velero/mistaken/%d", ord) }

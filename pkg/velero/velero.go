@@ -322,6 +322,15 @@ func (c *Client) CreateRestore(ctx context.Context, req RestoreRequest) (*velero
 	return fromUnstructured[velerov1.Restore](got)
 }
 
+// GetRestore reads a Restore.
+func (c *Client) GetRestore(ctx context.Context, name string) (*velerov1.Restore, error) {
+	u, err := c.Dyn.Resource(RestoresGVR).Namespace(c.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading Velero Restore %s/%s: %w", c.Namespace, name, err)
+	}
+	return fromUnstructured[velerov1.Restore](u)
+}
+
 // WaitRestore watches a Restore until it ends; any end but Completed is an error.
 func (c *Client) WaitRestore(ctx context.Context, name string, w Wait) (*velerov1.Restore, error) {
 	u, err := c.waitPhase(ctx, RestoresGVR, "Restore", name, w, func(u *unstructured.Unstructured) (bool, error) {
