@@ -17,6 +17,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/drill"
 	"github.com/rebind-dev/rebind/pkg/grafana"
+	"github.com/rebind-dev/rebind/pkg/inventory"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/verify"
 )
@@ -55,7 +56,7 @@ func drillFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one production pod's Grafana (repeatable)"},
 		&cli.StringFlag{Name: "grafana-url-template", Category: grafanaCategory, Value: defaultURLTemplate, Usage: "URL of a pod's Grafana, production or restored copy; {pod}, {service} and {namespace} are replaced"},
 	)
-	return append(flags, grafanaFlags()...)
+	return append(append(flags, grafanaFlags()...), allowEmptyFlag())
 }
 
 func drillCommand() *cli.Command {
@@ -220,38 +221,30 @@ func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger) (func(
 	if !strings.Contains(tmpl, "{pod}") {
 		return nil, fmt.Errorf("--grafana-url-template %q must contain {pod}", tmpl)
 	}
-	haveCreds := c.String(flagGrafanaToken) != "" || c.String(flagGrafanaPassword) != "" || c.String(flagGrafanaSecret) != ""
 	var mu sync.Mutex
-	cache := map[string]grafana.Credentials{}
-	credentials := func(t *discovery.Target) (grafana.Credentials, error) {
+	cache := map[string]grafanaAuth{}
+	authFor := func(t *discovery.Target) (grafanaAuth, error) {
 		key := t.Namespace + "/" + t.Name()
 		mu.Lock()
 		defer mu.Unlock()
-		if cr, ok := cache[key]; ok {
-			return cr, nil
+		if a, ok := cache[key]; ok {
+			return a, nil
 		}
-		var cr grafana.Credentials
-		var err error
-		if haveCreds {
-			cr, err = grafanaCredentials(c, clients.Kube)
-		} else {
-			secret := t.AdminSecret
-			if secret == "" {
-				secret = t.Name()
-			}
-			cr, err = grafana.CredentialsFromSecret(c.Context, clients.Kube, t.Namespace, secret)
-			if err != nil {
-				err = fmt.Errorf("%w (pass --grafana-secret, --grafana-password or --grafana-token)", err)
-			}
+		secret := t.AdminSecret
+		if secret == "" {
+			secret = t.Name()
 		}
+		a, err := grafanaAuthFromFlags(c, clients.Kube, t.Namespace, secret)
 		if err == nil {
-			cache[key] = cr
+			cache[key] = a
 		}
-		return cr, err
+		return a, err
 	}
 	return func(t *discovery.Target, ns string) app.Checker {
 		return &verify.Grafana{
-			PollInterval: 500 * time.Millisecond,
+			PollInterval:       500 * time.Millisecond,
+			Inventory:          inventory.Options{OrgIDs: c.Int64Slice(flagGrafanaOrgID), Logger: log},
+			AllowEmptyBaseline: c.Bool("allow-empty-baseline"),
 			ClientFor: func(pod string) (*grafana.Client, error) {
 				url := ""
 				if ns == t.Namespace {
@@ -263,12 +256,11 @@ func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger) (func(
 				if url == "" {
 					url = strings.NewReplacer("{pod}", pod, "{service}", t.StatefulSet.Spec.ServiceName, "{namespace}", ns).Replace(tmpl)
 				}
-				cr, err := credentials(t)
+				a, err := authFor(t)
 				if err != nil {
 					return nil, err
 				}
-				return grafana.New(grafana.Options{URL: url, Credentials: cr, OrgID: c.Int64(flagGrafanaOrgID),
-					CAFile: c.Path(flagGrafanaCAFile), InsecureSkipVerify: c.Bool(flagGrafanaInsecure), Timeout: c.Duration(flagGrafanaTimeout), Logger: log})
+				return grafana.New(a.options(c, url, log))
 			},
 		}
 	}, nil

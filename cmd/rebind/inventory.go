@@ -51,7 +51,7 @@ func workersFlag() cli.Flag {
 }
 
 func inventoryOptions(c *cli.Context, log *zap.Logger) inventory.Options {
-	return inventory.Options{Workers: c.Int("workers"), Logger: log}
+	return inventory.Options{Workers: c.Int("workers"), OrgIDs: c.Int64Slice(flagGrafanaOrgID), Logger: log}
 }
 
 func inventoryCommand() *cli.Command {
@@ -121,11 +121,15 @@ func verifyCommand() *cli.Command {
 			&cli.PathFlag{Name: "current-db", Usage: "check this grafana.db instead of --grafana-url"},
 			&cli.PathFlag{Name: "json", Usage: "also write the full comparison as JSON to this file"},
 			workersFlag(),
+			allowEmptyFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			baseline, err := verifyBaseline(c)
 			if err != nil {
 				return cli.Exit("verify: baseline: "+err.Error(), exitVerifyError)
+			}
+			if baseline.Totals().Dashboards == 0 && !c.Bool("allow-empty-baseline") {
+				return cli.Exit(fmt.Sprintf("verify: baseline %s holds no dashboard: any Grafana would match it; pass --allow-empty-baseline if it really is empty", baseline.Source), exitVerifyError)
 			}
 			current, err := takeInventory(c, c.String(flagGrafanaURL), c.Path("current-db"))
 			if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/grafana"
+	"github.com/rebind-dev/rebind/pkg/inventory"
 	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/migrate"
@@ -61,7 +63,7 @@ func migrateFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one pod's Grafana (repeatable); default: --grafana-url, else the pod's in-cluster DNS name"},
 		outputFlag(),
 	)
-	return append(flags, grafanaFlags()...)
+	return append(append(flags, grafanaFlags()...), allowEmptyFlag())
 }
 
 func migrateCommand() *cli.Command {
@@ -171,30 +173,24 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 	if err != nil {
 		return nil, err
 	}
-	haveCreds := c.String(flagGrafanaToken) != "" || c.String(flagGrafanaPassword) != "" || c.String(flagGrafanaSecret) != ""
-	var creds *grafana.Credentials
-	credentials := func(pod string) (grafana.Credentials, error) {
-		if creds != nil {
-			return *creds, nil
+	var (
+		mu   sync.Mutex
+		auth *grafanaAuth
+	)
+	authFor := func(pod string) (grafanaAuth, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if auth != nil {
+			return *auth, nil
 		}
-		var got grafana.Credentials
-		var err error
-		if haveCreds {
-			got, err = grafanaCredentials(c, clients.Kube)
-		} else {
-			// The chart names the Secret like the StatefulSet: the pod name
-			// without its ordinal.
-			secret := pod[:strings.LastIndex(pod, "-")]
-			got, err = grafana.CredentialsFromSecret(c.Context, clients.Kube, ns, secret)
-			if err != nil {
-				err = fmt.Errorf("%w (pass --grafana-secret, --grafana-password or --grafana-token)", err)
-			}
-		}
+		// The chart names the Secret like the StatefulSet: the pod name
+		// without its ordinal.
+		a, err := grafanaAuthFromFlags(c, clients.Kube, ns, pod[:strings.LastIndex(pod, "-")])
 		if err != nil {
-			return got, err
+			return a, err
 		}
-		creds = &got
-		return got, nil
+		auth = &a
+		return a, nil
 	}
 	return &verify.Grafana{
 		ClientFor: func(pod string) (*grafana.Client, error) {
@@ -207,14 +203,15 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 				// The chart's headless Service gives every pod a DNS name.
 				url = fmt.Sprintf("http://%s.%s-headless.%s.svc:3000", pod, sts, ns)
 			}
-			cr, err := credentials(pod)
+			a, err := authFor(pod)
 			if err != nil {
 				return nil, err
 			}
-			return grafana.New(grafana.Options{URL: url, Credentials: cr, OrgID: c.Int64(flagGrafanaOrgID),
-				CAFile: c.Path(flagGrafanaCAFile), InsecureSkipVerify: c.Bool(flagGrafanaInsecure), Timeout: c.Duration(flagGrafanaTimeout), Logger: log})
+			return grafana.New(a.options(c, url, log))
 		},
-		PollInterval: 500 * time.Millisecond,
+		Inventory:          inventory.Options{OrgIDs: c.Int64Slice(flagGrafanaOrgID), Logger: log},
+		AllowEmptyBaseline: c.Bool("allow-empty-baseline"),
+		PollInterval:       500 * time.Millisecond,
 	}, nil
 }
 

@@ -59,7 +59,7 @@ func (r *release) total() int {
 // newDrill wires a drill the way the CLI does, except that pods are reached
 // through the sandbox's per-pod URLs and credentials come from the chart's
 // Secret in production.
-func newDrill(t *testing.T, clients *kube.Clients) *drill.Drill {
+func newDrill(t *testing.T, clients *kube.Clients, orgTokens ...string) *drill.Drill {
 	if clients == nil {
 		var err error
 		if clients, err = kube.New(sb.RESTConfig); err != nil {
@@ -74,7 +74,7 @@ func newDrill(t *testing.T, clients *kube.Clients) *drill.Drill {
 				if err != nil {
 					return nil, err
 				}
-				return grafana.New(grafana.Options{URL: sb.PodURL(ns, pod), Credentials: creds, MaxAttempts: 2, Timeout: 10 * time.Second})
+				return grafana.New(grafana.Options{URL: sb.PodURL(ns, pod), Credentials: creds, OrgTokens: orgTokens, MaxAttempts: 2, Timeout: 10 * time.Second})
 			}}
 		},
 		DBReader: func(_ context.Context, pv *corev1.PersistentVolume) (string, func(), error) {

@@ -57,6 +57,17 @@ func DeleteSomeDashboards(dbPath string, n int) error {
 	return nil
 }
 
+// DeleteAllDashboards empties a grafana.db of dashboards (folders stay).
+func DeleteAllDashboards(dbPath string) error {
+	db, err := sql.Open("sqlite", dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.Exec(`DELETE FROM dashboard WHERE is_folder = 0`)
+	return err
+}
+
 // TestWriter sends what rebind prints to the test log, so that it shows
 // next to the failure that it explains.
 type TestWriter struct{ T testing.TB }

@@ -2,6 +2,8 @@ package e2eutil
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,6 +32,9 @@ type Grafana struct {
 	Clients *kube.Clients
 	// Dashboards seeded per ordinal, to assert counts.
 	Dashboards []int
+	// OrgTokens are service-account tokens the checker uses besides the
+	// admin's password, for orgs the admin is not a member of.
+	OrgTokens []string
 }
 
 // Seeding is the seed every suite uses unless it needs its own data:
@@ -82,12 +87,24 @@ func NewGrafana(t testing.TB, sb *sandbox.Sandbox, rel fixtures.Release) *Grafan
 func (g *Grafana) Seed(spec grafanastandin.SeedSpec) {
 	g.T.Helper()
 	sb, rel := g.SB, g.Rel
+	if g.OrgTokens == nil {
+		// The checker reads with the tokens the database holds.
+		g.OrgTokens = slices.Sorted(maps.Keys(spec.Tokens))
+	}
 	for i := 0; i < int(rel.Replicas); i++ {
 		dir, _, err := fixtures.ClaimVolumeDir(g.Ctx, sb.Kube, sb.StorageRoot(), rel.Namespace, rel.Claim(i), time.Minute)
 		if err != nil {
 			g.T.Fatal(err)
 		}
 		s := spec
+		if s.Version == "" && g.Rel.GrafanaVersion != "" {
+			// The layout the Grafana of the pod's image writes.
+			v, err := grafanastandin.ParseVersion(g.Rel.GrafanaVersion)
+			if err != nil {
+				g.T.Fatal(err)
+			}
+			s.Version = v
+		}
 		s.DashboardsPerOrg += i
 		s.Seed += int64(i)
 		if err := grafanastandin.Seed(dir, s); err != nil {
@@ -108,7 +125,7 @@ func (g *Grafana) Seed(spec grafanastandin.SeedSpec) {
 // Client reaches pod's Grafana through the sandbox's stable per-pod URL.
 func (g *Grafana) Client(pod string) (*grafana.Client, error) {
 	return grafana.New(grafana.Options{URL: g.SB.PodURL(g.Rel.Namespace, pod),
-		Credentials: grafana.Credentials{User: "admin", Password: g.Rel.Password}, MaxAttempts: 2, Timeout: 10 * time.Second})
+		Credentials: grafana.Credentials{User: "admin", Password: g.Rel.Password}, OrgTokens: g.OrgTokens, MaxAttempts: 2, Timeout: 10 * time.Second})
 }
 
 func (g *Grafana) Checker() *verify.Grafana {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -15,50 +16,93 @@ import (
 )
 
 const (
-	standinVersion = "11.4.1"
-	standinCommit  = "rebind-standin"
-	defaultLimit   = 1000
-	maxLimit       = 5000
+	standinCommit = "rebind-standin"
+	defaultLimit  = 1000
+	maxLimit      = 5000
+	// generalFolderUID names the root in folderUIDs (conformance §2 "folderUIDs param").
+	generalFolderUID = "general"
 )
 
 type ctxKey struct{}
 
 type reqInfo struct {
 	p     principal
-	orgID int64
+	orgID int64  // -1 when the user is not a member of the requested org
+	role  string // org role in orgID; "" when none
 }
 
 func info(r *http.Request) reqInfo { return r.Context().Value(ctxKey{}).(reqInfo) }
 
+// folderJoinSQL finds a row's parent folder the way the version does:
+// 9.5 joins folder.id = dashboard.folder_id, 10.2.3+ joins on
+// dashboard.folder_uid (conformance §2 "Dashboard hit folderUid").
+func (s *Server) folderJoinSQL() string {
+	if s.f.folderUIDColumn {
+		return ` LEFT JOIN dashboard f ON f.org_id = d.org_id AND f.uid = d.folder_uid AND f.is_folder = 1`
+	}
+	return ` LEFT JOIN dashboard f ON f.id = d.folder_id AND d.folder_id > 0 AND f.org_id = d.org_id AND f.is_folder = 1`
+}
+
+// folderRefSQL is the parent reference of d as the version stores it; a
+// reference whose row is missing makes GET /api/dashboards/uid answer
+// "Folder not found" (conformance §4 "Not found").
+func (s *Server) folderRefSQL() string {
+	if s.f.folderUIDColumn {
+		return `COALESCE(d.folder_uid, '')`
+	}
+	return `CASE WHEN d.folder_id > 0 THEN CAST(d.folder_id AS TEXT) ELSE '' END`
+}
+
+const folderCols = `COALESCE(f.id, 0), COALESCE(f.uid, ''), COALESCE(f.title, ''), COALESCE(f.slug, '')`
+
+// liveSQL excludes soft-deleted rows where the version has them (conformance §7 "dashboard.deleted").
+func (s *Server) liveSQL(alias string) string {
+	if s.f.deletedColumn {
+		return ` AND ` + alias + `.deleted IS NULL`
+	}
+	return ``
+}
+
 // prepare compiles the per-request statements once; preparing them on every
 // request was the stand-in's largest cost.
 func (s *Server) prepare() error {
+	isFolder := ` AND d.is_folder = 0`
+	if s.f.dashboardUIDServesFolders {
+		isFolder = ``
+	}
 	var err error
-	s.stmtDashboard, err = s.db.Prepare(`SELECT d.id, d.uid, d.title, d.slug, d.version, d.data, d.created, d.updated, d.created_by, d.updated_by, ` + folderCols + `
-		FROM dashboard d` + folderJoin + `
-		WHERE d.org_id = ? AND d.uid = ? AND d.is_folder = 0 AND d.deleted IS NULL`)
+	s.stmtDashboard, err = s.db.Prepare(`SELECT d.id, d.uid, d.title, d.slug, d.version, d.data, d.created, d.updated,
+		COALESCE((SELECT login FROM user WHERE id = d.created_by), ''), COALESCE((SELECT login FROM user WHERE id = d.updated_by), ''),
+		d.is_folder, d.has_acl, ` + s.folderRefSQL() + `, ` + folderCols + `
+		FROM dashboard d` + s.folderJoinSQL() + `
+		WHERE d.org_id = ? AND d.uid = ?` + isFolder + s.liveSQL("d"))
 	if err != nil {
 		return err
 	}
-	s.stmtOrgExists, err = s.db.Prepare(`SELECT COUNT(*) FROM org WHERE id = ?`)
+	s.stmtRole, err = s.db.Prepare(`SELECT role FROM org_user WHERE org_id = ? AND user_id = ?`)
+	if err != nil {
+		s.stmtDashboard.Close()
+	}
 	return err
 }
 
 func (s *Server) routes() {
 	m := http.NewServeMux()
-	m.HandleFunc("GET /api/health", s.health)
+	m.HandleFunc("GET /api/health", s.health) // GET patterns match HEAD too
 	m.Handle("GET /api/search", s.auth(s.search))
 	m.Handle("GET /api/dashboards/uid/{uid}", s.auth(s.getDashboard))
 	m.Handle("POST /api/dashboards/db", s.auth(s.saveDashboard))
 	m.Handle("GET /api/folders", s.auth(s.listFolders))
+	m.Handle("GET /api/folders/{uid}", s.auth(s.getFolder))
 	m.Handle("POST /api/folders", s.auth(s.createFolder))
 	m.Handle("GET /api/user/orgs", s.auth(s.userOrgs))
 	m.Handle("GET /api/orgs", s.auth(s.allOrgs))
 	m.Handle("GET /api/org", s.auth(s.currentOrg))
-	m.Handle("/api/", s.auth(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"message": "Not found"})
-	}))
+	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		msg(w, http.StatusNotFound, "Not found")
+	})
 	s.mux = m
+	s.handler = s.faults.Wrap(m)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -81,6 +125,34 @@ func msg(w http.ResponseWriter, status int, m string) {
 	writeJSON(w, status, map[string]string{"message": m})
 }
 
+// legacyErr is the 9.5/10.0 JsonApiErr body: {"message"}, plus "traceID"
+// when the handler passed an error (conformance §1 "Bad password", 9.5.2).
+func legacyErr(w http.ResponseWriter, status int, m string, withErr bool) {
+	body := map[string]any{"message": m}
+	if withErr {
+		body["traceID"] = ""
+	}
+	writeJSON(w, status, body)
+}
+
+// errutilErr is the ≥10.1 errutil body (conformance §1 "401, no credentials", ≥10.1).
+func errutilErr(w http.ResponseWriter, status int, messageID, m string) {
+	writeJSON(w, status, map[string]any{"extra": nil, "message": m, "messageId": messageID, "statusCode": status, "traceID": ""})
+}
+
+// rbacDenied is the RBAC middleware's 403 (conformance §1 "403, RBAC denial").
+func rbacDenied(w http.ResponseWriter, action string) {
+	id := make([]byte, 10)
+	for i := range id {
+		id[i] = byte('0' + rand.IntN(10))
+	}
+	writeJSON(w, http.StatusForbidden, map[string]string{
+		"title":         "Access denied",
+		"message":       "You'll need additional permissions to perform this action. Permissions needed: " + action,
+		"accessErrorId": "ACE" + string(id),
+	})
+}
+
 func (s *Server) internal(w http.ResponseWriter, err error) {
 	if s.closed.Load() {
 		msg(w, http.StatusServiceUnavailable, "database is closed")
@@ -89,14 +161,27 @@ func (s *Server) internal(w http.ResponseWriter, err error) {
 	msg(w, http.StatusInternalServerError, "Internal server error: "+err.Error())
 }
 
+// health answers without auth, pretty-printed, 503 with "failing" when the
+// database is unusable (conformance §5). 9.5 builds the body from a map
+// (keys sorted), 12.4 from a struct.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	body := map[string]string{"commit": standinCommit, "database": "ok", "version": standinVersion}
+	db := "ok"
+	status := http.StatusOK
 	if s.closed.Load() || s.dbCheck(r.Context()) != nil {
-		body["database"] = "failing"
-		writeJSON(w, http.StatusServiceUnavailable, body)
-		return
+		db, status = "failing", http.StatusServiceUnavailable
 	}
-	writeJSON(w, http.StatusOK, body)
+	var body any = struct {
+		Database string `json:"database"`
+		Version  string `json:"version,omitempty"`
+		Commit   string `json:"commit,omitempty"`
+	}{db, s.build, standinCommit}
+	if s.f.sortedHealthKeys {
+		body = map[string]string{"database": db, "version": s.build, "commit": standinCommit}
+	}
+	b, _ := json.MarshalIndent(body, "", "  ")
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
 }
 
 func (s *Server) dbCheck(ctx context.Context) error {
@@ -108,14 +193,50 @@ func (s *Server) dbCheck(ctx context.Context) error {
 	return err
 }
 
-func unauthorized(w http.ResponseWriter, messageID, m string) {
-	body := map[string]any{"message": m}
-	if messageID != "" {
-		body["messageId"] = messageID
-		body["statusCode"] = http.StatusUnauthorized
-		body["traceID"] = ""
+// unauthorized: no usable credentials (conformance §1 "401, no credentials").
+func (s *Server) unauthorized(w http.ResponseWriter) {
+	if s.f.legacyAuth {
+		legacyErr(w, http.StatusUnauthorized, "Unauthorized", false)
+		return
 	}
-	writeJSON(w, http.StatusUnauthorized, body)
+	errutilErr(w, http.StatusUnauthorized, "auth.unauthorized", "Unauthorized")
+}
+
+// badPassword: conformance §1 "Bad password". The 10.1-era 400 is not
+// modelled: 10.4+ answer 401 password-auth.failed as 12.4.0 does.
+func (s *Server) badPassword(w http.ResponseWriter) {
+	if s.f.legacyAuth {
+		legacyErr(w, http.StatusUnauthorized, "invalid username or password", true)
+		return
+	}
+	errutilErr(w, http.StatusUnauthorized, "password-auth.failed", "Invalid username or password")
+}
+
+// badToken: conformance §1 "Bad / expired / revoked token".
+func (s *Server) badToken(w http.ResponseWriter) {
+	if s.f.legacyAuth {
+		legacyErr(w, http.StatusUnauthorized, "invalid API key", true)
+		return
+	}
+	errutilErr(w, http.StatusUnauthorized, "api-key.invalid", "Invalid API key")
+}
+
+// requestedOrg reads the org a request asks for: X-Grafana-Org-Id, overridden
+// by ?targetOrgId=; a value that is not an integer is ignored (conformance §1
+// "Header parsing"; contexthandler.go @ v9.5.2 reads both the same way).
+func requestedOrg(r *http.Request) int64 {
+	var org int64
+	if v := r.Header.Get("X-Grafana-Org-Id"); v != "" {
+		if id, err := strconv.ParseInt(v, 10, 64); err == nil {
+			org = id
+		}
+	}
+	if q := r.URL.Query(); q.Has("targetOrgId") {
+		if id, err := strconv.ParseInt(q.Get("targetOrgId"), 10, 64); err == nil {
+			org = id
+		}
+	}
+	return org
 }
 
 // auth resolves the caller and the org the request acts in.
@@ -129,21 +250,28 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 		h := r.Header.Get("Authorization")
 		switch {
 		case strings.HasPrefix(h, "Bearer "):
-			if _, ok := s.tokens[strings.TrimPrefix(h, "Bearer ")]; !ok {
-				unauthorized(w, "api-key.invalid", "Invalid API key")
+			t, ok := s.tokens[tokenHash(strings.TrimPrefix(h, "Bearer "))]
+			if !ok {
+				s.badToken(w)
 				return
 			}
-			p = principal{token: true, login: "sa-rebind", orgID: 1}
+			p = principal{userID: t.userID, login: t.login, token: true, defaultOrg: t.orgID}
 		case h != "":
 			user, pw, ok := r.BasicAuth()
 			if !ok {
-				unauthorized(w, "", "Unauthorized")
+				if s.f.legacyAuth {
+					// contexthandler.go initContextWithBasicAuth @ v9.5.2.
+					legacyErr(w, http.StatusUnauthorized, "Invalid Basic Auth Header", true)
+				} else {
+					// authn: no client recognises the header (clients/basic.go @ v12.4.0).
+					s.unauthorized(w)
+				}
 				return
 			}
 			var err error
 			p, err = s.checkBasic(r.Context(), user, pw)
 			if errors.Is(err, errBadPassword) {
-				unauthorized(w, "password-auth.failed", "Invalid username or password")
+				s.badPassword(w)
 				return
 			}
 			if err != nil {
@@ -151,54 +279,50 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 				return
 			}
 		default:
-			unauthorized(w, "", "Unauthorized")
+			s.unauthorized(w)
 			return
 		}
-		org := p.orgID
-		if v := r.Header.Get("X-Grafana-Org-Id"); v != "" {
-			id, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || id <= 0 {
-				msg(w, http.StatusBadRequest, "invalid X-Grafana-Org-Id header")
+
+		want := requestedOrg(r)
+		ri := reqInfo{p: p}
+		if p.token {
+			// A service account lives in one org.
+			ri.orgID, ri.role = p.defaultOrg, roleAdmin
+			if want != 0 && want != p.defaultOrg && !s.f.legacyAuth {
+				// conformance §1 "SA token + X-Grafana-Org-Id for another org", ≥10.3: 401.
+				errutilErr(w, http.StatusUnauthorized, "api-key.organization-mismatch", "API key does not belong to the requested organization")
 				return
 			}
-			org = id
+			// ≤10.2: the header is silently ignored, the token's org is served.
+		} else {
+			ri.orgID = want
+			if ri.orgID == 0 {
+				ri.orgID = p.defaultOrg
+			}
+			// conformance §1 "X-Grafana-Org-Id: N, basic-auth user not a
+			// member of N": no error, the request runs in org -1.
+			err := s.stmtRole.QueryRowContext(r.Context(), ri.orgID, p.userID).Scan(&ri.role)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				ri.orgID, ri.role = -1, roleNone
+			case err != nil:
+				s.internal(w, err)
+				return
+			}
 		}
-		if p.token && org != 1 {
-			msg(w, http.StatusForbidden, fmt.Sprintf("You'll need additional permissions to access organization %d", org))
-			return
-		}
-		var exists int
-		if err := s.stmtOrgExists.QueryRowContext(r.Context(), org).Scan(&exists); err != nil {
-			s.internal(w, err)
-			return
-		}
-		if exists == 0 {
-			msg(w, http.StatusForbidden, fmt.Sprintf("You'll need additional permissions to access organization %d", org))
-			return
-		}
-		ctx := context.WithValue(r.Context(), ctxKey{}, reqInfo{p: p, orgID: org})
-		next(w, r.WithContext(ctx))
+		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri)))
 	})
 }
 
-func paging(r *http.Request, def int) (limit, page int, bad bool) {
-	limit, page = def, 1
-	if v := r.URL.Query().Get("limit"); v != "" {
-		if n, err := strconv.Atoi(v); err == nil && n > 0 {
-			limit = n
-		}
-	}
-	if v := r.URL.Query().Get("page"); v != "" {
-		if n, err := strconv.Atoi(v); err == nil && n > 0 {
-			page = n
-		}
-	}
-	return limit, page, limit > maxLimit
+func queryInt(r *http.Request, name string) int {
+	n, _ := strconv.Atoi(r.URL.Query().Get(name))
+	return n
 }
 
 type searchHit struct {
 	ID          int64    `json:"id"`
 	UID         string   `json:"uid"`
+	OrgID       *int64   `json:"orgId,omitempty"`
 	Title       string   `json:"title"`
 	URI         string   `json:"uri"`
 	URL         string   `json:"url"`
@@ -206,53 +330,124 @@ type searchHit struct {
 	Type        string   `json:"type"`
 	Tags        []string `json:"tags"`
 	IsStarred   bool     `json:"isStarred"`
-	SortMeta    int      `json:"sortMeta"`
 	FolderID    int64    `json:"folderId,omitempty"`
 	FolderUID   string   `json:"folderUid,omitempty"`
 	FolderTitle string   `json:"folderTitle,omitempty"`
 	FolderURL   string   `json:"folderUrl,omitempty"`
+	SortMeta    int      `json:"sortMeta"`
+	IsDeleted   *bool    `json:"isDeleted,omitempty"`
 }
 
-// folderJoin finds a row's folder by folder_uid (Grafana 10+) or, for rows
-// written by older versions, by folder_id.
-const folderJoin = `
-	LEFT JOIN dashboard f1 ON f1.org_id = d.org_id AND f1.uid = d.folder_uid AND f1.is_folder = 1
-	LEFT JOIN dashboard f2 ON f2.id = d.folder_id AND d.folder_id > 0 AND f2.org_id = d.org_id AND f2.is_folder = 1`
-
-const folderCols = `COALESCE(f1.id, f2.id, 0), COALESCE(f1.uid, f2.uid, ''), COALESCE(f1.title, f2.title, ''), COALESCE(f1.slug, f2.slug, '')`
-
+// search implements GET /api/search (conformance §2).
 func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 	ri := info(r)
-	limit, page, tooBig := paging(r, defaultLimit)
-	if tooBig {
+	q := r.URL.Query()
+	deleted := s.f.v12Hits && q.Get("deleted") == "true"
+	// conformance §2 "deleted=true", 12.4.0: non-Admin → 401 {"message":"Unauthorized"}.
+	if deleted && ri.role != roleAdmin {
+		msg(w, http.StatusUnauthorized, "Unauthorized")
+		return
+	}
+	// conformance §2 "Params": limit default 1000, max 5000 (422), page 1-based.
+	limit, page := queryInt(r, "limit"), queryInt(r, "page")
+	if limit > maxLimit {
 		msg(w, http.StatusUnprocessableEntity, fmt.Sprintf("Limit is above maximum allowed (%d), use page parameter to access hits beyond limit", maxLimit))
 		return
 	}
+	if limit <= 0 {
+		limit = defaultLimit
+	}
+	if page <= 0 {
+		page = 1
+	}
+	hits, err := s.searchHits(r.Context(), ri.orgID, searchFilter{
+		typ:        q.Get("type"),
+		query:      q.Get("query"),
+		tags:       q["tag"],
+		uids:       q["dashboardUIDs"],
+		folderUIDs: q["folderUIDs"],
+		starred:    q.Get("starred") == "true",
+		deleted:    deleted,
+	}, limit, page)
+	if err != nil {
+		s.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, hits)
+}
+
+type searchFilter struct {
+	typ, query       string
+	tags, uids       []string
+	folderUIDs       []string
+	starred, deleted bool
+}
+
+func (s *Server) searchHits(ctx context.Context, org int64, sf searchFilter, limit, page int) ([]searchHit, error) {
+	hits := make([]searchHit, 0, 64)
+	if sf.starred {
+		return hits, nil // the stand-in has no stars
+	}
 	q := `SELECT d.id, d.uid, d.title, d.slug, d.is_folder, ` + folderCols + `,
 		(SELECT group_concat(t.term, char(31)) FROM dashboard_tag t WHERE t.dashboard_id = d.id)
-		FROM dashboard d` + folderJoin + `
-		WHERE d.org_id = ? AND d.deleted IS NULL`
-	args := []any{ri.orgID}
-	switch r.URL.Query().Get("type") {
+		FROM dashboard d` + s.folderJoinSQL() + `
+		WHERE d.org_id = ?`
+	args := []any{org}
+	switch {
+	case sf.deleted:
+		q += ` AND d.deleted IS NOT NULL`
+	default:
+		q += s.liveSQL("d")
+	}
+	switch sf.typ {
 	case "dash-db":
 		q += ` AND d.is_folder = 0`
 	case "dash-folder":
 		q += ` AND d.is_folder = 1`
 	}
-	if qs := r.URL.Query().Get("query"); qs != "" {
+	if sf.query != "" {
 		q += ` AND d.title LIKE ? ESCAPE '\'`
-		esc := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(qs)
+		esc := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(sf.query)
 		args = append(args, "%"+esc+"%")
 	}
-	q += ` ORDER BY d.is_folder DESC, lower(d.title), d.id LIMIT ? OFFSET ?`
+	for _, t := range sf.tags {
+		q += ` AND EXISTS (SELECT 1 FROM dashboard_tag t WHERE t.dashboard_id = d.id AND t.term = ?)`
+		args = append(args, t)
+	}
+	if len(sf.uids) > 0 {
+		q += ` AND d.uid IN (` + placeholders(len(sf.uids)) + `)`
+		for _, u := range sf.uids {
+			args = append(args, u)
+		}
+	}
+	// conformance §2 "folderUIDs param": ignored (no filter) where absent;
+	// direct children only, "general" meaning the root.
+	if s.f.searchFolderUIDs && len(sf.folderUIDs) > 0 {
+		var conds []string
+		var uids []any
+		for _, u := range sf.folderUIDs {
+			if u == generalFolderUID {
+				conds = append(conds, `COALESCE(d.folder_uid, '') = ''`)
+			} else {
+				uids = append(uids, u)
+			}
+		}
+		if len(uids) > 0 {
+			conds = append(conds, `d.folder_uid IN (`+placeholders(len(uids))+`)`)
+			args = append(args, uids...)
+		}
+		q += ` AND (` + strings.Join(conds, ` OR `) + `)`
+	}
+	// conformance §2 "Order / paging determinism": ORDER BY title with no
+	// tie-breaker in Grafana; the uid tie-break is the stand-in's, so that
+	// pages never overlap in tests.
+	q += ` ORDER BY d.title, d.uid LIMIT ? OFFSET ?`
 	args = append(args, limit, (page-1)*limit)
-	rows, err := s.db.QueryContext(r.Context(), q, args...)
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		s.internal(w, err)
-		return
+		return nil, err
 	}
 	defer rows.Close()
-	hits := make([]searchHit, 0, 64)
 	for rows.Next() {
 		var (
 			h                   searchHit
@@ -262,13 +457,13 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 			tags                sql.NullString
 		)
 		if err := rows.Scan(&h.ID, &h.UID, &h.Title, &h.Slug, &isFolder, &fID, &fUID, &fTitle, &fSlug, &tags); err != nil {
-			s.internal(w, err)
-			return
+			return nil, err
 		}
 		h.URI = "db/" + h.Slug
 		h.Tags = []string{}
 		if tags.Valid && tags.String != "" {
 			h.Tags = strings.Split(tags.String, "\x1f")
+			slices.Sort(h.Tags)
 		}
 		if isFolder == 1 {
 			h.Type = "dash-folder"
@@ -277,17 +472,39 @@ func (s *Server) search(w http.ResponseWriter, r *http.Request) {
 			h.Type = "dash-db"
 			h.URL = "/d/" + h.UID + "/" + h.Slug
 		}
+		// conformance §2: folder fields are omitted at the root; a folder
+		// hit's own parent is known only from 10.2.3 (folder_uid), which
+		// folderJoinSQL already encodes.
 		if fUID != "" {
 			h.FolderID, h.FolderUID, h.FolderTitle = fID, fUID, fTitle
 			h.FolderURL = "/dashboards/f/" + fUID + "/" + fSlug
 		}
+		if s.f.v12Hits {
+			// conformance §2 "Hit fields": 12.4.0 adds orgId and isDeleted.
+			o, del := org, sf.deleted
+			h.OrgID, h.IsDeleted = &o, &del
+		}
 		hits = append(hits, h)
 	}
 	if err := rows.Err(); err != nil {
-		s.internal(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, hits)
+	// conformance §2: each page is re-sorted, folders first, then by
+	// lower-case title (HitList.Less @ v12.4.0).
+	slices.SortStableFunc(hits, func(a, b searchHit) int {
+		if (a.Type == "dash-folder") != (b.Type == "dash-folder") {
+			if a.Type == "dash-folder" {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(strings.ToLower(a.Title), strings.ToLower(b.Title))
+	})
+	return hits, nil
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 
 func isoTime(v sql.NullString) string {
@@ -302,9 +519,16 @@ func isoTime(v sql.NullString) string {
 	return "0001-01-01T00:00:00Z"
 }
 
-// dashboardModel returns the stored JSON with id, uid, title and version
-// overwritten from the row, as Grafana does when it serves a dashboard.
-func dashboardModel(data []byte, id int64, uid, title string, version int64) ([]byte, error) {
+// dashboardModel returns the stored JSON with id, uid and version
+// overwritten from the row, as Grafana does when it serves a dashboard
+// (conformance §4 "JSON rewriting": version forced to the DB version; the
+// store sets id and uid, database.go GetDashboard @ v9.5.2, and 12.4 sets
+// uid and id too). The title is served as stored.
+func dashboardModel(data []byte, id int64, uid string, version int64) ([]byte, error) {
+	return rewriteModel(data, map[string]any{"id": id, "uid": uid, "version": version})
+}
+
+func rewriteModel(data []byte, set map[string]any) ([]byte, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, err
@@ -312,14 +536,10 @@ func dashboardModel(data []byte, id int64, uid, title string, version int64) ([]
 	if m == nil {
 		m = map[string]json.RawMessage{}
 	}
-	set := func(k string, v any) {
+	for k, v := range set {
 		b, _ := json.Marshal(v)
 		m[k] = b
 	}
-	set("id", id)
-	set("uid", uid)
-	set("title", title)
-	set("version", version)
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -341,18 +561,30 @@ func dashboardModel(data []byte, id int64, uid, title string, version int64) ([]
 	return append(out, '}'), nil
 }
 
+func loginOr(login string) string {
+	if login == "" {
+		return "Anonymous"
+	}
+	return login
+}
+
+// getDashboard implements GET /api/dashboards/uid/:uid (conformance §4).
+// In org -1 nothing matches, so a non-member gets the plain 404
+// (conformance §1; 403 vs 404 there is unconfirmed).
 func (s *Server) getDashboard(w http.ResponseWriter, r *http.Request) {
 	ri := info(r)
 	var (
 		id, version, fID     int64
 		uid, title, slug     string
+		ref                  string
 		fUID, fTitle, fSlug  string
 		data                 []byte
 		created, updated     sql.NullString
-		createdBy, updatedBy sql.NullInt64
+		createdBy, updatedBy string
+		isFolder, hasACL     bool
 	)
 	err := s.stmtDashboard.QueryRowContext(r.Context(), ri.orgID, r.PathValue("uid")).
-		Scan(&id, &uid, &title, &slug, &version, &data, &created, &updated, &createdBy, &updatedBy, &fID, &fUID, &fTitle, &fSlug)
+		Scan(&id, &uid, &title, &slug, &version, &data, &created, &updated, &createdBy, &updatedBy, &isFolder, &hasACL, &ref, &fID, &fUID, &fTitle, &fSlug)
 	if errors.Is(err, sql.ErrNoRows) {
 		msg(w, http.StatusNotFound, "Dashboard not found")
 		return
@@ -361,21 +593,37 @@ func (s *Server) getDashboard(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, err)
 		return
 	}
-	model, err := dashboardModel(data, id, uid, title, version)
+	if ref != "" && fUID == "" {
+		// The parent folder row is gone (conformance §4 "Not found").
+		msg(w, http.StatusNotFound, "Folder not found")
+		return
+	}
+	model, err := dashboardModel(data, id, uid, version)
 	if err != nil {
 		s.internal(w, fmt.Errorf("dashboard %s holds invalid JSON: %w", uid, err))
 		return
 	}
+	url := "/d/" + uid + "/" + slug
+	if isFolder {
+		url = "/dashboards/f/" + uid + "/" + slug
+	}
+	perms := map[string]bool{"canAdd": true, "canEdit": true, "canDelete": true}
 	meta := map[string]any{
-		"type": "db", "canSave": true, "canEdit": true, "canAdmin": true, "canStar": true, "canDelete": true,
-		"slug": slug, "url": "/d/" + uid + "/" + slug, "expires": "0001-01-01T00:00:00Z",
-		"created": isoTime(created), "updated": isoTime(updated), "updatedBy": "admin", "createdBy": "admin",
-		"version": version, "hasAcl": false, "isFolder": false, "folderId": fID, "folderUid": fUID,
+		"type": "db", "canSave": true, "canEdit": true, "canAdmin": true, "canStar": true, "canDelete": true, "isStarred": false,
+		"slug": slug, "url": url, "expires": "0001-01-01T00:00:00Z",
+		"created": isoTime(created), "updated": isoTime(updated), "updatedBy": loginOr(updatedBy), "createdBy": loginOr(createdBy),
+		"version": version, "hasAcl": hasACL, "isFolder": isFolder, "folderId": fID, "folderUid": fUID,
 		"folderTitle": "General", "folderUrl": "", "provisioned": false, "provisionedExternalId": "",
+		"annotationsPermissions": map[string]any{"dashboard": perms, "organization": perms},
 	}
 	if fUID != "" {
 		meta["folderTitle"] = fTitle
 		meta["folderUrl"] = "/dashboards/f/" + fUID + "/" + fSlug
+	}
+	if s.f.metaAPIVersion {
+		// conformance §4 "Success": 12.x meta.apiVersion; 12.4.0 reads
+		// classic dashboards through v0alpha1 (client.go K8sClientWithFallback.Get).
+		meta["apiVersion"] = "v0alpha1"
 	}
 	mb, err := json.Marshal(meta)
 	if err != nil {
@@ -412,15 +660,25 @@ func rawInt(m map[string]json.RawMessage, k string) int64 {
 	return int64(f)
 }
 
-func (s *Server) folderByUID(ctx context.Context, q interface {
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, org int64, uid string) (id int64, err error) {
-	err = q.QueryRowContext(ctx, `SELECT id FROM dashboard WHERE org_id = ? AND uid = ? AND is_folder = 1 AND deleted IS NULL`, org, uid).Scan(&id)
+func (s *Server) folderByUID(ctx context.Context, q execer, org int64, uid string) (id int64, err error) {
+	err = q.QueryRowContext(ctx, `SELECT id FROM dashboard d WHERE d.org_id = ? AND d.uid = ? AND d.is_folder = 1`+s.liveSQL("d"), org, uid).Scan(&id)
 	return id, err
 }
 
+func folderNotFound(w http.ResponseWriter, status int) {
+	// apierrors/folder.go ToFolderErrorResponse @ v12.4.0 (conformance §3 "GET /api/folders/:uid").
+	writeJSON(w, status, map[string]string{"message": "folder not found", "status": "not-found"})
+}
+
+// saveDashboard implements POST /api/dashboards/db.
 func (s *Server) saveDashboard(w http.ResponseWriter, r *http.Request) {
 	ri := info(r)
+	if ri.role == roleNone {
+		// Route guarded by RBAC any(dashboards:create, dashboards:write)
+		// (pkg/api/api.go @ v12.4.0); a non-member has neither in org -1.
+		rbacDenied(w, "any of dashboards:create, dashboards:write")
+		return
+	}
 	var body saveBody
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Dashboard == nil {
 		msg(w, http.StatusBadRequest, "bad request data")
@@ -447,14 +705,14 @@ func (s *Server) saveDashboard(w http.ResponseWriter, r *http.Request) {
 	case folderUID != "":
 		folderID, err = s.folderByUID(ctx, tx, ri.orgID, folderUID)
 		if errors.Is(err, sql.ErrNoRows) {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"message": "folder not found", "status": "not-found"})
+			folderNotFound(w, http.StatusBadRequest)
 			return
 		}
 	case body.FolderID > 0:
 		folderID = body.FolderID
 		err = tx.QueryRowContext(ctx, `SELECT uid FROM dashboard WHERE org_id = ? AND id = ? AND is_folder = 1`, ri.orgID, folderID).Scan(&folderUID)
 		if errors.Is(err, sql.ErrNoRows) {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"message": "folder not found", "status": "not-found"})
+			folderNotFound(w, http.StatusBadRequest)
 			return
 		}
 	}
@@ -468,8 +726,9 @@ func (s *Server) saveDashboard(w http.ResponseWriter, r *http.Request) {
 		existingVersion int64
 		found           bool
 	)
+	live := s.liveSQL("dashboard")
 	if uid != "" {
-		err = tx.QueryRowContext(ctx, `SELECT id, version FROM dashboard WHERE org_id = ? AND uid = ? AND is_folder = 0 AND deleted IS NULL`, ri.orgID, uid).
+		err = tx.QueryRowContext(ctx, `SELECT id, version FROM dashboard WHERE org_id = ? AND uid = ? AND is_folder = 0`+live, ri.orgID, uid).
 			Scan(&existingID, &existingVersion)
 		switch {
 		case err == nil:
@@ -486,8 +745,8 @@ func (s *Server) saveDashboard(w http.ResponseWriter, r *http.Request) {
 	// A title is unique per folder.
 	var clashID int64
 	var clashUID string
-	err = tx.QueryRowContext(ctx, `SELECT id, uid FROM dashboard WHERE org_id = ? AND is_folder = 0 AND deleted IS NULL AND COALESCE(folder_uid,'') = ? AND lower(title) = lower(?) AND id != ?`,
-		ri.orgID, folderUID, title, existingID).Scan(&clashID, &clashUID)
+	err = tx.QueryRowContext(ctx, `SELECT id, uid FROM dashboard WHERE org_id = ? AND is_folder = 0`+live+` AND folder_id = ? AND lower(title) = lower(?) AND id != ?`,
+		ri.orgID, folderID, title, existingID).Scan(&clashID, &clashUID)
 	switch {
 	case err == nil:
 		if !body.Overwrite {
@@ -522,18 +781,22 @@ func (s *Server) saveDashboard(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	delete(body.Dashboard, "id")
-	data, err := dashboardModel(mustJSON(body.Dashboard), id, uid, title, newVersion)
+	data, err := rewriteModel(mustJSON(body.Dashboard), map[string]any{"id": id, "uid": uid, "title": title, "version": newVersion})
 	if err != nil {
 		s.internal(w, err)
 		return
 	}
 	if found {
-		_, err = tx.ExecContext(ctx, `UPDATE dashboard SET version = ?, slug = ?, title = ?, data = ?, updated = ?, updated_by = ?, folder_id = ?, folder_uid = NULLIF(?, ''), uid = ? WHERE id = ?`,
-			newVersion, slug, title, string(data), now, ri.p.userID, folderID, folderUID, uid, id)
+		set := `version = ?, slug = ?, title = ?, data = ?, updated = ?, updated_by = ?, folder_id = ?, uid = ?`
+		args := []any{newVersion, slug, title, string(data), now, ri.p.userID, folderID, uid}
+		if s.f.folderUIDColumn {
+			set += `, folder_uid = ?`
+			args = append(args, nullIfEmpty(folderUID))
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE dashboard SET `+set+` WHERE id = ?`, append(args, id)...)
 	} else {
-		_, err = tx.ExecContext(ctx, `INSERT INTO dashboard (id, version, slug, title, data, org_id, created, updated, updated_by, created_by, gnet_id, folder_id, is_folder, has_acl, uid, is_public, folder_uid)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, 0, ?, 0, NULLIF(?, ''))`,
-			id, newVersion, slug, title, string(data), ri.orgID, now, now, ri.p.userID, ri.p.userID, folderID, uid, folderUID)
+		err = s.insertDashboardRow(ctx, tx, dashRow{id: id, version: newVersion, slug: slug, title: title, data: string(data), org: ri.orgID,
+			created: now, by: ri.p.userID, folderID: folderID, folderUID: folderUID, uid: uid})
 	}
 	if err == nil {
 		_, err = tx.ExecContext(ctx, `INSERT INTO dashboard_version (dashboard_id, parent_version, restored_from, version, created, created_by, message, data) VALUES (?, ?, 0, ?, ?, ?, ?, ?)`,
@@ -550,6 +813,45 @@ func (s *Server) saveDashboard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "uid": uid, "url": "/d/" + uid + "/" + slug, "status": "success", "version": newVersion, "slug": slug, "folderUid": folderUID})
+}
+
+// dashRow is one row of the dashboard table, written with the columns of
+// the version (conformance §7).
+type dashRow struct {
+	id, version    int64
+	slug, title    string
+	data           any
+	org            int64
+	created        string
+	by             int64
+	folderID       int64
+	folderUID, uid string
+	isFolder       bool
+	deleted        string // "" = live
+	onlyIfAbsent   bool
+}
+
+func (s *Server) insertDashboardRow(ctx context.Context, ex execer, d dashRow) error {
+	_, err := insertDashboard(ctx, ex, s.f, d)
+	return err
+}
+
+func insertDashboard(ctx context.Context, ex execer, f features, d dashRow) (sql.Result, error) {
+	cols := `id, version, slug, title, data, org_id, created, updated, updated_by, created_by, gnet_id, folder_id, is_folder, has_acl, uid, is_public`
+	args := []any{d.id, d.version, d.slug, d.title, d.data, d.org, d.created, d.created, d.by, d.by, 0, d.folderID, d.isFolder, false, d.uid, false}
+	if f.folderUIDColumn {
+		cols += `, folder_uid`
+		args = append(args, nullIfEmpty(d.folderUID))
+	}
+	if f.deletedColumn {
+		cols += `, deleted`
+		args = append(args, nullIfEmpty(d.deleted))
+	}
+	verb := `INSERT`
+	if d.onlyIfAbsent {
+		verb = `INSERT OR IGNORE`
+	}
+	return ex.ExecContext(ctx, verb+` INTO dashboard (`+cols+`) VALUES (`+placeholders(len(args))+`)`, args...)
 }
 
 func mustJSON(v any) []byte {
@@ -578,24 +880,49 @@ type folderOut struct {
 	ParentUID string `json:"parentUid,omitempty"`
 }
 
+// listFolders implements GET /api/folders (conformance §3).
 func (s *Server) listFolders(w http.ResponseWriter, r *http.Request) {
 	ri := info(r)
-	limit, page, _ := paging(r, defaultLimit)
-	q := `SELECT id, uid, title, COALESCE(folder_uid, '') FROM dashboard WHERE org_id = ? AND is_folder = 1 AND deleted IS NULL`
-	args := []any{ri.orgID}
-	if p, ok := r.URL.Query()["parentUid"]; ok {
-		q += ` AND COALESCE(folder_uid, '') = ?`
-		args = append(args, p[0])
+	limit, page := queryInt(r, "limit"), queryInt(r, "page")
+	if page <= 0 {
+		page = 1
 	}
-	q += ` ORDER BY lower(title), id LIMIT ? OFFSET ?`
-	args = append(args, limit, (page-1)*limit)
-	rows, err := s.db.QueryContext(r.Context(), q, args...)
+	out := []folderOut{}
+	if !s.f.nestedFolders {
+		// conformance §3 "GET /api/folders, nestedFolders off": a flat list of
+		// all folders via search, [{"id","uid","title"}], limit default 1000,
+		// page 1-based; parentUid means nothing.
+		if limit <= 0 {
+			limit = defaultLimit
+		}
+		hits, err := s.searchHits(r.Context(), ri.orgID, searchFilter{typ: "dash-folder"}, limit, page)
+		if err != nil {
+			s.internal(w, err)
+			return
+		}
+		for _, h := range hits {
+			out = append(out, folderOut{ID: h.ID, UID: h.UID, Title: h.Title})
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	// conformance §3 "same, nesting on": only the children of parentUid
+	// (default: the root), with parentUid, ordered by title; "12.4
+	// specifics": default limit 100000. An unknown parent gives [] (the
+	// legacy GetChildren checks access, not existence, folder.go @ v12.4.0).
+	if limit <= 0 {
+		limit = s.f.foldersDefaultLimit
+	}
+	parent := r.URL.Query().Get("parentUid")
+	rows, err := s.db.QueryContext(r.Context(), `SELECT d.id, fo.uid, fo.title, COALESCE(fo.parent_uid, '')
+		FROM folder fo JOIN dashboard d ON d.org_id = fo.org_id AND d.uid = fo.uid AND d.is_folder = 1`+s.liveSQL("d")+`
+		WHERE fo.org_id = ? AND COALESCE(fo.parent_uid, '') = ?
+		ORDER BY fo.title, fo.uid LIMIT ? OFFSET ?`, ri.orgID, parent, limit, (page-1)*limit)
 	if err != nil {
 		s.internal(w, err)
 		return
 	}
 	defer rows.Close()
-	out := []folderOut{}
 	for rows.Next() {
 		var f folderOut
 		if err := rows.Scan(&f.ID, &f.UID, &f.Title, &f.ParentUID); err != nil {
@@ -611,8 +938,91 @@ func (s *Server) listFolders(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// folderDTO is the body of GET /api/folders/:uid (conformance §3; dtos.Folder).
+type folderDTO struct {
+	ID        int64       `json:"id"`
+	UID       string      `json:"uid"`
+	OrgID     int64       `json:"orgId"`
+	Title     string      `json:"title"`
+	URL       string      `json:"url"`
+	HasACL    bool        `json:"hasAcl"`
+	CanSave   bool        `json:"canSave"`
+	CanEdit   bool        `json:"canEdit"`
+	CanAdmin  bool        `json:"canAdmin"`
+	CanDelete bool        `json:"canDelete"`
+	CreatedBy string      `json:"createdBy"`
+	Created   string      `json:"created"`
+	UpdatedBy string      `json:"updatedBy"`
+	Updated   string      `json:"updated"`
+	Version   int64       `json:"version,omitempty"`
+	ParentUID string      `json:"parentUid,omitempty"`
+	Parents   []folderDTO `json:"parents,omitempty"`
+}
+
+func (s *Server) loadFolder(ctx context.Context, org int64, uid string) (folderDTO, error) {
+	f := folderDTO{OrgID: org, CanSave: true, CanEdit: true, CanAdmin: true, CanDelete: true}
+	var (
+		slug             string
+		created, updated sql.NullString
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT d.id, d.uid, d.title, d.slug, d.has_acl, d.version, d.created, d.updated,
+		COALESCE((SELECT login FROM user WHERE id = d.created_by), ''), COALESCE((SELECT login FROM user WHERE id = d.updated_by), '')
+		FROM dashboard d WHERE d.org_id = ? AND d.uid = ? AND d.is_folder = 1`+s.liveSQL("d"), org, uid).
+		Scan(&f.ID, &f.UID, &f.Title, &slug, &f.HasACL, &f.Version, &created, &updated, &f.CreatedBy, &f.UpdatedBy)
+	if err != nil {
+		return f, err
+	}
+	f.URL = "/dashboards/f/" + f.UID + "/" + slug
+	f.Created, f.Updated = isoTime(created), isoTime(updated)
+	f.CreatedBy, f.UpdatedBy = loginOr(f.CreatedBy), loginOr(f.UpdatedBy)
+	if s.f.nestedFolders {
+		err = s.db.QueryRowContext(ctx, `SELECT COALESCE(parent_uid, '') FROM folder WHERE org_id = ? AND uid = ?`, org, uid).Scan(&f.ParentUID)
+		if errors.Is(err, sql.ErrNoRows) {
+			err = nil
+		}
+	}
+	return f, err
+}
+
+// getFolder implements GET /api/folders/:uid: parentUid and parents (root
+// first) only with nesting on (conformance §3 "GET /api/folders/:uid").
+func (s *Server) getFolder(w http.ResponseWriter, r *http.Request) {
+	ri := info(r)
+	f, err := s.loadFolder(r.Context(), ri.orgID, r.PathValue("uid"))
+	if errors.Is(err, sql.ErrNoRows) {
+		folderNotFound(w, http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		s.internal(w, err)
+		return
+	}
+	for p, seen := f.ParentUID, map[string]bool{f.UID: true}; p != "" && !seen[p]; {
+		seen[p] = true
+		pf, err := s.loadFolder(r.Context(), ri.orgID, p)
+		if errors.Is(err, sql.ErrNoRows) {
+			break // Grafana logs a failed parent lookup and serves what it has
+		}
+		if err != nil {
+			s.internal(w, err)
+			return
+		}
+		f.Parents = append([]folderDTO{pf}, f.Parents...)
+		p = pf.ParentUID
+	}
+	writeJSON(w, http.StatusOK, f)
+}
+
+// createFolder implements POST /api/folders. Without nesting the parentUid
+// is ignored and the folder is made at the root (folderimpl Create @ v10.0.1
+// uses the parent only with nestedFolders on; the conformance doc has no row
+// for it).
 func (s *Server) createFolder(w http.ResponseWriter, r *http.Request) {
 	ri := info(r)
+	if ri.role == roleNone {
+		rbacDenied(w, "folders:create")
+		return
+	}
 	var body struct {
 		UID       string `json:"uid"`
 		Title     string `json:"title"`
@@ -622,6 +1032,9 @@ func (s *Server) createFolder(w http.ResponseWriter, r *http.Request) {
 		msg(w, http.StatusBadRequest, "folder title cannot be empty")
 		return
 	}
+	if !s.f.nestedFolders {
+		body.ParentUID = ""
+	}
 	ctx := r.Context()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -629,11 +1042,10 @@ func (s *Server) createFolder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer tx.Rollback()
-	var parentID int64
 	if body.ParentUID != "" {
-		parentID, err = s.folderByUID(ctx, tx, ri.orgID, body.ParentUID)
+		_, err = s.folderByUID(ctx, tx, ri.orgID, body.ParentUID)
 		if errors.Is(err, sql.ErrNoRows) {
-			msg(w, http.StatusNotFound, "parent folder not found")
+			folderNotFound(w, http.StatusNotFound)
 			return
 		} else if err != nil {
 			s.internal(w, err)
@@ -652,8 +1064,12 @@ func (s *Server) createFolder(w http.ResponseWriter, r *http.Request) {
 		msg(w, http.StatusConflict, "a folder with the same uid already exists")
 		return
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM dashboard WHERE org_id = ? AND is_folder = 1 AND deleted IS NULL AND COALESCE(folder_uid,'') = ? AND lower(title) = lower(?)`,
-		ri.orgID, body.ParentUID, body.Title).Scan(&n); err != nil {
+	parentCond, parentArgs := ` AND folder_id = 0`, []any{}
+	if s.f.folderUIDColumn {
+		parentCond, parentArgs = ` AND COALESCE(folder_uid, '') = ?`, []any{body.ParentUID}
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM dashboard WHERE org_id = ? AND is_folder = 1`+s.liveSQL("dashboard")+parentCond+` AND lower(title) = lower(?)`,
+		append(append([]any{ri.orgID}, parentArgs...), body.Title)...).Scan(&n); err != nil {
 		s.internal(w, err)
 		return
 	}
@@ -661,7 +1077,7 @@ func (s *Server) createFolder(w http.ResponseWriter, r *http.Request) {
 		msg(w, http.StatusConflict, "a folder with the same name already exists")
 		return
 	}
-	id, err := insertFolder(ctx, tx, ri.orgID, body.UID, body.Title, body.ParentUID, parentID, ri.p.userID, time.Now().UTC())
+	_, err = s.insertFolder(ctx, tx, ri.orgID, body.UID, body.Title, body.ParentUID, ri.p.userID, time.Now().UTC())
 	if err == nil {
 		err = tx.Commit()
 	}
@@ -669,23 +1085,32 @@ func (s *Server) createFolder(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, err)
 		return
 	}
-	slug := slugify(body.Title)
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "uid": body.UID, "title": body.Title, "url": "/dashboards/f/" + body.UID + "/" + slug,
-		"version": 1, "parentUid": body.ParentUID})
+	f, err := s.loadFolder(ctx, ri.orgID, body.UID)
+	if err != nil {
+		s.internal(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, f)
 }
 
-// insertFolder writes a folder row the way Grafana keeps folders in the
-// dashboard table, with the next free id.
-func insertFolder(ctx context.Context, tx *sql.Tx, org int64, uid, title, parentUID string, parentID, by int64, now time.Time) (int64, error) {
+// insertFolder writes a folder the way the version keeps it: a dashboard row
+// with is_folder = 1 and folder_id = 0 (conformance §2 "Folder hit
+// folderUid": the legacy row keeps folder_id 0), folder_uid = parent from
+// 10.2.3 (§3 "dashboard row with is_folder=1"), and a folder-table row when
+// nesting is on (§3 "SQL table folder").
+func (s *Server) insertFolder(ctx context.Context, tx *sql.Tx, org int64, uid, title, parentUID string, by int64, now time.Time) (int64, error) {
 	var id int64
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id),0)+1 FROM dashboard`).Scan(&id); err != nil {
 		return 0, err
 	}
-	data := mustJSON(map[string]any{"id": id, "uid": uid, "title": title, "version": 1, "schemaVersion": 17})
 	ts := now.Format(timeLayout)
-	_, err := tx.ExecContext(ctx, `INSERT INTO dashboard (id, version, slug, title, data, org_id, created, updated, updated_by, created_by, gnet_id, folder_id, is_folder, has_acl, uid, is_public, folder_uid)
-		VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 1, 0, ?, 0, NULLIF(?, ''))`,
-		id, slugify(title), title, string(data), org, ts, ts, by, by, parentID, uid, parentUID)
+	data := mustJSON(map[string]any{"id": id, "uid": uid, "title": title, "version": 1, "schemaVersion": 17})
+	err := s.insertDashboardRow(ctx, tx, dashRow{id: id, version: 1, slug: slugify(title), title: title, data: string(data), org: org,
+		created: ts, by: by, uid: uid, folderUID: parentUID, isFolder: true})
+	if err == nil && s.f.nestedFolders {
+		_, err = tx.ExecContext(ctx, `INSERT INTO folder (uid, org_id, title, description, parent_uid, created, updated) VALUES (?, ?, ?, '', ?, ?, ?)`,
+			uid, org, title, nullIfEmpty(parentUID), ts, ts)
+	}
 	return id, err
 }
 
@@ -695,64 +1120,137 @@ type orgOut struct {
 	Role  string `json:"role"`
 }
 
-func (s *Server) orgs(ctx context.Context) ([]orgOut, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name FROM org ORDER BY id`)
+// userOrgs implements GET /api/user/orgs (conformance §1).
+func (s *Server) userOrgs(w http.ResponseWriter, r *http.Request) {
+	ri := info(r)
+	if ri.p.token {
+		switch s.f.userOrgsForToken {
+		case http.StatusForbidden:
+			// conformance §1 "/api/user/orgs, SA token", ~10.2 – early 11.x.
+			msg(w, http.StatusForbidden, "Endpoint only available for users")
+			return
+		case http.StatusNotModified:
+			// conformance §1, 12.4.0: 304; net/http sends no body with it.
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		// 9.5: the handler runs the membership query with the service
+		// account's user id, which filters service accounts out: 200 [].
+	}
+	// conformance §1: only orgs with an org_user row, never service
+	// accounts, sorted by org name (orgimpl/store.go GetUserOrgList, ByOrgName).
+	rows, err := s.db.QueryContext(r.Context(), `SELECT ou.org_id, o.name, ou.role FROM org_user ou
+		JOIN org o ON o.id = ou.org_id JOIN user u ON u.id = ou.user_id
+		WHERE ou.user_id = ? AND COALESCE(u.is_service_account, 0) = 0 ORDER BY o.name`, ri.p.userID)
 	if err != nil {
-		return nil, err
+		s.internal(w, err)
+		return
 	}
 	defer rows.Close()
-	var out []orgOut
+	out := []orgOut{}
 	for rows.Next() {
-		o := orgOut{Role: "Admin"}
-		if err := rows.Scan(&o.OrgID, &o.Name); err != nil {
-			return nil, err
+		var o orgOut
+		if err := rows.Scan(&o.OrgID, &o.Name, &o.Role); err != nil {
+			s.internal(w, err)
+			return
 		}
 		out = append(out, o)
 	}
-	return out, rows.Err()
-}
-
-func (s *Server) userOrgs(w http.ResponseWriter, r *http.Request) {
-	if info(r).p.token {
-		// Service accounts are not users; Grafana has no "user" for them here.
-		msg(w, http.StatusNotFound, "user not found")
-		return
-	}
-	out, err := s.orgs(r.Context())
-	if err != nil {
+	if err := rows.Err(); err != nil {
 		s.internal(w, err)
 		return
 	}
+	slices.SortStableFunc(out, func(a, b orgOut) int {
+		if c := strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	writeJSON(w, http.StatusOK, out)
 }
 
+// allOrgs implements GET /api/orgs: server admins only (RBAC orgs:read in
+// the global org; a token never is one), perpage default 1000, page 0-based,
+// query = name prefix, name = exact (conformance §1 "GET /api/orgs").
 func (s *Server) allOrgs(w http.ResponseWriter, r *http.Request) {
-	if !info(r).p.serverAdm {
-		msg(w, http.StatusForbidden, "Permission denied")
+	ri := info(r)
+	if ri.p.token || !ri.p.serverAdm {
+		rbacDenied(w, "orgs:read")
 		return
 	}
-	orgs, err := s.orgs(r.Context())
+	perPage, page := queryInt(r, "perpage"), queryInt(r, "page")
+	if perPage <= 0 {
+		perPage = 1000
+	}
+	if page < 0 {
+		page = 0
+	}
+	q := `SELECT id, name FROM org WHERE 1 = 1`
+	var args []any
+	if v := r.URL.Query().Get("query"); v != "" {
+		q += ` AND name LIKE ?`
+		args = append(args, v+"%")
+	}
+	if v := r.URL.Query().Get("name"); v != "" {
+		q += ` AND name = ?`
+		args = append(args, v)
+	}
+	// Grafana has no ORDER BY here; SQLite hands rows out by id.
+	q += ` ORDER BY id LIMIT ? OFFSET ?`
+	args = append(args, perPage, perPage*page)
+	rows, err := s.db.QueryContext(r.Context(), q, args...)
 	if err != nil {
 		s.internal(w, err)
 		return
 	}
+	defer rows.Close()
 	type o struct {
 		ID   int64  `json:"id"`
 		Name string `json:"name"`
 	}
-	out := make([]o, 0, len(orgs))
-	for _, x := range orgs {
-		out = append(out, o{x.OrgID, x.Name})
+	out := []o{}
+	for rows.Next() {
+		var x o
+		if err := rows.Scan(&x.ID, &x.Name); err != nil {
+			s.internal(w, err)
+			return
+		}
+		out = append(out, x)
+	}
+	if err := rows.Err(); err != nil {
+		s.internal(w, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
+// currentOrg implements GET /api/org: needs orgs:read, which members have
+// and a server admin has everywhere (fixed:organization:reader); in org -1
+// the admin then gets 404 "Organization not found", anyone else the RBAC
+// 403 (conformance §1 "GET /api/org" and "X-Grafana-Org-Id: N").
 func (s *Server) currentOrg(w http.ResponseWriter, r *http.Request) {
-	id := info(r).orgID
-	var name string
-	if err := s.db.QueryRowContext(r.Context(), `SELECT name FROM org WHERE id = ?`, id).Scan(&name); err != nil {
+	ri := info(r)
+	if ri.role == roleNone && !ri.p.serverAdm {
+		rbacDenied(w, "orgs:read")
+		return
+	}
+	var (
+		name                                          string
+		address1, address2, city, zip, state, country sql.NullString
+	)
+	err := s.db.QueryRowContext(r.Context(), `SELECT name, address1, address2, city, zip_code, state, country FROM org WHERE id = ?`, ri.orgID).
+		Scan(&name, &address1, &address2, &city, &zip, &state, &country)
+	if errors.Is(err, sql.ErrNoRows) {
+		msg(w, http.StatusNotFound, "Organization not found")
+		return
+	}
+	if err != nil {
 		s.internal(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "name": name})
+	writeJSON(w, http.StatusOK, map[string]any{"id": ri.orgID, "name": name, "address": map[string]string{
+		"address1": address1.String, "address2": address2.String, "city": city.String,
+		"zipCode": zip.String, "state": state.String, "country": country.String,
+	}})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -17,7 +18,36 @@ type SeedSpec struct {
 	// BlobData stores dashboard JSON as BLOB instead of TEXT; Grafana databases
 	// migrated from MySQL or written by some versions hold either.
 	BlobData bool
+	// Version is the Grafana release whose grafana.db layout is written (any
+	// value ParseVersion accepts; "" means DefaultVersion): 9.5 has no
+	// dashboard.folder_uid and an empty folder table, 10.4 adds folder_uid,
+	// 11.6 adds dashboard.deleted and writes the folder table, 12.4 adds
+	// api_version (conformance §7). An existing database is upgraded first.
+	Version Version
+	// FolderDepth > 1 nests each org's folders in chains that deep: folder i
+	// sits at level i % FolderDepth, under the last folder of the level
+	// above. Dashboards are spread over the General folder and every level.
+	// Needs a version with nested folders on by default (11.6, 12.4;
+	// conformance §3) and at most 4 levels (MaxNestedFolderDepth @ v12.4.0).
+	FolderDepth int
+	// AdminNotMemberOf lists orgs the server admin is not a member of. By
+	// default Seed makes the admin an Admin member of every seeded org
+	// through org_user rows, as Grafana does for the user who creates an
+	// org; membership is nothing but those rows (conformance §1). Listed orgs
+	// lose any admin membership row, org 1 included.
+	AdminNotMemberOf []int64
+	// Tokens are service-account tokens to store in grafana.db, each of
+	// the org it maps to, so that they come back with a restored volume as
+	// real Grafana's do.
+	Tokens map[string]int64
+	// DeletedPerOrg soft-deletes the last that many seeded dashboards of each
+	// org (dashboard.deleted set, conformance §7); needs 11.6 or later.
+	DeletedPerOrg int
 }
+
+// MaxFolderDepth is the deepest folder nesting Seed writes: Grafana 12.4's
+// MaxNestedFolderDepth (pkg/services/folder/model.go @ v12.4.0).
+const MaxFolderDepth = 4
 
 var seedWords = []string{"API", "Latency", "Kafka", "Nodes", "Ingress", "Postgres", "Billing", "Errors", "Übersicht", "ダッシュボード",
 	"Cache", "Queue", "Storage", "Checkout", "Search", "DNS", "Edge", "Tenants", "Batch", "Quota"}
@@ -31,7 +61,22 @@ func Seed(dataDir string, spec SeedSpec) error {
 	if spec.Orgs <= 0 {
 		spec.Orgs = 1
 	}
-	db, err := openDB(dataDir)
+	v, err := ParseVersion(string(spec.Version))
+	if err != nil {
+		return err
+	}
+	f := featuresOf(v)
+	if spec.FolderDepth > 1 && !f.nestedFolders {
+		return fmt.Errorf("grafanastandin: FolderDepth %d: Grafana %s has nested folders off by default (conformance §3)", spec.FolderDepth, v)
+	}
+	if spec.FolderDepth > MaxFolderDepth {
+		return fmt.Errorf("grafanastandin: FolderDepth %d is deeper than Grafana allows (%d)", spec.FolderDepth, MaxFolderDepth)
+	}
+	if spec.DeletedPerOrg > 0 && !f.deletedColumn {
+		return fmt.Errorf("grafanastandin: DeletedPerOrg: Grafana %s has no dashboard.deleted column (conformance §7)", v)
+	}
+	depth := max(spec.FolderDepth, 1)
+	db, err := openDB(dataDir, f)
 	if err != nil {
 		return err
 	}
@@ -42,11 +87,6 @@ func Seed(dataDir string, spec SeedSpec) error {
 		return err
 	}
 	defer tx.Rollback()
-	insDash, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO dashboard (id, version, slug, title, data, org_id, created, updated, updated_by, created_by, gnet_id, folder_id, is_folder, has_acl, uid, is_public, folder_uid)
-		VALUES (?, 1, ?, ?, ?, ?, ?, ?, 1, 1, 0, ?, 0, 0, ?, 0, NULLIF(?, ''))`)
-	if err != nil {
-		return err
-	}
 	insVer, err := tx.PrepareContext(ctx, `INSERT INTO dashboard_version (dashboard_id, parent_version, restored_from, version, created, created_by, message, data) VALUES (?, 0, 0, 1, ?, 1, 'seeded', ?)`)
 	if err != nil {
 		return err
@@ -59,6 +99,10 @@ func Seed(dataDir string, spec SeedSpec) error {
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id),0)+1 FROM dashboard`).Scan(&nextID); err != nil {
 		return err
 	}
+	admin, err := adminUserID(ctx, tx)
+	if err != nil {
+		return err
+	}
 	// A fixed clock keeps seeded files identical between runs.
 	created := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
 	ts := created.Format(timeLayout)
@@ -67,30 +111,41 @@ func Seed(dataDir string, spec SeedSpec) error {
 		if err := ensureOrg(ctx, tx, org, orgName(org)); err != nil {
 			return err
 		}
+		if !slices.Contains(spec.AdminNotMemberOf, org) {
+			if err := addMember(ctx, tx, org, admin, roleAdmin); err != nil {
+				return err
+			}
+		}
 		rng := rand.New(rand.NewPCG(uint64(spec.Seed), uint64(org)))
 		type folder struct {
 			id       int64
 			uid, ttl string
 		}
 		folders := make([]folder, 0, spec.FoldersPerOrg)
+		lastAt := make([]folder, depth) // last folder made at each level
 		for i := 0; i < spec.FoldersPerOrg; i++ {
-			f := folder{uid: "f" + seedUID(rng, 9), ttl: fmt.Sprintf("%s %02d", seedWords[rng.IntN(len(seedWords))], i+1)}
-			err := tx.QueryRowContext(ctx, `SELECT id FROM dashboard WHERE org_id = ? AND uid = ?`, org, f.uid).Scan(&f.id)
+			fo := folder{uid: "f" + seedUID(rng, 9), ttl: fmt.Sprintf("%s %02d", seedWords[rng.IntN(len(seedWords))], i+1)}
+			var parent string
+			if level := i % depth; level > 0 {
+				parent = lastAt[level-1].uid
+			}
+			err := tx.QueryRowContext(ctx, `SELECT id FROM dashboard WHERE org_id = ? AND uid = ?`, org, fo.uid).Scan(&fo.id)
 			if err == sql.ErrNoRows {
-				f.id, err = insertFolder(ctx, tx, org, f.uid, f.ttl, "", 0, 1, created)
-				nextID = max(nextID, f.id+1)
+				fo.id, err = seedFolder(ctx, tx, f, org, fo.uid, fo.ttl, parent, created)
+				nextID = max(nextID, fo.id+1)
 			}
 			if err != nil {
 				return fmt.Errorf("seeding folder: %w", err)
 			}
-			folders = append(folders, f)
+			folders = append(folders, fo)
+			lastAt[i%depth] = fo
 		}
 		for i := 0; i < spec.DashboardsPerOrg; i++ {
 			uid := seedUID(rng, 12)
 			title := fmt.Sprintf("%s %s %05d", seedWords[rng.IntN(len(seedWords))], seedWords[rng.IntN(len(seedWords))], i+1)
-			var f folder
+			var fo folder
 			if k := i % (len(folders) + 1); k > 0 {
-				f = folders[k-1]
+				fo = folders[k-1]
 			}
 			tags := []string{seedTags[rng.IntN(len(seedTags))]}
 			if rng.IntN(2) == 0 {
@@ -108,7 +163,12 @@ func Seed(dataDir string, spec SeedSpec) error {
 			if spec.BlobData {
 				dataArg = data
 			}
-			res, err := insDash.ExecContext(ctx, id, slugify(title), title, dataArg, org, ts, ts, f.id, uid, f.uid)
+			var deleted string
+			if i >= spec.DashboardsPerOrg-spec.DeletedPerOrg {
+				deleted = ts
+			}
+			res, err := insertDashboard(ctx, tx, f, dashRow{id: id, version: 1, slug: slugify(title), title: title, data: dataArg, org: org,
+				created: ts, by: 1, folderID: fo.id, folderUID: fo.uid, uid: uid, deleted: deleted, onlyIfAbsent: true})
 			if err != nil {
 				return fmt.Errorf("seeding dashboard %s: %w", uid, err)
 			}
@@ -126,7 +186,23 @@ func Seed(dataDir string, spec SeedSpec) error {
 			}
 		}
 	}
+	for _, org := range spec.AdminNotMemberOf {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM org_user WHERE org_id = ? AND user_id = ?`, org, admin); err != nil {
+			return err
+		}
+	}
+	for token, org := range spec.Tokens {
+		if err := (&Server{f: f}).ensureToken(ctx, tx, org, token); err != nil {
+			return err
+		}
+	}
 	return tx.Commit()
+}
+
+// seedFolder writes a folder as Server.insertFolder does, for layout f.
+func seedFolder(ctx context.Context, tx *sql.Tx, f features, org int64, uid, title, parentUID string, now time.Time) (int64, error) {
+	s := &Server{f: f}
+	return s.insertFolder(ctx, tx, org, uid, title, parentUID, 1, now)
 }
 
 func seedUID(rng *rand.Rand, n int) string {

@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/kube"
@@ -123,6 +125,20 @@ func TestBadInputChangesNothing(t *testing.T) {
 				}}
 			},
 			want: []string{"rejected the password", "reset-admin-password"},
+		},
+		{
+			name:    "empty Grafana as baseline",
+			release: fixtures.Release{Name: "grafana", Replicas: 1},
+			prepare: func(t *testing.T, e *grafanaEnv, _ *migrate.Options, _ *migrate.Migrate) {
+				dir, _, err := fixtures.ClaimVolumeDir(e.Ctx, sb.Kube, sb.StorageRoot(), e.Rel.Namespace, e.Rel.Claim(0), time.Minute)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := e2eutil.DeleteAllDashboards(filepath.Join(dir, "grafana.db")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: []string{"holds no dashboard", "--allow-empty-baseline"},
 		},
 		{
 			name:    "RBAC missing: no update on persistentvolumes",

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	"go.uber.org/zap"
@@ -114,6 +115,13 @@ func (s *Sandbox) stopAddons() []error {
 // PodURL is the stable loopback URL of the Grafana stand-in for pod ns/pod;
 // see docs/ARCHITECTURE.md for its behaviour across pod re-creation.
 func (s *Sandbox) PodURL(ns, pod string) string { return s.addons.runner.PodURL(ns, pod) }
+
+// ThrottleGrafana makes the pod's Grafana URL answer 429 Too Many Requests
+// with Retry-After for d, as a rate-limiting Ingress in front of Grafana
+// would (Grafana itself never does: docs/grafana-conformance.md §6).
+func (s *Sandbox) ThrottleGrafana(ns, pod string, d time.Duration, retryAfter int) error {
+	return s.addons.runner.Throttle(ns, pod, d, retryAfter)
+}
 
 // StorageRoot is the storage agent's root: volumes/<handle> and
 // snapshots/<handle> below it.

@@ -7,6 +7,7 @@ package app
 
 import (
 	"context"
+	"errors"
 )
 
 // Verdict is the outcome of comparing a pod's data with a capture.
@@ -32,4 +33,25 @@ type Checker interface {
 	Capture(ctx context.Context, pod string) ([]byte, error)
 	// Verify compares what the pod serves with a capture.
 	Verify(ctx context.Context, pod string, capture []byte) (Verdict, error)
+}
+
+// Preflighter is a Checker that can tell, before anything changes, whether
+// what it will capture can prove anything: every part of the application's
+// data readable, and not empty unless that is expected. What it cannot
+// check must stop the run, never count as verified.
+type Preflighter interface {
+	Preflight(ctx context.Context, pod string) error
+}
+
+// ErrIncomplete marks a Preflight failure where the application answers
+// but part of its data could not be covered (unreadable parts, nothing to
+// compare): the error's text says what and how to fix it.
+var ErrIncomplete = errors.New("cannot be verified completely")
+
+// Preflight runs c's Preflight when it has one, else Ready.
+func Preflight(ctx context.Context, c Checker, pod string) error {
+	if p, ok := c.(Preflighter); ok {
+		return p.Preflight(ctx, pod)
+	}
+	return c.Ready(ctx, pod)
 }

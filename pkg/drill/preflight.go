@@ -2,6 +2,7 @@ package drill
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/pkg/app"
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/preflight"
 )
@@ -117,9 +119,12 @@ func (d *Drill) preflight(ctx context.Context, o Options, t *discovery.Target, s
 		checker := d.Checker(t, t.Namespace)
 		for _, p := range plans {
 			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-			err := checker.Ready(cctx, p.Pod)
+			err := app.Preflight(cctx, checker, p.Pod)
 			cancel()
-			if err != nil {
+			switch {
+			case errors.Is(err, app.ErrIncomplete):
+				r.Add(fmt.Sprintf("%s of pod %s/%s", checker.Kind(), t.Namespace, p.Pod), err.Error(), "as the message says; nothing was created")
+			case err != nil:
 				r.Add(fmt.Sprintf("%s of pod %s/%s", checker.Kind(), t.Namespace, p.Pod), fmt.Sprintf("not reachable or refused the credentials, so there is nothing to compare the restore with: %v", err),
 					"fix --grafana-url-template / --grafana-pod-url or the credentials")
 			}

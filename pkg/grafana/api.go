@@ -46,59 +46,86 @@ func (c *Client) Health(ctx context.Context) (Health, error) {
 	return h, err
 }
 
-// Org is an organisation visible to the client's user.
+// Org is an organisation.
 type Org struct {
 	ID   int64  `json:"orgId"`
 	Name string `json:"name"`
 	Role string `json:"role,omitempty"`
 }
 
-// Orgs lists the orgs the user can see: its memberships (/api/user/orgs), or,
-// where that endpoint does not apply (service account tokens), all orgs
-// (/api/orgs, server admins), or finally just the current org (/api/org).
-func (c *Client) Orgs(ctx context.Context) ([]Org, error) {
+// ErrNotForTokens is returned by UserOrgs for a service-account token:
+// memberships exist only for users (docs/grafana-conformance.md §1).
+var ErrNotForTokens = errors.New("/api/user/orgs is only available for users, not service-account tokens")
+
+// UserOrgs lists the orgs the signed-in user is a member of
+// (/api/user/orgs). A Grafana server admin is not a member of every org:
+// membership is an org_user row. With a token Grafana answers 200 [] (9.5),
+// 403 (10.x, 11.x) or 304 (12.x): all mean ErrNotForTokens, and a token is
+// not even asked.
+func (c *Client) UserOrgs(ctx context.Context) ([]Org, error) {
+	if c.creds.Token != "" {
+		return nil, ErrNotForTokens
+	}
 	var mine []Org
-	err := c.get(ctx, "/api/user/orgs", nil, &mine)
-	if err == nil {
-		return mine, nil
-	}
-	if !fallbackable(err) {
+	if err := c.get(ctx, "/api/user/orgs", nil, &mine); err != nil {
 		return nil, err
 	}
-	var all []struct {
-		ID   int64  `json:"id"`
-		Name string `json:"name"`
+	return mine, nil
+}
+
+// ErrNotServerAdmin is returned by AllOrgs when the credentials may not
+// list every org (/api/orgs needs a Grafana server admin; tokens never can).
+var ErrNotServerAdmin = errors.New("listing every org needs a Grafana server admin's credentials")
+
+// AllOrgs lists every org of the Grafana (/api/orgs, server admins only).
+// Pages are 0-based there, unlike search: page=1 would skip the first.
+func (c *Client) AllOrgs(ctx context.Context) ([]Org, error) {
+	if c.creds.Token != "" {
+		return nil, ErrNotServerAdmin
 	}
-	err = c.get(ctx, "/api/orgs", nil, &all)
-	if err == nil {
-		out := make([]Org, 0, len(all))
-		for _, o := range all {
-			out = append(out, Org{ID: o.ID, Name: o.Name})
+	const perPage = 1000
+	var out []Org
+	seen := map[int64]bool{}
+	for page := 0; ; page++ {
+		var batch []struct {
+			ID   int64  `json:"id"`
+			Name string `json:"name"`
 		}
-		return out, nil
+		q := url.Values{"perpage": {strconv.Itoa(perPage)}, "page": {strconv.Itoa(page)}}
+		err := c.get(ctx, "/api/orgs", q, &batch)
+		var ae *AuthError
+		if errors.As(err, &ae) && ae.Kind == AuthForbidden {
+			return nil, ErrNotServerAdmin
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range batch {
+			// Grafana sorts nothing here: pages can overlap under writes.
+			if !seen[o.ID] {
+				seen[o.ID] = true
+				out = append(out, Org{ID: o.ID, Name: o.Name})
+			}
+		}
+		if len(batch) < perPage {
+			return out, nil
+		}
 	}
-	if !fallbackable(err) {
-		return nil, err
-	}
+}
+
+// CurrentOrg is the org the client's requests run in (/api/org): the
+// token's own org, or the X-Grafana-Org-Id org for a member. For a user
+// who is not a member of that org Grafana runs the request in org -1 and
+// answers 404 here (while search answers an empty list): ErrNotFound.
+func (c *Client) CurrentOrg(ctx context.Context) (Org, error) {
 	var cur struct {
 		ID   int64  `json:"id"`
 		Name string `json:"name"`
 	}
 	if err := c.get(ctx, "/api/org", nil, &cur); err != nil {
-		return nil, err
+		return Org{}, err
 	}
-	return []Org{{ID: cur.ID, Name: cur.Name}}, nil
-}
-
-// fallbackable: the endpoint exists for other principals but not this one.
-// A 401 is not, because the credentials themselves are wrong.
-func fallbackable(err error) bool {
-	var ae *AuthError
-	if errors.As(err, &ae) {
-		return ae.Kind == AuthForbidden
-	}
-	var api *APIError
-	return errors.As(err, &api) && (api.Status == http.StatusNotFound || api.Status == http.StatusForbidden)
+	return Org{ID: cur.ID, Name: cur.Name}, nil
 }
 
 // SearchHit is one entry of /api/search. Folder fields are empty for the

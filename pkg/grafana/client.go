@@ -58,6 +58,13 @@ func (c Credentials) empty() bool { return c.Token == "" && c.User == "" && c.Pa
 type Options struct {
 	URL         string
 	Credentials Credentials
+	// OrgTokens are further service-account tokens, each for the org it
+	// belongs to: they read the orgs the main credentials cannot.
+	OrgTokens []string
+	// ListCredentials, when set, are a Grafana server admin's basic-auth
+	// credentials used only to list every org (/api/orgs), so that rebind
+	// knows which orgs exist when the main credentials are a token.
+	ListCredentials *Credentials
 	// OrgID, when > 0, is sent as X-Grafana-Org-Id on every request.
 	OrgID              int64
 	CAFile             string
@@ -70,6 +77,10 @@ type Options struct {
 	// (defaults 250ms and 5s).
 	RetryBaseDelay time.Duration
 	RetryMaxDelay  time.Duration
+	// MaxThrottleWait bounds the total time one request waits out 429 Too
+	// Many Requests (or 503 with Retry-After) answers, which come from a
+	// proxy or rate limit in front of Grafana (default 2m).
+	MaxThrottleWait time.Duration
 	// MaxConnsPerHost caps parallel connections (default 32).
 	MaxConnsPerHost int
 	Logger          *zap.Logger
@@ -83,11 +94,14 @@ type Client struct {
 	base        *url.URL
 	display     string // base URL without user info, safe for messages
 	creds       Credentials
+	orgTokens   []string
+	lister      *Credentials
 	orgID       int64
 	hc          *http.Client
 	maxAttempts int
 	baseDelay   time.Duration
 	maxDelay    time.Duration
+	maxThrottle time.Duration
 	log         *zap.Logger
 }
 
@@ -129,6 +143,8 @@ func New(opts Options) (*Client, error) {
 		base:        u,
 		display:     u.String(),
 		creds:       creds,
+		orgTokens:   opts.OrgTokens,
+		lister:      opts.ListCredentials,
 		orgID:       opts.OrgID,
 		maxAttempts: opts.MaxAttempts,
 		baseDelay:   opts.RetryBaseDelay,
@@ -143,6 +159,10 @@ func New(opts Options) (*Client, error) {
 	}
 	if c.maxDelay <= 0 {
 		c.maxDelay = 5 * time.Second
+	}
+	c.maxThrottle = opts.MaxThrottleWait
+	if c.maxThrottle <= 0 {
+		c.maxThrottle = 2 * time.Minute
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
@@ -204,6 +224,14 @@ func (c *Client) WithOrg(orgID int64) *Client {
 	return &cp
 }
 
+// withCredentials returns a client for other credentials sharing this
+// client's connections and settings.
+func (c *Client) withCredentials(creds Credentials) *Client {
+	cp := *c
+	cp.creds, cp.orgTokens, cp.lister = creds, nil, nil
+	return &cp
+}
+
 // request describes one API call; retries are decided from it.
 type request struct {
 	method string
@@ -223,6 +251,14 @@ type errorBody struct {
 }
 
 // do runs a request with retries and decodes a 2xx JSON answer into out.
+//
+// Two kinds of answer are retried. Connection errors and 5xx (idempotent
+// requests only) count against MaxAttempts with exponential backoff.
+// Throttling, a 429 or a 503 carrying Retry-After, says the request was not
+// processed: it is waited out as the server asks, for any method, bounded
+// by MaxThrottleWait in total rather than by attempts (Grafana itself never
+// answers 429 on the endpoints rebind uses; proxies and ingress rate limits
+// do: docs/grafana-conformance.md §6).
 func (c *Client) do(ctx context.Context, r request, out any) error {
 	u := *c.base
 	u.Path = c.base.Path + r.path
@@ -230,13 +266,17 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 		u.RawQuery = r.query.Encode()
 	}
 	target := u.String()
-	var lastErr error
-	lastStatus := 0
-	attempts := 0
-	for attempt := 1; attempt <= c.maxAttempts; attempt++ {
-		attempts = attempt
+	var (
+		lastErr    error
+		lastStatus int
+		failures   int
+		throttled  time.Duration
+		throttles  int
+		delay      time.Duration
+	)
+	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
-			if err := c.sleep(ctx, attempt-1); err != nil {
+			if err := c.wait(ctx, delay); err != nil {
 				return err
 			}
 		}
@@ -251,21 +291,82 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 				// Retrying cannot fix a certificate the client does not trust.
 				return fmt.Errorf("grafana at %s: TLS certificate not trusted (%v): pass --grafana-ca-file, or --grafana-insecure-skip-verify for a test setup", c.display, certErr.Err)
 			}
+			if failures++; failures >= c.maxAttempts {
+				return &UnreachableError{URL: c.display, Attempts: failures, Status: lastStatus, Err: lastErr}
+			}
+			delay = c.backoff(failures)
 			c.log.Warn("grafana request failed, will retry", zap.String("method", r.method), zap.String("path", r.path),
 				zap.Int("attempt", attempt), zap.Error(lastErr))
+			continue
+		}
+		if ra, ok := throttle(resp, r); ok {
+			readErrorBody(resp)
+			if throttles++; ra <= 0 {
+				ra = c.backoff(throttles)
+			}
+			if throttled+ra > c.maxThrottle {
+				return &ThrottledError{URL: c.display, Status: resp.StatusCode, Waited: throttled}
+			}
+			throttled += ra
+			delay = ra
+			c.log.Warn("grafana is throttling requests, waiting as asked", zap.String("method", r.method), zap.String("path", r.path),
+				zap.Int("status", resp.StatusCode), zap.Duration("retry-after", ra), zap.Duration("waited", throttled))
 			continue
 		}
 		if resp.StatusCode >= 500 && r.retry5xx {
 			eb := readErrorBody(resp)
 			lastStatus = resp.StatusCode
 			lastErr = fmt.Errorf("%s %s: %d %s", r.method, r.path, resp.StatusCode, nonEmpty(eb.Message, http.StatusText(resp.StatusCode)))
+			if failures++; failures >= c.maxAttempts {
+				return &UnreachableError{URL: c.display, Attempts: failures, Status: lastStatus, Err: lastErr}
+			}
+			delay = c.backoff(failures)
 			c.log.Warn("grafana answered a server error, will retry", zap.String("method", r.method), zap.String("path", r.path),
 				zap.Int("status", resp.StatusCode), zap.Int("attempt", attempt))
 			continue
 		}
 		return c.finish(r, target, resp, out)
 	}
-	return &UnreachableError{URL: c.display, Attempts: attempts, Status: lastStatus, Err: lastErr}
+}
+
+// maxRetryAfter caps one Retry-After: a proxy asking for an hour is not
+// waited out inside one request.
+const maxRetryAfter = time.Minute
+
+// throttle says whether an answer asks the client to come back later, and
+// when: a 429 (the request was not processed, so any method may repeat it),
+// or a 503 with Retry-After on an idempotent request. A 503 without it is an
+// ordinary server error.
+func throttle(resp *http.Response, r request) (time.Duration, bool) {
+	ra, has := retryAfter(resp.Header.Get("Retry-After"), time.Now())
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		return ra, true
+	case resp.StatusCode == http.StatusServiceUnavailable && has && r.retry5xx:
+		return ra, true
+	}
+	return 0, false
+}
+
+// retryAfter parses Retry-After: delay-seconds or an HTTP-date (RFC 9110
+// §10.2.3), capped at maxRetryAfter.
+func retryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	var d time.Duration
+	if secs, err := strconv.Atoi(v); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = max(t.Sub(now), 0)
+	} else {
+		return 0, false
+	}
+	return min(d, maxRetryAfter), true
 }
 
 func (c *Client) send(ctx context.Context, r request, target string) (*http.Response, error) {
@@ -376,13 +477,18 @@ func connErr(err error) error {
 	return err
 }
 
-func (c *Client) sleep(ctx context.Context, retry int) error {
-	d := c.baseDelay << (retry - 1)
+// backoff is the delay before the n-th retry: exponential from the base
+// delay up to the maximum, with jitter so that many rebind processes do not
+// hammer a recovering Grafana in step.
+func (c *Client) backoff(n int) time.Duration {
+	d := c.baseDelay << (n - 1)
 	if d > c.maxDelay || d <= 0 {
 		d = c.maxDelay
 	}
-	// Jitter keeps many rebind processes from hammering a recovering Grafana in step.
-	d = d/2 + rand.N(d/2+1)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (c *Client) wait(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

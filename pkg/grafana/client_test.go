@@ -198,10 +198,10 @@ func TestAuthErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			orgs, err := c.Orgs(context.Background())
+			org, err := c.CurrentOrg(context.Background())
 			if tt.wantKind == 0 {
-				if err != nil || len(orgs) == 0 {
-					t.Fatalf("orgs %v err %v", orgs, err)
+				if err != nil || org.ID != 1 {
+					t.Fatalf("current org %v err %v", org, err)
 				}
 				return
 			}
@@ -223,49 +223,202 @@ func TestAuthErrors(t *testing.T) {
 	}
 }
 
-func TestOrgsFallback(t *testing.T) {
-	st := newStandin(t, grafanastandin.SeedSpec{Orgs: 3, DashboardsPerOrg: 1, Seed: 1},
-		grafanastandin.Options{AdminPassword: "pw", Tokens: []string{"tok"}})
-	tests := []struct {
-		name  string
-		creds grafana.Credentials
-		want  []int64
-	}{
-		{"admin sees memberships", grafana.Credentials{User: "admin", Password: "pw"}, []int64{1, 2, 3}},
-		// A service account has no /api/user/orgs and no /api/orgs: only its own org.
-		{"token falls back to /api/org", grafana.Credentials{Token: "tok"}, []int64{1}},
+// TestResolveAccess pins, for every modelled Grafana version, which orgs
+// rebind reads with which credentials, and that an org it cannot read
+// stops it (docs/grafana-conformance.md §1). Org 3's admin membership is
+// missing, as for an org created by another admin.
+func TestResolveAccess(t *testing.T) {
+	admin := grafana.Credentials{User: "admin", Password: "pw"}
+	for _, v := range grafanastandin.Versions {
+		st := newStandin(t, grafanastandin.SeedSpec{Version: v, Orgs: 3, DashboardsPerOrg: 1, Seed: 1, AdminNotMemberOf: []int64{3}},
+			grafanastandin.Options{Version: v, AdminPassword: "pw", Tokens: []string{"tok1"}, OrgTokens: map[string]int64{"tok3": 3}})
+		tests := []struct {
+			name      string
+			creds     grafana.Credentials
+			tokens    []string
+			lister    *grafana.Credentials
+			want      []int64
+			wantOrgs  []int64 // read
+			wantErr   any     // pointer to the error type expected
+			wantInErr []string
+		}{
+			{name: "admin, not a member of org 3", creds: admin, wantErr: new(*grafana.UnreadableOrgsError), wantInErr: []string{"3 (", "--grafana-token", "--grafana-org-id", `"admin"`}},
+			{name: "admin plus a token of org 3", creds: admin, tokens: []string{"tok3"}, wantOrgs: []int64{1, 2, 3}},
+			{name: "admin limited on purpose", creds: admin, want: []int64{1, 2}, wantOrgs: []int64{1, 2}},
+			{name: "admin asks for org 3", creds: admin, want: []int64{3}, wantErr: new(*grafana.UnreadableOrgsError), wantInErr: []string{"was requested"}},
+			{name: "token alone cannot tell which orgs exist", creds: grafana.Credentials{Token: "tok1"}, wantErr: new(*grafana.UnknownOrgsError), wantInErr: []string{"--grafana-org-id"}},
+			{name: "token with admin listing names the orgs it cannot read", creds: grafana.Credentials{Token: "tok1"}, lister: &admin, wantErr: new(*grafana.UnreadableOrgsError), wantInErr: []string{"2 (", "3 ("}},
+			{name: "one token per org", creds: grafana.Credentials{Token: "tok1"}, tokens: []string{"tok3"}, lister: &admin, want: []int64{1, 3}, wantOrgs: []int64{1, 3}},
+			{name: "token limited to its org", creds: grafana.Credentials{Token: "tok1"}, want: []int64{1}, wantOrgs: []int64{1}},
+		}
+		for _, tt := range tests {
+			t.Run(string(v)+"/"+tt.name, func(t *testing.T) {
+				o := fastOpts(st.srv.URL)
+				o.Credentials, o.OrgTokens, o.ListCredentials = tt.creds, tt.tokens, tt.lister
+				c, _ := grafana.New(o)
+				acc, err := c.ResolveAccess(context.Background(), tt.want)
+				if tt.wantErr != nil {
+					if err == nil || !errors.As(err, tt.wantErr) {
+						t.Fatalf("want %T, got %v", tt.wantErr, err)
+					}
+					for _, m := range tt.wantInErr {
+						if !strings.Contains(err.Error(), m) {
+							t.Errorf("error lacks %q: %v", m, err)
+						}
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []int64
+				for _, r := range acc.Orgs {
+					got = append(got, r.Org.ID)
+					hits, err := r.Client.SearchDashboards(context.Background())
+					if err != nil || len(hits) != 1 {
+						t.Errorf("org %d via %s: %d hits, %v", r.Org.ID, r.Via, len(hits), err)
+					}
+				}
+				if fmt.Sprint(got) != fmt.Sprint(tt.wantOrgs) {
+					t.Fatalf("orgs read %v, want %v", got, tt.wantOrgs)
+				}
+				if acc.Complete != (len(tt.want) == 0) {
+					t.Errorf("complete %v with want %v", acc.Complete, tt.want)
+				}
+			})
+		}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := fastOpts(st.srv.URL)
-			o.Credentials = tt.creds
+}
+
+// TestCheckOrgCatchesOrgMinusOne: Grafana does not refuse X-Grafana-Org-Id
+// for an org the user is not a member of; it runs the request in org -1,
+// where search answers an empty list. Only /api/org tells.
+func TestCheckOrgCatchesOrgMinusOne(t *testing.T) {
+	st := newStandin(t, grafanastandin.SeedSpec{Orgs: 2, DashboardsPerOrg: 3, Seed: 1, AdminNotMemberOf: []int64{2}},
+		grafanastandin.Options{AdminPassword: "pw"})
+	o := fastOpts(st.srv.URL)
+	o.Credentials = grafana.Credentials{User: "admin", Password: "pw"}
+	c, _ := grafana.New(o)
+	hits, err := c.WithOrg(2).SearchDashboards(context.Background())
+	if err != nil || len(hits) != 0 {
+		t.Fatalf("a non-member's search of org 2: %d hits, %v (Grafana answers an empty list)", len(hits), err)
+	}
+	var wrong *grafana.WrongOrgError
+	if err := c.WithOrg(2).CheckOrg(context.Background(), 2); !errors.As(err, &wrong) {
+		t.Fatalf("CheckOrg(2) = %v, want WrongOrgError", err)
+	}
+	if err := c.WithOrg(1).CheckOrg(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOrgListsPaging: /api/orgs pages from 0, not 1 as search does.
+func TestOrgListsPaging(t *testing.T) {
+	var pages []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/orgs", func(w http.ResponseWriter, r *http.Request) {
+		pages = append(pages, r.URL.Query().Get("page"))
+		if r.URL.Query().Get("page") == "0" {
+			fmt.Fprint(w, `[{"id":1,"name":"Main Org."},{"id":4,"name":"four"}]`)
+			return
+		}
+		fmt.Fprint(w, `[]`)
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	o := fastOpts(srv.URL)
+	o.Credentials = grafana.Credentials{User: "admin", Password: "pw"}
+	c, _ := grafana.New(o)
+	orgs, err := c.AllOrgs(context.Background())
+	if err != nil || len(orgs) != 2 || orgs[1].ID != 4 || orgs[1].Name != "four" || pages[0] != "0" {
+		t.Fatalf("orgs %v err %v pages %v", orgs, err, pages)
+	}
+}
+
+// TestThrottling: 429 (and 503 with Retry-After) are waited out as asked,
+// for GET and POST, bounded in total; a 503 without it stays a server error.
+func TestThrottling(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		status     int
+		retryAfter string
+		post       bool
+		n          int
+		budget     time.Duration
+		wantErr    any
+	}{
+		{name: "429 with Retry-After: 1, three times", status: 429, retryAfter: "1", n: 3},
+		{name: "429 without Retry-After", status: 429, n: 3},
+		{name: "429 on a save (not processed, safe to repeat)", status: 429, retryAfter: "0", post: true, n: 2},
+		{name: "503 with Retry-After", status: 503, retryAfter: "1", n: 2},
+		{name: "429 beyond the budget", status: 429, retryAfter: "1", n: 100, budget: 1500 * time.Millisecond, wantErr: new(*grafana.ThrottledError)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if int(calls.Add(1)) <= tc.n {
+					if tc.retryAfter != "" {
+						w.Header().Set("Retry-After", tc.retryAfter)
+					}
+					w.WriteHeader(tc.status)
+					return
+				}
+				if r.Method == http.MethodPost {
+					fmt.Fprint(w, `{"status":"success","uid":"x"}`)
+					return
+				}
+				fmt.Fprint(w, `{"id":1,"name":"Main Org."}`)
+			}))
+			defer srv.Close()
+			o := fastOpts(srv.URL)
+			o.MaxThrottleWait = tc.budget
 			c, _ := grafana.New(o)
-			orgs, err := c.Orgs(context.Background())
+			start := time.Now()
+			var err error
+			if tc.post {
+				_, err = c.SaveDashboard(context.Background(), grafana.SaveRequest{Dashboard: []byte(`{"title":"x"}`)})
+			} else {
+				_, err = c.CurrentOrg(context.Background())
+			}
+			if tc.wantErr != nil {
+				if !errors.As(err, tc.wantErr) || !strings.Contains(err.Error(), "Retry-After") {
+					t.Fatalf("want %T, got %v", tc.wantErr, err)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			var ids []int64
-			for _, o := range orgs {
-				ids = append(ids, o.ID)
-				if o.Name == "" {
-					t.Errorf("org %d without a name", o.ID)
-				}
+			if ra := tc.retryAfter; ra == "1" && time.Since(start) < time.Duration(tc.n)*time.Second-100*time.Millisecond {
+				t.Errorf("took %s: Retry-After 1 not honoured %d times", time.Since(start), tc.n)
 			}
-			if fmt.Sprint(ids) != fmt.Sprint(tt.want) {
-				t.Fatalf("orgs %v, want %v", ids, tt.want)
+			if got := int(calls.Load()); got != tc.n+1 {
+				t.Errorf("%d calls, want %d", got, tc.n+1)
 			}
 		})
 	}
-	// Only the /api/orgs step answers: memberships are 404 here.
-	mux := http.NewServeMux()
-	mux.HandleFunc("/api/user/orgs", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(404); fmt.Fprint(w, `{"message":"nope"}`) })
-	mux.HandleFunc("/api/orgs", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `[{"id":4,"name":"four"}]`) })
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	c, _ := grafana.New(fastOpts(srv.URL))
-	orgs, err := c.Orgs(context.Background())
-	if err != nil || len(orgs) != 1 || orgs[0].ID != 4 || orgs[0].Name != "four" {
-		t.Fatalf("orgs %v err %v", orgs, err)
+}
+
+func TestRetryAfterParsing(t *testing.T) {
+	now := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"3", 3 * time.Second, true},
+		{"0", 0, true},
+		{"3600", time.Minute, true}, // capped
+		{now.Add(5 * time.Second).Format(http.TimeFormat), 5 * time.Second, true},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0, true},
+		{"", 0, false},
+		{"-1", 0, false},
+		{"soon", 0, false},
+	} {
+		got, ok := grafana.RetryAfter(tc.in, now)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("RetryAfter(%q) = %s, %v; want %s, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
 	}
 }
 

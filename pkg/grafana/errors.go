@@ -3,7 +3,9 @@ package grafana
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+	"time"
 )
 
 // ErrNotFound is matched (errors.Is) by every 404 answer, so callers can tell
@@ -109,6 +111,20 @@ func (e *UnreachableError) Error() string {
 }
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// ThrottledError means the server (usually a proxy or an ingress rate limit
+// in front of Grafana) kept answering 429, or 503 with Retry-After, for
+// longer than the client waits.
+type ThrottledError struct {
+	URL    string
+	Status int
+	Waited time.Duration
+}
+
+func (e *ThrottledError) Error() string {
+	return fmt.Sprintf("grafana at %s kept answering %d %s after %s of waiting as asked (Retry-After): a rate limit in front of Grafana (Ingress, proxy) is throttling rebind; raise its limit for rebind's client, or run again later",
+		e.URL, e.Status, http.StatusText(e.Status), e.Waited.Round(time.Second))
+}
 
 func nonEmpty(s, def string) string {
 	if s == "" {

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -55,6 +56,11 @@ type Result struct {
 	Baseline Counts      `json:"baseline"`
 	Current  Counts      `json:"current"`
 	Orgs     []OrgResult `json:"orgs"`
+	// Checked counts the baseline dashboards compared.
+	Checked int `json:"checked"`
+	// NotChecked are baseline orgs left out on purpose: the current
+	// inventory was limited to other orgs (--grafana-org-id).
+	NotChecked []int64 `json:"notChecked,omitempty"`
 }
 
 // OK is true when every baseline dashboard and folder is present, unchanged
@@ -86,6 +92,11 @@ func Compare(baseline, current *Inventory) Result {
 	seen := map[int64]bool{}
 	for _, bo := range baseline.Orgs {
 		seen[bo.ID] = true
+		if len(current.LimitedTo) > 0 && !slices.Contains(current.LimitedTo, bo.ID) {
+			r.NotChecked = append(r.NotChecked, bo.ID)
+			continue
+		}
+		r.Checked += len(bo.Dashboards)
 		co := current.Org(bo.ID)
 		or := OrgResult{OrgID: bo.ID, Name: bo.Name}
 		if co == nil {
@@ -239,9 +250,15 @@ func (r Result) Summary() string {
 			fmt.Fprintf(&b, "  %d dashboards have a new version number but identical content (normal after a Grafana upgrade)\n", o.VersionOnly)
 		}
 	}
-	if r.OK() {
+	if len(r.NotChecked) > 0 {
+		fmt.Fprintf(&b, "not checked, limited on purpose by --grafana-org-id: org(s) %v\n", r.NotChecked)
+	}
+	switch {
+	case r.OK() && len(r.NotChecked) > 0:
+		b.WriteString("RESULT: OK for the orgs checked; the orgs above were not checked\n")
+	case r.OK():
 		b.WriteString("RESULT: OK, every dashboard in the baseline is present and unchanged\n")
-	} else {
+	default:
 		b.WriteString("RESULT: FAILED, dashboards or folders were lost or changed\n")
 	}
 	return b.String()

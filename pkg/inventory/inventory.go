@@ -23,7 +23,10 @@ type Inventory struct {
 	FormatVersion int       `json:"formatVersion"`
 	Source        string    `json:"source"`
 	TakenAt       time.Time `json:"takenAt"`
-	Orgs          []Org     `json:"orgs"`
+	// LimitedTo: only these orgs were read, on purpose (--grafana-org-id);
+	// empty means every org of the Grafana.
+	LimitedTo []int64 `json:"limitedTo,omitempty"`
+	Orgs      []Org   `json:"orgs"`
 }
 
 // Org holds one organisation's folders and dashboards, sorted by uid.

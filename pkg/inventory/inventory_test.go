@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -472,5 +473,69 @@ func TestOnlineErrors(t *testing.T) {
 	inv, err := inventory.FromGrafana(context.Background(), l.c.WithOrg(1), inventory.Options{})
 	if err != nil || len(inv.Orgs) != 1 || inv.Orgs[0].Name != "Main Org." {
 		t.Fatalf("%+v %v", inv, err)
+	}
+}
+
+// TestOnlineEqualsOfflinePerVersion: for every modelled Grafana version the
+// same volume read through the API (the admin, plus a token for the org the
+// admin is not a member of) and from grafana.db gives identical
+// inventories: orgs, folders with their parents (nested where the version
+// nests), dashboards. docs/grafana-conformance.md §§1-3, 7.
+func TestOnlineEqualsOfflinePerVersion(t *testing.T) {
+	ctx := context.Background()
+	for _, v := range grafanastandin.Versions {
+		t.Run(string(v), func(t *testing.T) {
+			spec := grafanastandin.SeedSpec{Version: v, Orgs: 3, FoldersPerOrg: 4, DashboardsPerOrg: 25, Seed: 11, AdminNotMemberOf: []int64{3}}
+			nested := slices.Index(grafanastandin.Versions, v) >= slices.Index(grafanastandin.Versions, grafanastandin.V11_6)
+			if nested {
+				spec.FolderDepth, spec.DeletedPerOrg = 3, 2
+			}
+			dir := t.TempDir()
+			if err := grafanastandin.Seed(dir, spec); err != nil {
+				t.Fatal(err)
+			}
+			s, err := grafanastandin.Open(dir, grafanastandin.Options{Version: v, AdminPassword: "pw", OrgTokens: map[string]int64{"tok3": 3}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(s.Handler())
+			t.Cleanup(func() { srv.Close(); s.Close() })
+			c, err := grafana.New(grafana.Options{URL: srv.URL, Credentials: grafana.Credentials{User: "admin", Password: "pw"}, OrgTokens: []string{"tok3"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			online, err := inventory.FromGrafana(ctx, c, inventory.Options{Workers: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			offline, err := inventory.FromSQLite(filepath.Join(dir, "grafana.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Soft-deleted dashboards are in the trash, not on view.
+			if want := 3 * (25 - spec.DeletedPerOrg); len(online.Orgs) != 3 || online.Totals().Dashboards != want {
+				t.Fatalf("online: %d orgs, %d dashboards; want 3 and %d", len(online.Orgs), online.Totals().Dashboards, want)
+			}
+			depth := 0
+			for _, o := range online.Orgs {
+				parent := map[string]string{}
+				for _, f := range o.Folders {
+					parent[f.UID] = f.ParentUID
+				}
+				for uid := range parent {
+					d := 0
+					for p := uid; p != ""; p = parent[p] {
+						d++
+					}
+					depth = max(depth, d)
+				}
+			}
+			if nested && depth < 3 {
+				t.Fatalf("nested folders only %d deep online: parents lost", depth)
+			}
+			if !reflect.DeepEqual(stripMeta(online), stripMeta(offline)) {
+				t.Fatalf("online and offline differ:\n%s", inventory.Compare(online, offline).Summary())
+			}
+		})
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -18,8 +17,9 @@ type Options struct {
 	// Workers fetch dashboards in parallel (default 8). Each holds at most one
 	// dashboard body at a time, which bounds memory whatever the count.
 	Workers int
-	// OrgIDs limits the inventory to these orgs. Empty: the client's org when
-	// it has one, else every org the user can see.
+	// OrgIDs limits the inventory to these orgs on purpose
+	// (--grafana-org-id). Empty: the client's org when it has one, else
+	// every org that exists; one that cannot be read is an error.
 	OrgIDs []int64
 	Logger *zap.Logger
 	// Progress, if set, is called after each dashboard (from several goroutines).
@@ -36,42 +36,24 @@ func FromGrafana(ctx context.Context, c *grafana.Client, opts Options) (*Invento
 	if workers <= 0 {
 		workers = 8
 	}
-	orgs, err := selectOrgs(ctx, c, opts.OrgIDs)
+	want := opts.OrgIDs
+	if len(want) == 0 && c.OrgID() > 0 {
+		want = []int64{c.OrgID()}
+	}
+	acc, err := c.ResolveAccess(ctx, want)
 	if err != nil {
 		return nil, err
 	}
-	inv := &Inventory{FormatVersion: FormatVersion, Source: c.URL(), TakenAt: time.Now().UTC()}
-	for _, o := range orgs {
-		org, err := orgFromGrafana(ctx, c.WithOrg(o.ID), o, workers, log, opts.Progress)
+	inv := &Inventory{FormatVersion: FormatVersion, Source: c.URL(), TakenAt: time.Now().UTC(), LimitedTo: acc.Limited}
+	for _, r := range acc.Orgs {
+		org, err := orgFromGrafana(ctx, r.Client, r.Org, workers, log, opts.Progress)
 		if err != nil {
-			return nil, fmt.Errorf("org %d (%s): %w", o.ID, o.Name, err)
+			return nil, fmt.Errorf("org %d (%s): %w", r.Org.ID, r.Org.Name, err)
 		}
 		inv.Orgs = append(inv.Orgs, org)
 	}
 	inv.normalize()
 	return inv, nil
-}
-
-func selectOrgs(ctx context.Context, c *grafana.Client, want []int64) ([]grafana.Org, error) {
-	if len(want) == 0 && c.OrgID() > 0 {
-		want = []int64{c.OrgID()}
-	}
-	visible, err := c.Orgs(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("listing orgs: %w", err)
-	}
-	if len(want) == 0 {
-		return visible, nil
-	}
-	out := make([]grafana.Org, 0, len(want))
-	for _, id := range want {
-		o := grafana.Org{ID: id}
-		if i := slices.IndexFunc(visible, func(v grafana.Org) bool { return v.ID == id }); i >= 0 {
-			o = visible[i]
-		}
-		out = append(out, o)
-	}
-	return out, nil
 }
 
 func orgFromGrafana(ctx context.Context, c *grafana.Client, o grafana.Org, workers int, log *zap.Logger, progress func(int64, int)) (Org, error) {

@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/pkg/app"
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/preflight"
 	"github.com/rebind-dev/rebind/pkg/snapshot"
@@ -172,9 +174,12 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 				continue
 			}
 			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-			err := m.Checker.Ready(cctx, ord.Pod)
+			err := app.Preflight(cctx, m.Checker, ord.Pod)
 			cancel()
-			if err != nil {
+			switch {
+			case errors.Is(err, app.ErrIncomplete):
+				r.Add(fmt.Sprintf("%s of pod %s", m.Checker.Kind(), ord.Pod), err.Error(), "as the message says; nothing was changed")
+			case err != nil:
 				r.Add(fmt.Sprintf("%s of pod %s", m.Checker.Kind(), ord.Pod), fmt.Sprintf("not reachable or refused the credentials, so no baseline can be taken: %v", err),
 					"fix --grafana-url / credentials, or pass --baseline FILE from an earlier `rebind inventory`")
 			}

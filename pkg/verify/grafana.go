@@ -20,11 +20,35 @@ type Grafana struct {
 	// ClientFor returns the client that reaches one pod's Grafana.
 	ClientFor func(pod string) (*grafana.Client, error)
 	Inventory inventory.Options
+	// AllowEmptyBaseline accepts a Grafana without a single dashboard as a
+	// baseline; otherwise "0 of 0 identical" would pass any restore.
+	AllowEmptyBaseline bool
 	// PollInterval paces Ready's health probes.
 	PollInterval time.Duration
 }
 
-var _ app.Checker = (*Grafana)(nil)
+var (
+	_ app.Checker     = (*Grafana)(nil)
+	_ app.Preflighter = (*Grafana)(nil)
+)
+
+// EmptyBaselineError refuses a baseline with no dashboard at all.
+type EmptyBaselineError struct{ Where string }
+
+func (e *EmptyBaselineError) Error() string {
+	return fmt.Sprintf("%s holds no dashboard in any org it can read: a verification against it would pass whatever the restore brings back. If that Grafana really is empty, pass --allow-empty-baseline; if it is not, check the credentials and --grafana-org-id, or pass --baseline FILE from an earlier `rebind inventory`", e.Where)
+}
+
+// permanent: errors that waiting cannot heal, returned at once by Ready.
+func permanent(err error) bool {
+	var (
+		auth       *grafana.AuthError
+		unreadable *grafana.UnreadableOrgsError
+		unknown    *grafana.UnknownOrgsError
+		wrongOrg   *grafana.WrongOrgError
+	)
+	return errors.As(err, &auth) || errors.As(err, &unreadable) || errors.As(err, &unknown) || errors.As(err, &wrongOrg)
+}
 
 func (g *Grafana) Kind() string { return "grafana" }
 
@@ -47,9 +71,10 @@ func (g *Grafana) Ready(ctx context.Context, pod string) error {
 	for {
 		_, err := c.Health(ctx)
 		if err == nil {
-			_, err = c.Orgs(ctx)
-			var auth *grafana.AuthError
-			if errors.As(err, &auth) {
+			// The credentials, and a reader for every org: neither heals
+			// by waiting.
+			_, err = c.ResolveAccess(ctx, g.Inventory.OrgIDs)
+			if permanent(err) {
 				return err
 			}
 			if err == nil {
@@ -65,6 +90,50 @@ func (g *Grafana) Ready(ctx context.Context, pod string) error {
 	}
 }
 
+// Preflight checks, before anything changes, that what Capture will take
+// can prove something: every org readable (Ready) and at least one
+// dashboard, unless an empty Grafana is expected.
+func (g *Grafana) Preflight(ctx context.Context, pod string) error {
+	if err := g.Ready(ctx, pod); err != nil {
+		if permanent(err) && !isAuth(err) {
+			return fmt.Errorf("%w: %w", app.ErrIncomplete, err)
+		}
+		return err
+	}
+	if g.AllowEmptyBaseline {
+		return nil
+	}
+	c, err := g.ClientFor(pod)
+	if err != nil {
+		return err
+	}
+	acc, err := c.ResolveAccess(ctx, g.Inventory.OrgIDs)
+	if err != nil {
+		return err
+	}
+	for _, r := range acc.Orgs {
+		found := false
+		err := r.Client.Search(ctx, grafana.SearchQuery{Type: grafana.TypeDashboard, PageSize: 1}, func(grafana.SearchHit) error {
+			found = true
+			return errStop
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return err
+		}
+		if found {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %w", app.ErrIncomplete, &EmptyBaselineError{Where: fmt.Sprintf("Grafana of pod %s at %s", pod, c.URL())})
+}
+
+func isAuth(err error) bool {
+	var auth *grafana.AuthError
+	return errors.As(err, &auth)
+}
+
+var errStop = errors.New("stop")
+
 // Capture takes the pod's inventory.
 func (g *Grafana) Capture(ctx context.Context, pod string) ([]byte, error) {
 	c, err := g.ClientFor(pod)
@@ -74,6 +143,9 @@ func (g *Grafana) Capture(ctx context.Context, pod string) ([]byte, error) {
 	inv, err := inventory.FromGrafana(ctx, c, g.Inventory)
 	if err != nil {
 		return nil, fmt.Errorf("dashboard inventory of pod %s at %s: %w", pod, c.URL(), err)
+	}
+	if inv.Totals().Dashboards == 0 && !g.AllowEmptyBaseline {
+		return nil, &EmptyBaselineError{Where: fmt.Sprintf("Grafana of pod %s at %s", pod, c.URL())}
 	}
 	var buf bytes.Buffer
 	if err := inv.Save(&buf); err != nil {
@@ -103,11 +175,14 @@ func (g *Grafana) Verify(ctx context.Context, pod string, capture []byte) (app.V
 func Verdict(base, cur *inventory.Inventory) app.Verdict {
 	r := inventory.Compare(base, cur)
 	missing, extra, changed, moved, identical := r.Totals()
-	v := app.Verdict{OK: r.OK(), Checked: base.Totals().Dashboards, Lost: missing + changed, Detail: r}
+	v := app.Verdict{OK: r.OK(), Checked: r.Checked, Lost: missing + changed, Detail: r}
 	if v.OK {
 		v.Summary = fmt.Sprintf("%d of %d dashboards identical", identical, v.Checked)
 		if extra > 0 {
 			v.Summary += fmt.Sprintf(", %d extra", extra)
+		}
+		if len(r.NotChecked) > 0 {
+			v.Summary += fmt.Sprintf("; org(s) %v not checked (--grafana-org-id)", r.NotChecked)
 		}
 	} else {
 		v.Summary = fmt.Sprintf("%d missing, %d changed, %d moved of %d dashboards", missing, changed, moved, v.Checked)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -62,6 +63,13 @@ func (r *Runner) open(ctx context.Context, pod *corev1.Pod) (*backend, error) {
 	c := grafanaContainer(pod)
 	var opts grafanastandin.Options
 	if c != nil {
+		// A real pod runs the Grafana of its image: the tag picks the
+		// modelled version and the release /api/health reports.
+		var known bool
+		if opts.Version, opts.BuildVersion, known = imageVersion(c.Image); !known {
+			r.log.Warn("image tag names no Grafana release; serving the default version",
+				zap.String("pod", pod.Namespace+"/"+pod.Name), zap.String("image", c.Image), zap.String("version", string(opts.Version)))
+		}
 		if opts.AdminUser, err = r.envValue(ctx, pod.Namespace, c, envAdminUser); err != nil {
 			return nil, err
 		}
@@ -74,6 +82,30 @@ func (r *Runner) open(ctx context.Context, pod *corev1.Pod) (*backend, error) {
 		return nil, fmt.Errorf("opening grafana stand-in on %s: %w", dir, err)
 	}
 	return &backend{uid: pod.UID, pv: pv.Name, dir: dir, standin: s, handler: s.Handler()}, nil
+}
+
+// imageVersion maps a Grafana image reference to the modelled version and
+// the release it names: grafana/grafana:11.4.1 -> 11.6 reporting "11.4.1";
+// 9.x -> 9.5, 10.x -> 10.4, 11.x -> 11.6, 12.x and later -> 12.4 (see
+// grafanastandin.ParseVersion). A reference without a tag (or pinned by
+// digest only) gets the default version; "latest" the newest. known is
+// false when the tag names no release; the default version is returned then.
+func imageVersion(image string) (v grafanastandin.Version, build string, known bool) {
+	ref, _, _ := strings.Cut(image, "@") // drop a digest
+	tag := ""
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		tag = ref[i+1:]
+	}
+	v, err := grafanastandin.ParseVersion(tag)
+	if err != nil {
+		return grafanastandin.DefaultVersion, "", false
+	}
+	// "11.4.1-ubuntu" reports 11.4.1, like the binary inside.
+	build = strings.TrimPrefix(tag, "v")
+	if end := strings.IndexFunc(build, func(r rune) bool { return (r < '0' || r > '9') && r != '.' }); end >= 0 {
+		build = build[:end]
+	}
+	return v, strings.Trim(build, "."), true
 }
 
 // storageClaim finds the claim behind the pod's storage volume and the subPath

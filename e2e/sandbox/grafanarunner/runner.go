@@ -5,6 +5,10 @@
 // name across pod re-creation. The data served is whatever that PV holds: a
 // migration that binds the wrong volume serves the wrong dashboards, which is
 // exactly what the end-to-end tests need to see.
+//
+// Each stand-in imitates the Grafana release of the pod's image tag
+// (grafanastandin.ParseVersion), and each pod URL sits behind a proxy whose
+// rate limiting tests can switch on (Throttle, Unavailable).
 package grafanarunner
 
 import (
@@ -177,7 +181,7 @@ func (r *Runner) sync(ctx context.Context, pods corelisters.PodLister, key types
 		return err
 	}
 	e.attach(b)
-	r.log.Info("serving grafana pod", zap.Stringer("pod", key), zap.String("uid", string(pod.UID)),
+	r.log.Info("serving grafana pod", zap.Stringer("pod", key), zap.String("uid", string(pod.UID)), zap.String("grafanaVersion", string(b.standin.Version())),
 		zap.String("pv", b.pv), zap.String("dir", b.dir), zap.String("url", e.url))
 	return nil
 }
@@ -206,7 +210,7 @@ func (r *Runner) endpoint(key types.NamespacedName) (*endpoint, error) {
 		return nil, err
 	}
 	e := &endpoint{key: key, url: "http://" + ln.Addr().String()}
-	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second}
+	e.srv = &http.Server{Handler: e.faults.Wrap(e), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := e.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			r.log.Warn("pod endpoint stopped", zap.Stringer("pod", key), zap.Error(err))
@@ -230,13 +234,57 @@ func (r *Runner) closeAll() {
 	}
 }
 
+// Throttle makes the pod's URL answer every /api request except
+// /api/health with 429 and Retry-After: retryAfter (when > 0) for the next d,
+// like a rate-limiting ingress in front of Grafana; Grafana itself never
+// sends 429 (docs/grafana-conformance.md §6). The proxy outlives pod
+// re-creation under the same name, and may be set before the pod exists.
+// d <= 0 lifts it. The error says the runner has stopped.
+func (r *Runner) Throttle(namespace, pod string, d time.Duration, retryAfter int) error {
+	e, err := r.endpoint(types.NamespacedName{Namespace: namespace, Name: pod})
+	if err != nil {
+		return err
+	}
+	e.faults.Throttle(d, retryAfter)
+	return nil
+}
+
+// Unavailable is Throttle with nginx's default limit_req answer: 503 and
+// nginx's HTML error page (docs/grafana-conformance.md §6).
+func (r *Runner) Unavailable(namespace, pod string, d time.Duration, retryAfter int) error {
+	e, err := r.endpoint(types.NamespacedName{Namespace: namespace, Name: pod})
+	if err != nil {
+		return err
+	}
+	e.faults.Unavailable(d, retryAfter)
+	return nil
+}
+
+// PodVersion is the Grafana version the stand-in of the pod imitates; false
+// while no ready pod is served under that name.
+func (r *Runner) PodVersion(namespace, pod string) (grafanastandin.Version, bool) {
+	r.mu.Lock()
+	e, ok := r.endpoints[types.NamespacedName{Namespace: namespace, Name: pod}]
+	r.mu.Unlock()
+	if !ok {
+		return "", false
+	}
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.backend == nil {
+		return "", false
+	}
+	return e.backend.standin.Version(), true
+}
+
 // endpoint is the stable listener of one pod name. Requests hold the read lock
 // while they run, so swapping the backend waits for in-flight requests and a
 // stand-in is never closed under a request.
 type endpoint struct {
-	key types.NamespacedName
-	url string
-	srv *http.Server
+	key    types.NamespacedName
+	url    string
+	srv    *http.Server
+	faults grafanastandin.ProxyFaults // the proxy in front of the pod
 
 	mu      sync.RWMutex
 	backend *backend

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,9 +14,15 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/rebind-dev/rebind/e2e/grafanastandin"
 )
 
 func grafanaPod(uid string, ready bool) *corev1.Pod {
+	return grafanaPodImage(uid, ready, "docker.io/grafana/grafana:11.4.1")
+}
+
+func grafanaPodImage(uid string, ready bool, image string) *corev1.Pod {
 	cond := corev1.ConditionFalse
 	if ready {
 		cond = corev1.ConditionTrue
@@ -26,7 +33,7 @@ func grafanaPod(uid string, ready bool) *corev1.Pod {
 		Spec: corev1.PodSpec{
 			Volumes: []corev1.Volume{{Name: "storage", VolumeSource: corev1.VolumeSource{
 				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "storage-grafana-0"}}}},
-			Containers: []corev1.Container{{Name: "grafana", Env: []corev1.EnvVar{
+			Containers: []corev1.Container{{Name: "grafana", Image: image, Env: []corev1.EnvVar{
 				{Name: envAdminUser, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 					LocalObjectReference: corev1.LocalObjectReference{Name: "grafana"}, Key: "admin-user"}}},
 				{Name: envAdminPassword, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
@@ -91,20 +98,58 @@ func TestRunnerFollowsPodLifecycle(t *testing.T) {
 	waitStatus(t, url+"/api/health", "", "", http.StatusOK)
 	// Credentials came from the Secret behind the pod's env.
 	waitStatus(t, url+"/api/search", "root", "s3cret", http.StatusOK)
+	// The pod runs the Grafana of its image tag.
+	if v, ok := r.PodVersion("mon", "grafana-0"); !ok || v != grafanastandin.V11_6 {
+		t.Fatalf("pod version %q %v, want 11.6", v, ok)
+	}
+	if b := get(t, url+"/api/health"); !strings.Contains(b, `"version": "11.4.1"`) {
+		t.Fatalf("health %s", b)
+	}
+
+	// The proxy in front of the pod throttles on demand; health stays up.
+	if err := r.Throttle("mon", "grafana-0", time.Hour, 3); err != nil {
+		t.Fatal(err)
+	}
+	resp := do(t, url+"/api/search", "root", "s3cret")
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "3" {
+		t.Fatalf("throttled: %d %v", resp.StatusCode, resp.Header)
+	}
+	waitStatus(t, url+"/api/health", "", "", http.StatusOK)
+	if err := r.Unavailable("mon", "grafana-0", time.Hour, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, url+"/api/search", "root", "s3cret", http.StatusServiceUnavailable)
+	if err := r.Throttle("mon", "grafana-0", 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, url+"/api/search", "root", "s3cret", http.StatusOK)
 
 	if _, err := pods.UpdateStatus(ctx, grafanaPod("uid-1", false), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitStatus(t, url+"/api/health", "", "", http.StatusBadGateway)
 
-	// A new pod under the same name gets its own backend at the same URL.
+	// A new pod under the same name gets its own backend at the same URL,
+	// running its own image's Grafana, behind the same proxy.
+	if err := r.Throttle("mon", "grafana-0", time.Hour, 1); err != nil {
+		t.Fatal(err)
+	}
 	if err := pods.Delete(ctx, "grafana-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pods.Create(ctx, grafanaPod("uid-2", true), metav1.CreateOptions{}); err != nil {
+	if _, err := pods.Create(ctx, grafanaPodImage("uid-2", true, "grafana/grafana:12.1.0@sha256:0123"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitStatus(t, url+"/api/health", "", "", http.StatusOK)
+	if st := do(t, url+"/api/search", "root", "s3cret").StatusCode; st != http.StatusTooManyRequests {
+		t.Fatalf("throttle lost across pod re-creation: %d", st)
+	}
+	if err := r.Throttle("mon", "grafana-0", 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := r.PodVersion("mon", "grafana-0"); v != grafanastandin.V12_4 {
+		t.Fatalf("new pod version %q, want 12.4", v)
+	}
 	if r.PodURL("mon", "grafana-0") != url {
 		t.Fatal("URL changed across pod re-creation")
 	}
@@ -118,5 +163,60 @@ func TestRunnerFollowsPodLifecycle(t *testing.T) {
 	}
 	if _, err := http.Get(url + "/api/health"); err == nil {
 		t.Fatal("listener still open after Run ended")
+	}
+	if err := r.Throttle("mon", "grafana-0", time.Second, 1); err == nil {
+		t.Fatal("Throttle after Run ended")
+	}
+}
+
+func do(t *testing.T, url, user, pw string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if user != "" {
+		req.SetBasicAuth(user, pw)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func TestImageVersion(t *testing.T) {
+	tests := []struct {
+		image string
+		v     grafanastandin.Version
+		build string
+		known bool
+	}{
+		{"docker.io/grafana/grafana:11.4.1", grafanastandin.V11_6, "11.4.1", true},
+		{"grafana/grafana:9.5.2", grafanastandin.V9_5, "9.5.2", true},
+		{"grafana/grafana:10.0.1-ubuntu", grafanastandin.V10_4, "10.0.1", true},
+		{"registry.local:5000/grafana/grafana:12.4.0@sha256:abcd", grafanastandin.V12_4, "12.4.0", true},
+		{"grafana/grafana:13.0.1", grafanastandin.V12_4, "13.0.1", true},
+		{"grafana/grafana-enterprise:11.6.0", grafanastandin.V11_6, "11.6.0", true},
+		{"grafana/grafana:latest", grafanastandin.V12_4, "", true},
+		{"grafana/grafana", grafanastandin.DefaultVersion, "", true},
+		{"registry.local:5000/grafana/grafana@sha256:abcd", grafanastandin.DefaultVersion, "", true},
+		{"grafana/grafana:nightly", grafanastandin.DefaultVersion, "", false},
+	}
+	for _, tt := range tests {
+		v, build, known := imageVersion(tt.image)
+		if v != tt.v || build != tt.build || known != tt.known {
+			t.Errorf("imageVersion(%q) = %q %q %v, want %q %q %v", tt.image, v, build, known, tt.v, tt.build, tt.known)
+		}
 	}
 }

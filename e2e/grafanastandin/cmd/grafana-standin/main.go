@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,13 +24,22 @@ func main() {
 	user := flag.String("admin-user", "admin", "admin login, stored on first start only")
 	pw := flag.String("admin-password", "admin", "admin password, stored on first start only")
 	tokens := flag.String("tokens", "", "comma-separated bearer tokens accepted as org 1 Admin service accounts")
+	orgTokens := flag.String("org-tokens", "", "comma-separated token=orgID pairs: bearer tokens of Admin service accounts of other orgs")
+	version := flag.String("grafana-version", string(grafanastandin.DefaultVersion),
+		"Grafana release to imitate (API behaviour and grafana.db layout); any release number maps to a modelled one of 9.5, 10.4, 11.6, 12.4")
 	seed := flag.Int("seed-dashboards", 0, "seed this many dashboards per org before serving")
 	seedFolders := flag.Int("seed-folders", 3, "folders per org when seeding")
 	seedOrgs := flag.Int("seed-orgs", 1, "orgs when seeding")
+	seedDepth := flag.Int("seed-folder-depth", 0, "nest each org's seeded folders this deep (needs -grafana-version 11.6 or later)")
 	flag.Parse()
 
+	v, err := grafanastandin.ParseVersion(*version)
+	if err != nil {
+		log.Fatal(err)
+	}
 	if *seed > 0 {
-		if err := grafanastandin.Seed(*dataDir, grafanastandin.SeedSpec{Orgs: *seedOrgs, FoldersPerOrg: *seedFolders, DashboardsPerOrg: *seed, Seed: 1}); err != nil {
+		if err := grafanastandin.Seed(*dataDir, grafanastandin.SeedSpec{Orgs: *seedOrgs, FoldersPerOrg: *seedFolders, DashboardsPerOrg: *seed, Seed: 1,
+			Version: v, FolderDepth: *seedDepth}); err != nil {
 			log.Fatalf("seeding: %v", err)
 		}
 	}
@@ -37,7 +47,18 @@ func main() {
 	if *tokens != "" {
 		toks = strings.Split(*tokens, ",")
 	}
-	s, err := grafanastandin.Open(*dataDir, grafanastandin.Options{AdminUser: *user, AdminPassword: *pw, Tokens: toks})
+	byOrg := map[string]int64{}
+	if *orgTokens != "" {
+		for _, pair := range strings.Split(*orgTokens, ",") {
+			tok, org, ok := strings.Cut(pair, "=")
+			id, err := strconv.ParseInt(org, 10, 64)
+			if !ok || tok == "" || err != nil {
+				log.Fatalf("-org-tokens: %q is not token=orgID", pair)
+			}
+			byOrg[tok] = id
+		}
+	}
+	s, err := grafanastandin.Open(*dataDir, grafanastandin.Options{AdminUser: *user, AdminPassword: *pw, Tokens: toks, OrgTokens: byOrg, Version: v})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -51,7 +72,7 @@ func main() {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	log.Printf("grafana stand-in serving %s on http://%s", *dataDir, *addr)
+	log.Printf("grafana stand-in (Grafana %s) serving %s on http://%s", v, *dataDir, *addr)
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
