@@ -1,0 +1,226 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/rebind-dev/rebind/pkg/volume"
+)
+
+// ---------------------------------------------------------------- release old claim
+
+type releaseClaimStep struct {
+	*env
+	ord int
+}
+
+func (s releaseClaimStep) ID() string { return fmt.Sprintf("release-claim/%d", s.ord) }
+func (s releaseClaimStep) Describe() string {
+	o := s.spec.Target.Ordinals[s.ord]
+	return fmt.Sprintf("delete claim %s while %s still serves: it goes when the pod stops (its PersistentVolume %s stays, Retain)", o.Claim, o.Pod, o.PV.Name)
+}
+func (s releaseClaimStep) Precondition(ctx context.Context) error {
+	o := s.spec.Target.Ordinals[s.ord]
+	if err := s.requireRetain(ctx, o.PV.Name); err != nil {
+		return err
+	}
+	// No controller may be left to recreate the pod or the claim. A pod
+	// that still runs is fine: the claim's protection finalizer holds the
+	// deletion, and the mounted volume, until the pod is gone, and with
+	// the StatefulSet gone nothing can start a pod on the half-deleted
+	// claim (or on a new one from the template) in between.
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
+		return fmt.Errorf("StatefulSet %s/%s still exists; its controller could recreate claim %s", s.spec.ns(), s.spec.sts(), o.Claim)
+	}
+	return nil
+}
+
+// Apply only issues the delete; the claim (or reserve) step waits until
+// the old claim is gone, so the deletions of all ordinals overlap.
+func (s releaseClaimStep) Apply(ctx context.Context) error {
+	o := s.spec.Target.Ordinals[s.ord]
+	uid := o.PVC.UID
+	err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Delete(ctx, o.Claim, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting claim %s/%s: %w", s.spec.ns(), o.Claim, err)
+	}
+	return nil
+}
+func (s releaseClaimStep) Check(ctx context.Context) error {
+	o := s.spec.Target.Ordinals[s.ord]
+	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, o.Claim, metav1.GetOptions{})
+	if err == nil && c.UID == o.PVC.UID && c.DeletionTimestamp == nil {
+		return errors.New("original claim is not being deleted")
+	}
+	return nil
+}
+
+// Undo gives the ordinal its original volume back under the original claim
+// name, pre-bound so no other volume can be chosen. A deleted claim cannot
+// be taken back: if the run stopped before the pods did, the pod is
+// stopped now so the old claim can go, and the orphan step's undo (which
+// runs after this one) starts it again on the recreated claim.
+func (s releaseClaimStep) Undo(ctx context.Context) error {
+	o := s.spec.Target.Ordinals[s.ord]
+	ns := s.spec.ns()
+	if cur, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{}); err == nil && cur.UID == o.PVC.UID && cur.DeletionTimestamp != nil {
+		if err := s.stopPod(ctx, o.Pod); err != nil {
+			return err
+		}
+	}
+	if _, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, ns, o.Claim, s.spec.Timeouts.Wait); err != nil {
+		return err
+	}
+	cur, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{})
+	if err == nil {
+		if cur.Spec.VolumeName != "" && cur.Spec.VolumeName != o.PV.Name {
+			return fmt.Errorf("claim %s/%s is bound to PersistentVolume %s, not the original %s; delete it (its volume is Retain) and re-run rollback", ns, o.Claim, cur.Spec.VolumeName, o.PV.Name)
+		}
+	} else if apierrors.IsNotFound(err) {
+		if err := volume.Reserve(ctx, s.c.Kube, o.PV.Name, ns, o.Claim, false); err != nil {
+			return err
+		}
+		claim := &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: o.Claim, Namespace: ns, Labels: o.PVC.Labels},
+			Spec:       *o.PVC.Spec.DeepCopy(),
+		}
+		claim.Spec.VolumeName = o.PV.Name
+		claim.Spec.DataSource, claim.Spec.DataSourceRef = nil, nil
+		if _, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("recreating claim %s/%s on PersistentVolume %s: %w", ns, o.Claim, o.PV.Name, err)
+		}
+	} else {
+		return err
+	}
+	_, err = volume.WaitClaimBound(ctx, s.c.Kube, ns, o.Claim, o.PV.Name, s.spec.Timeouts.Wait)
+	return err
+}
+func (s releaseClaimStep) ServerDryRun(ctx context.Context) error {
+	o := s.spec.Target.Ordinals[s.ord]
+	return s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Delete(ctx, o.Claim, metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+}
+
+// ---------------------------------------------------------------- pre-bound claim
+
+type claimStep struct {
+	*env
+	ord int
+}
+
+func (s claimStep) ID() string { return fmt.Sprintf("claim/%d", s.ord) }
+func (s claimStep) Describe() string {
+	return fmt.Sprintf("create claim %s pre-bound (volumeName) in class %s", s.spec.Target.Ordinals[s.ord].Claim, s.spec.ToClass)
+}
+func (s claimStep) claim(pvName string) *corev1.PersistentVolumeClaim {
+	sts := s.spec.Target.StatefulSet
+	labels := map[string]string{}
+	for k, v := range s.spec.Target.Template().Labels {
+		labels[k] = v
+	}
+	// The StatefulSet controller labels the claims it makes with the pod
+	// selector; do the same so tooling that selects them still does.
+	if sts.Spec.Selector != nil {
+		for k, v := range sts.Spec.Selector.MatchLabels {
+			labels[k] = v
+		}
+	}
+	spec := s.spec.templateSpec()
+	spec.VolumeName = pvName
+	return &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: s.spec.Target.Ordinals[s.ord].Claim, Namespace: s.spec.ns(), Labels: labels, Annotations: s.spec.Target.Template().Annotations},
+		Spec:       spec,
+	}
+}
+func (s claimStep) Precondition(ctx context.Context) error {
+	pvName, pv, err := s.targetPV(ctx, s.ord)
+	if err != nil {
+		return err
+	}
+	c := s.claim(pvName)
+	return volume.CheckFits(pv, volume.ShapeFromSpec(c.Namespace, c.Name, c.Spec))
+}
+func (s claimStep) Apply(ctx context.Context) error {
+	pvName, err := s.pvFor(s.ord)
+	if err != nil {
+		return err
+	}
+	c := s.claim(pvName)
+	// The old claim of this name may still be finishing its deletion.
+	if _, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, c.Namespace, c.Name, s.spec.Timeouts.Wait); err != nil {
+		return err
+	}
+	got, err := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Create(ctx, c, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		got, err = s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Get(ctx, c.Name, metav1.GetOptions{})
+		if err == nil && got.Spec.VolumeName != pvName {
+			return fmt.Errorf("claim %s/%s exists bound to %q, not %s (did the StatefulSet controller recreate it?); delete it and re-run", c.Namespace, c.Name, got.Spec.VolumeName, pvName)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("creating claim %s/%s: %w", c.Namespace, c.Name, err)
+	}
+	return nil
+}
+
+// Check accepts a claim that names the PV but is not Bound yet: with
+// volumeName set and the PV reserved for it, no other volume can be
+// chosen, and the binds of all ordinals overlap; the redeploy waits for
+// them.
+func (s claimStep) Check(ctx context.Context) error {
+	pvName, err := s.pvFor(s.ord)
+	if err != nil {
+		return err
+	}
+	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, s.spec.Target.Ordinals[s.ord].Claim, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if c.Spec.VolumeName != pvName || c.DeletionTimestamp != nil {
+		return fmt.Errorf("claim %s does not name PersistentVolume %s", c.Name, pvName)
+	}
+	if c.Status.Phase == corev1.ClaimLost {
+		return fmt.Errorf("claim %s is Lost", c.Name)
+	}
+	return nil
+}
+func (s claimStep) Undo(ctx context.Context) error {
+	pvName, err := s.pvFor(s.ord)
+	if err != nil {
+		return nil
+	}
+	ns, name := s.spec.ns(), s.spec.Target.Ordinals[s.ord].Claim
+	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if c.Spec.VolumeName != pvName {
+		return nil // not ours
+	}
+	if err := s.requireRetain(ctx, pvName); err != nil {
+		return err
+	}
+	if err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &c.UID}}); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return volume.WaitClaimGone(ctx, s.c.Kube, ns, name, c.UID, s.spec.Timeouts.Wait)
+}
+func (s claimStep) ServerDryRun(ctx context.Context) error {
+	pv := "dry-run-placeholder"
+	if s.spec.Strategy == Reuse {
+		pv = s.spec.Target.Ordinals[s.ord].PV.Name
+	}
+	c := s.claim(pv)
+	// The real name is still taken by the old claim until it is deleted.
+	c.Name = trim63(c.Name + "-rebind-dryrun")
+	_, err := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Create(ctx, c, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	return err
+}

@@ -1,0 +1,89 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"go.uber.org/zap"
+
+	"github.com/rebind-dev/rebind/pkg/app"
+	"github.com/rebind-dev/rebind/pkg/journal"
+	"github.com/rebind-dev/rebind/pkg/kube"
+)
+
+// env is what every step needs.
+type env struct {
+	c        *kube.Clients
+	j        *journal.Journal
+	spec     *Spec
+	checker  app.Checker
+	log      *zap.Logger
+	baseline string // file given with --baseline
+	verdicts []app.Verdict
+	warnings []string // what the user must act on after the run
+}
+
+// appKind names the application for messages; rollback runs without a
+// checker, as it verifies nothing.
+func (e *env) appKind() string {
+	if e.checker == nil {
+		return "application"
+	}
+	return e.checker.Kind()
+}
+
+// warn logs what the user must know and keeps it for the report.
+func (e *env) warn(msg string) {
+	e.log.Warn(msg)
+	e.warnings = append(e.warnings, msg)
+}
+
+func (e *env) value(key string) string {
+	v, _ := e.j.Value(key)
+	return v
+}
+
+// pvFor is the PV an ordinal ends up on: its own for reuse, the restored
+// one (known once the restore step ran) otherwise.
+func (e *env) pvFor(ord int) (string, error) {
+	if e.spec.Strategy == Reuse {
+		return e.spec.Target.Ordinals[ord].PV.Name, nil
+	}
+	pv := e.value(keyNewPV(ord))
+	if pv == "" {
+		return "", fmt.Errorf("no restored PersistentVolume recorded for ordinal %d yet", ord)
+	}
+	return pv, nil
+}
+
+// targetPV reads the PV an ordinal ends up on.
+func (e *env) targetPV(ctx context.Context, ord int) (string, *corev1.PersistentVolume, error) {
+	name, err := e.pvFor(ord)
+	if err != nil {
+		return "", nil, err
+	}
+	pv, err := e.getPV(ctx, name)
+	return name, pv, err
+}
+
+func (e *env) getPV(ctx context.Context, name string) (*corev1.PersistentVolume, error) {
+	pv, err := e.c.Kube.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("reading PersistentVolume %s: %w", name, err)
+	}
+	return pv, nil
+}
+
+func (e *env) requireRetain(ctx context.Context, pvName string) error {
+	pv, err := e.getPV(ctx, pvName)
+	if err != nil {
+		return err
+	}
+	if pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimRetain {
+		return fmt.Errorf("PersistentVolume %s has reclaim policy %s: deleting its claim now would destroy it; rebind sets Retain first, so something changed it back", pvName, pv.Spec.PersistentVolumeReclaimPolicy)
+	}
+	return nil
+}

@@ -1,0 +1,363 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/rebind-dev/rebind/pkg/volume"
+	"github.com/rebind-dev/rebind/pkg/workload"
+)
+
+// ---------------------------------------------------------------- scale down
+
+type scaleDownStep struct{ *env }
+
+func (s scaleDownStep) ID() string { return "scale-down" }
+func (s scaleDownStep) Describe() string {
+	return fmt.Sprintf("scale StatefulSet %s to 0 and wait until its pods are gone", s.spec.sts())
+}
+func (s scaleDownStep) Precondition(ctx context.Context) error {
+	_, err := s.liveSTS(ctx)
+	return err
+}
+
+// liveSTS returns the original StatefulSet, refusing one that someone
+// recreated under the same name.
+func (s scaleDownStep) liveSTS(ctx context.Context) (*appsv1.StatefulSet, error) {
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("StatefulSet %s/%s: %w", s.spec.ns(), s.spec.sts(), err)
+	}
+	if sts.UID != s.spec.Target.StatefulSet.UID {
+		return nil, fmt.Errorf("StatefulSet %s/%s was recreated by someone else (uid %s, rebind started with %s)", s.spec.ns(), s.spec.sts(), sts.UID, s.spec.Target.StatefulSet.UID)
+	}
+	return sts, nil
+}
+func (s scaleDownStep) Apply(ctx context.Context) error {
+	if err := s.j.SetValue(ctx, keyReplicas, fmt.Sprint(s.spec.replicas())); err != nil {
+		return err
+	}
+	if err := workload.Scale(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), 0); err != nil {
+		return err
+	}
+	for _, o := range s.spec.Target.Ordinals {
+		if err := workload.WaitPodGone(ctx, s.c.Kube, s.spec.ns(), o.Pod, s.spec.Timeouts.Wait); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (s scaleDownStep) Check(ctx context.Context) error {
+	for _, o := range s.spec.Target.Ordinals {
+		if _, err := s.c.Kube.CoreV1().Pods(s.spec.ns()).Get(ctx, o.Pod, metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("pod %s still exists", o.Pod)
+		}
+	}
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID && ptr.Deref(sts.Spec.Replicas, 1) != 0 {
+		return fmt.Errorf("StatefulSet still has %d replicas", ptr.Deref(sts.Spec.Replicas, 1))
+	}
+	return nil
+}
+func (s scaleDownStep) Undo(ctx context.Context) error {
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("StatefulSet %s/%s is gone; cannot scale it back", s.spec.ns(), s.spec.sts())
+	}
+	if err != nil {
+		return err
+	}
+	if ptr.Deref(sts.Spec.Replicas, 1) != s.spec.replicas() {
+		if err := workload.Scale(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.replicas()); err != nil {
+			return err
+		}
+	}
+	return workload.WaitReady(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Timeouts.Wait)
+}
+func (s scaleDownStep) ServerDryRun(ctx context.Context) error {
+	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Patch(ctx, s.spec.sts(), "application/merge-patch+json", []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}}, "scale")
+	return err
+}
+
+// ---------------------------------------------------------------- orphan delete
+
+// orphanStep deletes the StatefulSet but not its pods or claims. With
+// scaledDown the pods are already gone (quiesced restore); otherwise they
+// keep serving until stopPodsStep.
+type orphanStep struct {
+	*env
+	scaledDown bool
+}
+
+func (s orphanStep) ID() string { return "delete-statefulset" }
+func (s orphanStep) Describe() string {
+	if s.scaledDown {
+		return fmt.Sprintf("delete StatefulSet %s with orphan propagation (its claim template is immutable)", s.spec.sts())
+	}
+	return fmt.Sprintf("delete StatefulSet %s with orphan propagation; its pods keep serving without a controller (the claim template is immutable)", s.spec.sts())
+}
+func (s orphanStep) Precondition(ctx context.Context) error {
+	for _, o := range s.spec.Target.Ordinals {
+		if o.PV != nil {
+			if err := s.requireRetain(ctx, o.PV.Name); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+func (s orphanStep) Apply(ctx context.Context) error {
+	return workload.DeleteOrphan(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait)
+}
+func (s orphanStep) Check(ctx context.Context) error {
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
+		return errors.New("original StatefulSet still exists")
+	}
+	return nil
+}
+
+// Undo recreates the original StatefulSet. Pods that still run are adopted
+// again; missing ones are created once their original claims are back,
+// which the later steps' undos (run before this one) ensured.
+func (s orphanStep) Undo(ctx context.Context) error {
+	if err := workload.WaitGone(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
+		return err
+	}
+	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return err
+	}
+	orig := workload.Sanitize(s.spec.Target.StatefulSet)
+	if s.scaledDown {
+		// The scale-down's undo brings the pods back.
+		orig.Spec.Replicas = ptr.To(int32(0))
+	}
+	if _, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Create(ctx, orig, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("recreating original StatefulSet %s/%s: %w", s.spec.ns(), s.spec.sts(), err)
+	}
+	if s.scaledDown {
+		return nil
+	}
+	return workload.WaitReady(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Timeouts.Wait)
+}
+func (s orphanStep) ServerDryRun(ctx context.Context) error {
+	return s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Delete(ctx, s.spec.sts(), metav1.DeleteOptions{
+		PropagationPolicy: ptr.To(metav1.DeletePropagationOrphan), DryRun: []string{metav1.DryRunAll}})
+}
+
+// ---------------------------------------------------------------- stop pods
+
+// stopPodsStep starts the outage: it deletes the orphaned pods and does
+// not wait, because the old claims (already marked for deletion) go as
+// soon as their pods are gone, and that is what the next steps wait for.
+type stopPodsStep struct{ *env }
+
+func (s stopPodsStep) ID() string { return "stop-pods" }
+func (s stopPodsStep) Describe() string {
+	return fmt.Sprintf("stop the pods of %s (%s is down from here until the redeploy is Ready)", s.spec.sts(), s.appKind())
+}
+func (s stopPodsStep) Precondition(ctx context.Context) error {
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
+		return fmt.Errorf("StatefulSet %s/%s still exists: it would recreate the pods", s.spec.ns(), s.spec.sts())
+	}
+	return nil
+}
+func (s stopPodsStep) Apply(ctx context.Context) error {
+	for _, o := range s.spec.Target.Ordinals {
+		if err := s.stopPod(ctx, o.Pod); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stopPod asks the pod of that name to stop, unless it is gone or already
+// stopping; it does not wait.
+func (e *env) stopPod(ctx context.Context, name string) error {
+	ns := e.spec.ns()
+	pod, err := e.c.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if pod.DeletionTimestamp != nil {
+		return nil
+	}
+	err = e.c.Kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("deleting pod %s/%s: %w", ns, name, err)
+	}
+	return nil
+}
+func (s stopPodsStep) Check(ctx context.Context) error {
+	for _, o := range s.spec.Target.Ordinals {
+		pod, err := s.c.Kube.CoreV1().Pods(s.spec.ns()).Get(ctx, o.Pod, metav1.GetOptions{})
+		if err == nil && pod.DeletionTimestamp == nil {
+			return fmt.Errorf("pod %s still runs", o.Pod)
+		}
+	}
+	return nil
+}
+
+// Undo has nothing to do: the original StatefulSet, recreated by the
+// orphan step's undo, starts the pods again.
+func (s stopPodsStep) Undo(context.Context) error { return nil }
+
+// ---------------------------------------------------------------- redeploy
+
+// waitClaimsBound returns once every ordinal's claim is Bound to its PV.
+// The scheduler treats a pre-bound claim as unbound until the binder has
+// finished and then backs the pod off for up to a second, so the
+// StatefulSet is created only after this.
+func (e *env) waitClaimsBound(ctx context.Context) error {
+	for i, o := range e.spec.Target.Ordinals {
+		pvName, err := e.pvFor(i)
+		if err != nil {
+			return err
+		}
+		if _, err := volume.WaitClaimBound(ctx, e.c.Kube, e.spec.ns(), o.Claim, pvName, e.spec.Timeouts.Wait); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type redeployStep struct{ *env }
+
+func (s redeployStep) ID() string { return "redeploy" }
+func (s redeployStep) Describe() string {
+	how := "claims pre-bound"
+	if s.spec.VolumeName {
+		how = "template volumeName"
+	}
+	return fmt.Sprintf("recreate StatefulSet %s (claim template class %s, %s) and wait until Ready", s.spec.sts(), s.spec.ToClass, how)
+}
+
+// manifest is the original StatefulSet, unchanged except for the claim
+// template: labels, annotations and Helm's ownership metadata stay, so the
+// release still owns it.
+func (s redeployStep) manifest(ctx context.Context) (*appsv1.StatefulSet, error) {
+	m := workload.Sanitize(s.spec.Target.StatefulSet)
+	m.Spec.Replicas = ptr.To(s.spec.replicas())
+	if deletesClaims(m.Spec.PersistentVolumeClaimRetentionPolicy) {
+		// Retain until verified (claim-retention-back): a rollback scales
+		// this StatefulSet down and must not lose the claims doing so.
+		m.Spec.PersistentVolumeClaimRetentionPolicy = retainBoth.DeepCopy()
+	}
+	for i := range m.Spec.VolumeClaimTemplates {
+		t := &m.Spec.VolumeClaimTemplates[i]
+		if t.Name != s.spec.Target.ClaimTemplate {
+			continue
+		}
+		t.Spec = s.spec.templateSpec()
+		if s.spec.VolumeName {
+			pv, err := s.pvFor(0)
+			if err != nil {
+				return nil, err
+			}
+			t.Spec.VolumeName = pv
+		}
+	}
+	return m, nil
+}
+func (s redeployStep) Precondition(ctx context.Context) error {
+	for i := range s.spec.Target.Ordinals {
+		if err := (claimStep{s.env, i}).Check(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (s redeployStep) Apply(ctx context.Context) error {
+	ns, name := s.spec.ns(), s.spec.sts()
+	m, err := s.manifest(ctx)
+	if err != nil {
+		return err
+	}
+	// The orphan delete was only requested; wait until the garbage
+	// collector has released the name.
+	if err := workload.WaitGone(ctx, s.c.Kube, ns, name, s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
+		return err
+	}
+	if err := s.waitClaimsBound(ctx); err != nil {
+		return err
+	}
+	got, err := s.c.Kube.AppsV1().StatefulSets(ns).Create(ctx, m, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		got, err = s.c.Kube.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err == nil && got.UID == s.spec.Target.StatefulSet.UID {
+			return fmt.Errorf("the original StatefulSet %s/%s still exists", ns, name)
+		}
+		if err == nil && s.value(keyNewSTS) != "" && string(got.UID) != s.value(keyNewSTS) {
+			return fmt.Errorf("StatefulSet %s/%s was recreated by someone else during the migration", ns, name)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("creating StatefulSet %s/%s: %w", ns, name, err)
+	}
+	if err := s.j.SetValue(ctx, keyNewSTS, string(got.UID)); err != nil {
+		return err
+	}
+	return workload.WaitReady(ctx, s.c.Kube, ns, name, s.spec.Timeouts.Wait)
+}
+func (s redeployStep) Check(ctx context.Context) error {
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if sts.UID == s.spec.Target.StatefulSet.UID {
+		return errors.New("still the original StatefulSet")
+	}
+	if sts.Status.ReadyReplicas != s.spec.replicas() {
+		return fmt.Errorf("%d/%d replicas ready", sts.Status.ReadyReplicas, s.spec.replicas())
+	}
+	return nil
+}
+func (s redeployStep) Undo(ctx context.Context) error {
+	ns, name := s.spec.ns(), s.spec.sts()
+	sts, err := s.c.Kube.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if sts.UID == s.spec.Target.StatefulSet.UID {
+		return nil
+	}
+	if ptr.Deref(sts.Spec.Replicas, 1) != 0 {
+		if err := workload.Scale(ctx, s.c.Kube, ns, name, 0); err != nil {
+			return err
+		}
+	}
+	for _, o := range s.spec.Target.Ordinals {
+		if err := workload.WaitPodGone(ctx, s.c.Kube, ns, o.Pod, s.spec.Timeouts.Wait); err != nil {
+			return err
+		}
+	}
+	return workload.DeleteOrphan(ctx, s.c.Kube, ns, name, sts.UID, s.spec.Timeouts.Wait)
+}
+func (s redeployStep) ServerDryRun(ctx context.Context) error {
+	m := workload.Sanitize(s.spec.Target.StatefulSet)
+	for i := range m.Spec.VolumeClaimTemplates {
+		if m.Spec.VolumeClaimTemplates[i].Name == s.spec.Target.ClaimTemplate {
+			m.Spec.VolumeClaimTemplates[i].Spec = s.spec.templateSpec()
+		}
+	}
+	m.Name = trim63(m.Name + "-rebind-dryrun")
+	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Create(ctx, m, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	return err
+}
