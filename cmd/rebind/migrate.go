@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,7 +31,8 @@ func targetFlags() []cli.Flag {
 		&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Category: targetCategory, Usage: "namespace of the release (default: the kubeconfig context's)"},
 		&cli.StringFlag{Name: "release", Category: targetCategory, Usage: "Helm release name of the Grafana chart"},
 		&cli.StringFlag{Name: "statefulset", Category: targetCategory, Usage: "StatefulSet name (instead of --release)"},
-		&cli.StringFlag{Name: "claim-template", Category: targetCategory, Value: "storage", Usage: "name of the data volumeClaimTemplate"},
+		&cli.StringFlag{Name: "deployment", Category: targetCategory, Usage: "Deployment name (instead of --release; the chart's default persistence.type: pvc)"},
+		&cli.StringFlag{Name: "claim-template", Category: targetCategory, Value: "storage", Usage: "name of the data volume: the StatefulSet's volumeClaimTemplate, or the Deployment pod's volume"},
 	}
 }
 
@@ -90,10 +92,11 @@ func planCommand() *cli.Command {
 func rollbackCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "rollback",
-		Usage: "return the StatefulSet to its original volumes (after a migration, or from any point of an unfinished one)",
+		Usage: "return the StatefulSet or Deployment to its original volumes (after a migration, or from any point of an unfinished one)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Category: targetCategory, Usage: "namespace of the StatefulSet"},
-			&cli.StringFlag{Name: "statefulset", Category: targetCategory, Usage: "StatefulSet name", Required: true},
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Category: targetCategory, Usage: "namespace of the workload"},
+			&cli.StringFlag{Name: "statefulset", Category: targetCategory, Usage: "StatefulSet name"},
+			&cli.StringFlag{Name: "deployment", Category: targetCategory, Usage: "Deployment name"},
 			outputFlag(),
 		},
 		Action: func(c *cli.Context) error {
@@ -103,7 +106,17 @@ func rollbackCommand() *cli.Command {
 			}
 			defer func() { _ = log.Sync() }()
 			m := &migrate.Migrate{Clients: clients, Out: progressWriter(c), Log: log}
-			rep, err := m.Rollback(c.Context, ns, c.String("statefulset"))
+			name := c.String("statefulset")
+			if d := c.String("deployment"); d != "" {
+				if name != "" {
+					return cli.Exit("give either --statefulset or --deployment", exitUsage)
+				}
+				name = d
+			}
+			if name == "" {
+				return cli.Exit("rollback needs --statefulset NAME or --deployment NAME (the workload the migration moved)", exitUsage)
+			}
+			rep, err := m.Rollback(c.Context, ns, name)
 			return finishReport(c, rep, err)
 		},
 	}
@@ -140,7 +153,7 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	defer func() { _ = log.Sync() }()
 	strategy := migrate.Strategy(c.String("strategy"))
 	o := migrate.Options{
-		Target: discovery.Options{Namespace: ns, Release: c.String("release"), StatefulSet: c.String("statefulset"),
+		Target: discovery.Options{Namespace: ns, Release: c.String("release"), StatefulSet: c.String("statefulset"), Deployment: c.String("deployment"),
 			ClaimTemplate: c.String("claim-template"), SnapshotClass: c.String("snapshot-class")},
 		Strategy: strategy, ToClass: c.String("to-storage-class"), Size: c.String("size"),
 		FromSnapshot: c.String("from-snapshot"), Quiesce: c.Bool("quiesce"), KeepRetain: c.Bool("keep-retain"),
@@ -183,9 +196,10 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 		if auth != nil {
 			return *auth, nil
 		}
-		// The chart names the Secret like the StatefulSet: the pod name
-		// without its ordinal.
-		a, err := grafanaAuthFromFlags(c, clients.Kube, ns, pod[:strings.LastIndex(pod, "-")])
+		// The chart names the Secret <fullname>, like the workload: a
+		// StatefulSet pod's name without its ordinal, or a Deployment's
+		// "pod" (its name, see defaultGrafanaURL).
+		a, err := grafanaAuthFromFlags(c, clients.Kube, ns, workloadOf(pod))
 		if err != nil {
 			return a, err
 		}
@@ -199,9 +213,7 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 				url = c.String(flagGrafanaURL)
 			}
 			if url == "" {
-				sts := pod[:strings.LastIndex(pod, "-")]
-				// The chart's headless Service gives every pod a DNS name.
-				url = fmt.Sprintf("http://%s.%s-headless.%s.svc:3000", pod, sts, ns)
+				url = defaultGrafanaURL(pod, ns)
 			}
 			a, err := authFor(pod)
 			if err != nil {
@@ -213,6 +225,28 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 		AllowEmptyBaseline: c.Bool("allow-empty-baseline"),
 		PollInterval:       500 * time.Millisecond,
 	}, nil
+}
+
+// workloadOf is the workload name behind a checker's pod key.
+func workloadOf(pod string) string {
+	if i := strings.LastIndex(pod, "-"); i > 0 {
+		if _, err := strconv.Atoi(pod[i+1:]); err == nil {
+			return pod[:i]
+		}
+	}
+	return pod
+}
+
+// defaultGrafanaURL reaches Grafana from inside the cluster. A
+// StatefulSet's pod <fullname>-<ordinal> has a DNS name under the chart's
+// headless Service. A Deployment's pods change names, so its "pod" is the
+// workload, reached through the chart's Service <fullname>, port 80: the
+// URL follows the pod across the swap.
+func defaultGrafanaURL(pod, ns string) string {
+	if w := workloadOf(pod); w != pod {
+		return fmt.Sprintf("http://%s.%s-headless.%s.svc:3000", pod, w, ns)
+	}
+	return fmt.Sprintf("http://%s.%s.svc", pod, ns)
 }
 
 // finishReport prints the report and maps the error to an exit code.

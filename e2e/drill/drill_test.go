@@ -313,7 +313,7 @@ func TestDrillPreflightRefuses(t *testing.T) {
 		{"restore class of another driver", func(o *drill.Options, _ *drill.Drill) { o.RestoreStorageClass = "other-driver" }, []string{"StorageClass other-driver", "its own driver"}},
 		{"offline without a reader", func(o *drill.Options, d *drill.Drill) { o.Offline, d.DBReader = true, nil }, []string{"--offline", "reachable from where rebind runs"}},
 		{"no snapshot for --use-latest-snapshot", func(o *drill.Options, _ *drill.Drill) { o.UseLatestSnapshot = true }, []string{"no readyToUse VolumeSnapshot"}},
-		{"unknown release", func(o *drill.Options, _ *drill.Drill) { o.Target.Release = "nope" }, []string{`no StatefulSet of Helm release "nope"`}},
+		{"unknown release", func(o *drill.Options, _ *drill.Drill) { o.Target.Release = "nope" }, []string{`no Grafana StatefulSet or Deployment of Helm release "nope"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := takeState(t, r.Rel.Namespace)
@@ -352,3 +352,17 @@ func assertEvent(t *testing.T, r *release, reason, typ, contains string) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestDrillRefusesDeploymentMode: drills of the chart's Deployment mode
+// are not built yet; refused, naming the Deployment, creating nothing.
+func TestDrillRefusesDeploymentMode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 2)
+	before := takeState(t, r.Rel.Namespace)
+	res := newDrill(t, nil).Run(ctx, r.options())
+	if res.Outcome != drill.Refused || !strings.Contains(res.Error, "Deployment "+r.Rel.Namespace+"/grafana") {
+		t.Fatalf("outcome %s: %s", res.Outcome, res.Error)
+	}
+	assertNothingLeft(t, before)
+}

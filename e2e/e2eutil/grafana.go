@@ -112,7 +112,7 @@ func (g *Grafana) Seed(spec grafanastandin.SeedSpec) {
 		}
 		g.Dashboards = append(g.Dashboards, s.Orgs*s.DashboardsPerOrg)
 	}
-	if err := workload.WaitReady(g.Ctx, sb.Kube, rel.Namespace, rel.FullName(), 2*time.Minute); err != nil {
+	if err := g.WaitReady(2 * time.Minute); err != nil {
 		g.T.Fatal(err)
 	}
 	for i := 0; i < int(rel.Replicas); i++ {
@@ -120,6 +120,14 @@ func (g *Grafana) Seed(spec grafanastandin.SeedSpec) {
 			g.T.Fatal(err)
 		}
 	}
+}
+
+// WaitReady waits until the release's workload is Ready.
+func (g *Grafana) WaitReady(timeout time.Duration) error {
+	if g.Rel.Deployment {
+		return workload.WaitDeploymentReady(g.Ctx, g.SB.Kube, g.Rel.Namespace, g.Rel.FullName(), timeout)
+	}
+	return workload.WaitReady(g.Ctx, g.SB.Kube, g.Rel.Namespace, g.Rel.FullName(), timeout)
 }
 
 // Client reaches pod's Grafana through the sandbox's stable per-pod URL.

@@ -25,12 +25,19 @@ func (g *Grafana) WorkloadLines(sts func(appsv1.StatefulSet) string, pv func(cor
 	if err != nil {
 		g.T.Fatal(err)
 	}
+	deps, err := g.SB.Kube.AppsV1().Deployments(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{})
+	if err != nil {
+		g.T.Fatal(err)
+	}
 	var lines []string
 	for _, s := range stss.Items {
 		lines = append(lines, sts(s))
 	}
+	for _, d := range deps.Items {
+		lines = append(lines, fmt.Sprintf("deployment %s uid=%s generation=%d replicas=%d", d.Name, d.UID, d.Generation, ptr.Deref(d.Spec.Replicas, 1)))
+	}
 	for _, c := range pvcs.Items {
-		lines = append(lines, fmt.Sprintf("pvc %s uid=%s volume=%s phase=%s", c.Name, c.UID, c.Spec.VolumeName, c.Status.Phase))
+		lines = append(lines, fmt.Sprintf("pvc %s uid=%s volume=%s phase=%s labels=%v annotations=%v", c.Name, c.UID, c.Spec.VolumeName, c.Status.Phase, c.Labels, claimAnnotations(c.Annotations)))
 	}
 	for _, v := range g.ClaimedPVs() {
 		lines = append(lines, pv(v))
@@ -96,4 +103,15 @@ func PVLine(pv corev1.PersistentVolume) string {
 func Fingerprint(lines []string) string {
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+// claimAnnotations leaves out what the binder writes on its own schedule.
+func claimAnnotations(in map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range in {
+		if !strings.HasPrefix(k, "pv.kubernetes.io/") && !strings.HasPrefix(k, "volume.") {
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -40,9 +40,15 @@ type release struct {
 // install installs the chart with the Helm SDK and seeds the claim's volume.
 func install(t *testing.T, perOrg int) *release {
 	t.Helper()
+	return installWith(t, perOrg, fixtures.Release{Name: "grafana", Replicas: 1}, nil)
+}
+
+// installWith installs rel with extra values merged into persistence.
+func installWith(t *testing.T, perOrg int, rel fixtures.Release, persistence map[string]any) *release {
+	t.Helper()
 	// Release names here contain "grafana": the chart's full name is the
 	// release name, as fixtures.Release computes it.
-	r := &release{Grafana: e2eutil.NewGrafana(t, sb, fixtures.Release{Name: "grafana", Replicas: 1})}
+	r := &release{Grafana: e2eutil.NewGrafana(t, sb, rel)}
 	ns := r.Rel.Namespace
 	var err error
 	if r.helm, err = helmredeploy.New(sb.RESTConfig, ns, nil); err != nil {
@@ -54,9 +60,13 @@ func install(t *testing.T, perOrg int) *release {
 	}
 	inst := action.NewInstall(r.helm.Configuration())
 	inst.ReleaseName, inst.Namespace = r.Rel.Name, ns
+	p := map[string]any{"storageClassName": "standard"}
+	for k, v := range persistence {
+		p[k] = v
+	}
 	if _, err := inst.RunWithContext(r.Ctx, ch, map[string]any{
 		"adminPassword": r.Rel.Password,
-		"persistence":   map[string]any{"storageClassName": "standard"},
+		"persistence":   p,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -177,4 +187,51 @@ func TestDirectRedeployWarnsAndValuesHold(t *testing.T) {
 		t.Errorf("helm upgrade without rebind's values: %v, want the immutable-field refusal", err)
 	}
 	r.assertUpgradeKeeps(rep.HelmValues)
+}
+
+// TestDeploymentModeUpgradeWithValues: the chart's default Deployment mode,
+// installed by Helm (its claim <fullname> is Helm's, from pvc.yaml). After
+// a restore into another class, a plain upgrade without rebind's values is
+// refused (Helm renders the old claim spec, which is immutable), and the
+// user's next upgrade with them succeeds, leaving claim and Deployment as
+// rebind left them.
+func TestDeploymentModeUpgradeWithValues(t *testing.T) {
+	r := installWith(t, 5, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, map[string]any{"type": "pvc"})
+	rep := r.migrate(migrate.Options{Strategy: migrate.Restore, ToClass: "premium"})
+	claim := func() (string, string, int64) {
+		c, err := sb.Kube.CoreV1().PersistentVolumeClaims(r.Rel.Namespace).Get(r.Ctx, r.Rel.FullName(), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := sb.Kube.AppsV1().Deployments(r.Rel.Namespace).Get(r.Ctx, r.Rel.FullName(), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(c.UID), c.Spec.VolumeName, d.Generation
+	}
+	uid, pv, gen := claim()
+	if pv != rep.VolumesAfter[0].PV {
+		t.Fatalf("claim on %s, report says %s", pv, rep.VolumesAfter[0].PV)
+	}
+	if err := r.upgrade(nil); err == nil || !strings.Contains(err.Error(), "immutable") {
+		t.Errorf("helm upgrade without rebind's values: %v, want the immutable-field refusal", err)
+	}
+	if err := r.upgrade(rep.HelmValues); err != nil {
+		t.Fatalf("helm upgrade with rebind's values %v: %v", rep.HelmValues, err)
+	}
+	uid2, pv2, gen2 := claim()
+	if uid2 != uid || pv2 != pv {
+		t.Errorf("claim changed by the upgrade: %s on %s -> %s on %s", uid, pv, uid2, pv2)
+	}
+	// Recreate comes with the values (RollingUpdate with a ReadWriteOnce
+	// claim): the pod template is unchanged, so no new pod either.
+	if gen2 != gen+1 {
+		t.Logf("Deployment generation %d -> %d", gen, gen2)
+	}
+	if err := r.WaitReady(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Inventory(0).Totals().Dashboards; got != r.Dashboards[0] {
+		t.Errorf("after the upgrade Grafana serves %d dashboards, want %d", got, r.Dashboards[0])
+	}
 }

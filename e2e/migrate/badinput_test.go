@@ -38,7 +38,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			name:    "unknown release",
 			release: fixtures.Release{Name: "grafana", Replicas: 1},
 			prepare: func(_ *testing.T, _ *grafanaEnv, o *migrate.Options, _ *migrate.Migrate) { o.Target.Release = "nope" },
-			want:    []string{`no StatefulSet of Helm release "nope"`, "helm list"},
+			want:    []string{`no Grafana StatefulSet or Deployment of Helm release "nope"`, "helm list"},
 		},
 		{
 			name:    "missing storage class",

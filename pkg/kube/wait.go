@@ -191,3 +191,95 @@ func PodLW(kube kubernetes.Interface, ns, name string) cache.ListerWatcher {
 func SnapshotLW(snap snapclient.Interface, ns, name string) cache.ListerWatcher {
 	return NamedLW(snap.SnapshotV1().VolumeSnapshots(ns), name)
 }
+
+// UntilSet watches every object lw selects until cond holds for the set,
+// keyed by name. Like Until it lists once and watches from there.
+func UntilSet[T runtime.Object](ctx context.Context, timeout time.Duration, what string, lw cache.ListerWatcher, cond func(map[string]T) (bool, error), describe func(map[string]T) string) (map[string]T, error) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	lwc := cache.ToListerWatcherWithContext(lw)
+	set := map[string]T{}
+	for {
+		done, err := untilSetOnce(wctx, lwc, set, cond)
+		if done {
+			return set, nil
+		}
+		if (err == nil || errors.Is(err, errRelist)) && wctx.Err() == nil {
+			continue
+		}
+		if err != nil && wctx.Err() == nil {
+			return set, err
+		}
+		if ctx.Err() != nil {
+			return set, ctx.Err()
+		}
+		te := &TimeoutError{What: what, Timeout: timeout}
+		if describe != nil {
+			te.LastSeen = describe(set)
+		}
+		return set, te
+	}
+}
+
+func untilSetOnce[T runtime.Object](ctx context.Context, lw cache.ListerWatcherWithContext, set map[string]T, cond func(map[string]T) (bool, error)) (bool, error) {
+	list, err := lw.ListWithContext(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return false, err
+	}
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return false, err
+	}
+	clear(set)
+	for _, it := range items {
+		if o, ok := it.(T); ok {
+			if m, err := meta.Accessor(o); err == nil {
+				set[m.GetName()] = o
+			}
+		}
+	}
+	if done, err := cond(set); done || err != nil {
+		return done, err
+	}
+	la, err := meta.ListAccessor(list)
+	if err != nil {
+		return false, err
+	}
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, la.GetResourceVersion(), lw)
+	if err != nil {
+		return false, err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return false, errRelist
+			}
+			o, isT := ev.Object.(T)
+			switch {
+			case ev.Type == watch.Error:
+				return false, errRelist
+			case !isT:
+				continue
+			}
+			m, err := meta.Accessor(o)
+			if err != nil {
+				continue
+			}
+			switch ev.Type {
+			case watch.Deleted:
+				delete(set, m.GetName())
+			case watch.Added, watch.Modified:
+				set[m.GetName()] = o
+			default:
+				continue
+			}
+			if done, err := cond(set); done || err != nil {
+				return done, err
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,7 +23,7 @@ type releaseClaimStep struct {
 func (s releaseClaimStep) ID() string { return fmt.Sprintf("release-claim/%d", s.ord) }
 func (s releaseClaimStep) Describe() string {
 	o := s.spec.Target.Ordinals[s.ord]
-	return fmt.Sprintf("delete claim %s while %s still serves: it goes when the pod stops (its PersistentVolume %s stays, Retain)", o.Claim, o.Pod, o.PV.Name)
+	return fmt.Sprintf("delete claim %s while %s still serves: it goes when the pod stops (its PersistentVolume %s stays, Retain)", o.Claim, s.spec.name(), o.PV.Name)
 }
 func (s releaseClaimStep) Precondition(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
@@ -33,10 +34,14 @@ func (s releaseClaimStep) Precondition(ctx context.Context) error {
 	// that still runs is fine: the claim's protection finalizer holds the
 	// deletion, and the mounted volume, until the pod is gone, and with
 	// the StatefulSet gone nothing can start a pod on the half-deleted
-	// claim (or on a new one from the template) in between.
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	// claim (or on a new one from the template) in between. A Deployment
+	// creates no claims; a pod it starts meanwhile waits on the claim.
+	if s.spec.Target.IsDeployment() {
+		return nil
+	}
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
-		return fmt.Errorf("StatefulSet %s/%s still exists; its controller could recreate claim %s", s.spec.ns(), s.spec.sts(), o.Claim)
+		return fmt.Errorf("StatefulSet %s/%s still exists; its controller could recreate claim %s", s.spec.ns(), s.spec.name(), o.Claim)
 	}
 	return nil
 }
@@ -70,7 +75,7 @@ func (s releaseClaimStep) Undo(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	ns := s.spec.ns()
 	if cur, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, o.Claim, metav1.GetOptions{}); err == nil && cur.UID == o.PVC.UID && cur.DeletionTimestamp != nil {
-		if err := s.stopPod(ctx, o.Pod); err != nil {
+		if err := s.stopServing(ctx, o.Pod); err != nil {
 			return err
 		}
 	}
@@ -87,7 +92,7 @@ func (s releaseClaimStep) Undo(ctx context.Context) error {
 			return err
 		}
 		claim := &corev1.PersistentVolumeClaim{
-			ObjectMeta: metav1.ObjectMeta{Name: o.Claim, Namespace: ns, Labels: o.PVC.Labels},
+			ObjectMeta: metav1.ObjectMeta{Name: o.Claim, Namespace: ns, Labels: o.PVC.Labels, Annotations: claimAnnotations(o.PVC.Annotations)},
 			Spec:       *o.PVC.Spec.DeepCopy(),
 		}
 		claim.Spec.VolumeName = o.PV.Name
@@ -118,25 +123,49 @@ func (s claimStep) Describe() string {
 	return fmt.Sprintf("create claim %s pre-bound (volumeName) in class %s", s.spec.Target.Ordinals[s.ord].Claim, s.spec.ToClass)
 }
 func (s claimStep) claim(pvName string) *corev1.PersistentVolumeClaim {
-	sts := s.spec.Target.StatefulSet
+	spec := s.spec.templateSpec()
+	spec.VolumeName = pvName
+	name := s.spec.Target.Ordinals[s.ord].Claim
+	if s.spec.Target.IsDeployment() {
+		// The claim the Deployment's pod names, with its labels and
+		// annotations (Helm's ownership among them, so the release keeps
+		// managing it), on the new volume.
+		old := s.spec.Target.Ordinals[s.ord].PVC
+		return &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.spec.ns(), Labels: old.Labels, Annotations: claimAnnotations(old.Annotations)},
+			Spec:       spec,
+		}
+	}
 	labels := map[string]string{}
 	for k, v := range s.spec.Target.Template().Labels {
 		labels[k] = v
 	}
 	// The StatefulSet controller labels the claims it makes with the pod
 	// selector; do the same so tooling that selects them still does.
-	if sts.Spec.Selector != nil {
-		for k, v := range sts.Spec.Selector.MatchLabels {
+	if sel := s.spec.Target.Selector(); sel != nil {
+		for k, v := range sel.MatchLabels {
 			labels[k] = v
 		}
 	}
-	spec := s.spec.templateSpec()
-	spec.VolumeName = pvName
 	return &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: s.spec.Target.Ordinals[s.ord].Claim, Namespace: s.spec.ns(), Labels: labels, Annotations: s.spec.Target.Template().Annotations},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.spec.ns(), Labels: labels, Annotations: s.spec.Target.Template().Annotations},
 		Spec:       spec,
 	}
 }
+
+// claimAnnotations keeps a claim's own annotations but not those the PV
+// binder and provisioners wrote about its former binding.
+func claimAnnotations(in map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range in {
+		if strings.HasPrefix(k, "pv.kubernetes.io/") || strings.HasPrefix(k, "volume.kubernetes.io/") || strings.HasPrefix(k, "volume.beta.kubernetes.io/") {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
 func (s claimStep) Precondition(ctx context.Context) error {
 	pvName, pv, err := s.targetPV(ctx, s.ord)
 	if err != nil {

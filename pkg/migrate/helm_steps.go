@@ -31,6 +31,9 @@ const keyHelmUpgraded = "helm/upgraded"
 // redeployFor is the step that brings the StatefulSet back: created
 // directly from the saved manifest, or rendered by a Helm upgrade.
 func redeployFor(e *env) plan.Step {
+	if e.spec.Target.IsDeployment() {
+		return redeployDeploymentStep{e}
+	}
 	if e.spec.Redeploy == RedeployHelm {
 		return helmRedeployStep{e}
 	}
@@ -59,7 +62,7 @@ type helmRedeployStep struct{ *env }
 func (s helmRedeployStep) ID() string { return "redeploy" }
 func (s helmRedeployStep) Describe() string {
 	return fmt.Sprintf("helm upgrade release %s (its chart and values, plus persistence values for class %s) to recreate StatefulSet %s, and wait until Ready",
-		s.spec.Target.Release, s.spec.ToClass, s.spec.sts())
+		s.spec.Target.Release, s.spec.ToClass, s.spec.name())
 }
 func (s helmRedeployStep) Precondition(ctx context.Context) error {
 	if err := (redeployStep{s.env}).Precondition(ctx); err != nil {
@@ -69,7 +72,7 @@ func (s helmRedeployStep) Precondition(ctx context.Context) error {
 	return err
 }
 func (s helmRedeployStep) Apply(ctx context.Context) error {
-	ns, name := s.spec.ns(), s.spec.sts()
+	ns, name := s.spec.ns(), s.spec.name()
 	if uid := s.value(keyNewSTS); uid != "" {
 		if sts, err := s.c.Kube.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil && string(sts.UID) == uid {
 			return workload.WaitReady(ctx, s.c.Kube, ns, name, s.spec.Timeouts.Wait)
@@ -226,6 +229,16 @@ func (m *Migrate) checkHelm(o Options, spec *Spec, r *preflight.Report) {
 
 // redeployWarnings are what the user must act on after the run.
 func redeployWarnings(s *Spec) []string {
+	if s.Target.IsDeployment() {
+		var w []string
+		if s.Target.Release != "" && helmManaged(s.Target.Ordinals[0].PVC) {
+			w = append(w, fmt.Sprintf("claim %s was recreated on a new volume: run the next `helm upgrade %s` with the Helm values above (or --values-out FILE), or Helm renders the old claim spec and the upgrade fails on the immutable field", s.Target.Ordinals[0].Claim, s.Target.Release))
+		}
+		if rollingUpdateRWO(s) {
+			w = append(w, fmt.Sprintf("Deployment %s uses strategy RollingUpdate with a ReadWriteOnce claim: a later upgrade starts the new pod before the old one stops and hangs when it lands on another node (multi-attach); rebind scaled to 0 and back, but set deploymentStrategy.type=Recreate (in the values above)", s.name()))
+		}
+		return w
+	}
 	if s.Target.Release == "" || s.Redeploy == RedeployHelm {
 		return nil
 	}

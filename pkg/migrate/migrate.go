@@ -51,13 +51,24 @@ type Migrate struct {
 // FailedError is a run that stopped half-way: the journal holds its
 // progress and the same command resumes it.
 type FailedError struct {
-	Namespace, StatefulSet string
-	Err                    error
+	Namespace string
+	// Workload is the StatefulSet or Deployment; Kind says which.
+	Workload, Kind string
+	Err            error
 }
 
 func (e *FailedError) Error() string {
-	return fmt.Sprintf("%v\nnothing is lost: the original volumes are kept with reclaim policy Retain and progress is in ConfigMap %s/%s.\nfix the cause and re-run the same command to resume, or return to the original volumes with `rebind rollback -n %s --statefulset %s`",
-		e.Err, e.Namespace, journal.Name(e.StatefulSet), e.Namespace, e.StatefulSet)
+	return fmt.Sprintf("%v\nnothing is lost: the original volumes are kept with reclaim policy Retain and progress is in ConfigMap %s/%s.\nfix the cause and re-run the same command to resume, or return to the original volumes with `%s`",
+		e.Err, e.Namespace, journal.Name(e.Workload), rollbackCommand(e.Namespace, e.Kind, e.Workload))
+}
+
+// rollbackCommand is the command line that rolls a target back.
+func rollbackCommand(ns, kind, name string) string {
+	flag := "--statefulset"
+	if kind == discovery.KindDeployment {
+		flag = "--deployment"
+	}
+	return fmt.Sprintf("rebind rollback -n %s %s %s", ns, flag, name)
 }
 func (e *FailedError) Unwrap() error { return e.Err }
 
@@ -66,7 +77,7 @@ func (e *FailedError) Unwrap() error { return e.Err }
 type RolledBackError struct{ Err error }
 
 func (e *RolledBackError) Error() string {
-	return fmt.Sprintf("%v\nrolled back: the StatefulSet runs on its original volumes again", e.Err)
+	return fmt.Sprintf("%v\nrolled back: the workload runs on its original volumes again", e.Err)
 }
 func (e *RolledBackError) Unwrap() error { return e.Err }
 
@@ -131,8 +142,8 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		}
 		if rec := existing.Record(); rec.Phase == journal.RollingBack {
 			// Going forwards from a half-undone plan would mix two runs.
-			return finish(report.Failed, fmt.Errorf("a rollback of run %s is unfinished (ConfigMap %s/%s): finish it with `rebind rollback -n %s --statefulset %s`, then migrate again",
-				rec.RunID, ns, existing.ConfigMapName(), ns, spec.Target.Name()))
+			return finish(report.Failed, fmt.Errorf("a rollback of run %s is unfinished (ConfigMap %s/%s): finish it with `%s`, then migrate again",
+				rec.RunID, ns, existing.ConfigMapName(), rollbackCommand(ns, spec.Target.KindName(), spec.Target.Name())))
 		}
 		if err := sameRequest(spec, o); err != nil {
 			return finish(report.Failed, err)
@@ -144,7 +155,11 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		if err != nil {
 			return finish(report.Failed, err)
 		}
-		fmt.Fprintf(m.out(), "Target: StatefulSet %s/%s, %d replica(s), claim template %q\n", t.Namespace, t.Name(), t.Replicas(), t.ClaimTemplate)
+		if t.IsDeployment() {
+			fmt.Fprintf(m.out(), "Target: Deployment %s/%s, %d replica(s), claim %s\n", t.Namespace, t.Name(), t.Replicas(), t.Ordinals[0].Claim)
+		} else {
+			fmt.Fprintf(m.out(), "Target: StatefulSet %s/%s, %d replica(s), claim template %q\n", t.Namespace, t.Name(), t.Replicas(), t.ClaimTemplate)
+		}
 		spec, err = m.resolve(ctx, o, t)
 		if err != nil {
 			return finish(report.Failed, err)
@@ -208,7 +223,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 			rep.Steps = append(rep.Steps, undo...)
 			if uerr != nil {
 				_ = j.SetPhase(wctx, journal.RollingBack, uerr)
-				return finish(report.Failed, fmt.Errorf("%v; the automatic rollback also failed: %w; fix the cause and run `rebind rollback -n %s --statefulset %s`", runErr, uerr, ns, spec.Target.Name()))
+				return finish(report.Failed, fmt.Errorf("%v; the automatic rollback also failed: %w; fix the cause and run `%s`", runErr, uerr, rollbackCommand(ns, spec.Target.KindName(), spec.Target.Name())))
 			}
 			_ = j.SetPhase(wctx, journal.RolledBack, runErr)
 			rep.VolumesAfter = currentVolumes(wctx, m.Clients, spec)
@@ -216,9 +231,9 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		}
 		_ = j.SetPhase(context.WithoutCancel(ctx), journal.Failed, runErr)
 		if ctx.Err() != nil {
-			return finish(report.Failed, fmt.Errorf("interrupted: %w", &FailedError{Namespace: ns, StatefulSet: spec.Target.Name(), Err: runErr}))
+			return finish(report.Failed, fmt.Errorf("interrupted: %w", &FailedError{Namespace: ns, Workload: spec.Target.Name(), Kind: spec.Target.KindName(), Err: runErr}))
 		}
-		return finish(report.Failed, &FailedError{Namespace: ns, StatefulSet: spec.Target.Name(), Err: runErr})
+		return finish(report.Failed, &FailedError{Namespace: ns, Workload: spec.Target.Name(), Kind: spec.Target.KindName(), Err: runErr})
 	}
 	if err := j.SetPhase(ctx, journal.Completed, nil); err != nil {
 		return finish(report.Failed, err)
@@ -253,7 +268,7 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 		return finish(report.Failed, err)
 	}
 	if j == nil {
-		return finish(report.Failed, fmt.Errorf("no rebind journal for StatefulSet %s/%s (ConfigMap %s): nothing to roll back", ns, sts, journal.Name(sts)))
+		return finish(report.Failed, fmt.Errorf("no rebind journal for %s/%s (ConfigMap %s): nothing to roll back", ns, sts, journal.Name(sts)))
 	}
 	if j.Record().Phase == journal.RolledBack {
 		fmt.Fprintf(m.out(), "Run %s of %s/%s is already rolled back\n", j.Record().RunID, ns, sts)
@@ -316,6 +331,9 @@ func (m *Migrate) leaseDuration() time.Duration {
 func (m *Migrate) existingJournal(ctx context.Context, o Options) (*journal.Journal, error) {
 	name := o.Target.StatefulSet
 	if name == "" {
+		name = o.Target.Deployment
+	}
+	if name == "" {
 		list, err := m.Clients.Kube.CoreV1().ConfigMaps(o.Target.Namespace).List(ctx, metav1.ListOptions{LabelSelector: journal.LabelManagedBy + "=" + journal.ManagedBy})
 		if err != nil {
 			return nil, fmt.Errorf("looking for a rebind journal in %s: %w", o.Target.Namespace, err)
@@ -356,7 +374,7 @@ func decodeSpec(j *journal.Journal) (*Spec, error) {
 	if err := json.Unmarshal(rec.Spec, &s); err != nil {
 		return nil, fmt.Errorf("journal %s/%s holds no readable plan: %w", j.Namespace(), j.ConfigMapName(), err)
 	}
-	if s.Target == nil || s.Target.StatefulSet == nil {
+	if s.Target == nil || (s.Target.StatefulSet == nil && s.Target.Deployment == nil) {
 		return nil, fmt.Errorf("journal %s/%s holds no target", j.Namespace(), j.ConfigMapName())
 	}
 	return &s, nil
@@ -374,7 +392,7 @@ func sameRequest(s *Spec, o Options) error {
 	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("an unfinished migration of %s/%s (run %s) was started with other options: %s; re-run it with the recorded options, or `rebind rollback` first",
-			s.ns(), s.sts(), s.RunID, strings.Join(diffs, ", "))
+			s.ns(), s.name(), s.RunID, strings.Join(diffs, ", "))
 	}
 	return nil
 }

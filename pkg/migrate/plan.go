@@ -11,7 +11,7 @@ import (
 // quiesced (consistent) snapshot, so downtime is only the swap itself.
 func buildPlan(e *env) *plan.Plan {
 	s := e.spec
-	p := &plan.Plan{Name: fmt.Sprintf("%s %s/%s (%s)", s.Strategy, s.ns(), s.sts(), s.RunID)}
+	p := &plan.Plan{Name: fmt.Sprintf("%s %s/%s (%s)", s.Strategy, s.ns(), s.name(), s.RunID)}
 	add := func(steps ...plan.Step) { p.Steps = append(p.Steps, steps...) }
 
 	if !s.SkipVerify {
@@ -55,16 +55,27 @@ func buildPlan(e *env) *plan.Plan {
 	// 100 ms more of outage, because the protection controller's second
 	// live pod list waits for the API server's watch cache to catch up.
 	// The outage starts only when the pods are stopped.
+	// A Deployment is not deleted: its replica count is recorded instead
+	// (a rollback starts it again), and it is scaled to 0 where a
+	// StatefulSet's orphaned pods are stopped (workload_steps.go).
 	if s.Redeploy == RedeployHelm {
 		add(helmRevisionStep{e})
 	}
-	add(orphanStep{e, quiesced})
+	if s.Target.IsDeployment() {
+		add(holdDeploymentStep{e})
+	} else {
+		add(orphanStep{e, quiesced})
+	}
 	for i, o := range s.Target.Ordinals {
 		if o.PVC != nil && o.PV != nil {
 			add(releaseClaimStep{e, i})
 		}
 	}
-	if !quiesced {
+	switch {
+	case quiesced:
+	case s.Target.IsDeployment():
+		add(stopDeploymentStep{e})
+	default:
 		add(stopPodsStep{e})
 	}
 	for i := range s.Target.Ordinals {

@@ -33,6 +33,9 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 		// migration and put back afterwards.
 		p("update", "apps", "statefulsets", "", ns),
 		p("patch", "apps", "statefulsets", "scale", ns),
+		// A Deployment-mode release is scaled to 0 and back (update, so
+		// that the write is conditional on what was read).
+		p("get", "apps", "deployments", "", ns), p("watch", "apps", "deployments", "", ns), p("update", "apps", "deployments", "", ns),
 		// Pods are deleted after the StatefulSet was orphan-deleted: that starts
 		// the outage.
 		p("get", "", "pods", "", ns), p("list", "", "pods", "", ns), p("watch", "", "pods", "", ns), p("delete", "", "pods", "", ns),
@@ -64,13 +67,13 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 // the spec, or every problem found. It changes nothing.
 func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (*Spec, error) {
 	var r preflight.Report
-	stsRef := fmt.Sprintf("StatefulSet %s/%s", t.Namespace, t.Name())
+	stsRef := fmt.Sprintf("%s %s/%s", t.KindName(), t.Namespace, t.Name())
 	spec := &Spec{Strategy: o.Strategy, Target: t, Quiesce: o.Quiesce, KeepRetain: o.KeepRetain, SkipVerify: o.SkipVerify, Timeouts: o.Timeouts}
 	if spec.Timeouts == (Timeouts{}) {
 		spec.Timeouts = DefaultTimeouts()
 	}
 	if t.Replicas() == 0 {
-		r.Add(stsRef, "has 0 replicas, so rebind cannot tell which ordinals hold data", fmt.Sprintf("scale it to the number of replicas it normally runs (kubectl scale statefulset %s -n %s --replicas=1) and re-run", t.Name(), t.Namespace))
+		r.Add(stsRef, "has 0 replicas, so rebind cannot tell which ordinals hold data", fmt.Sprintf("scale it to the number of replicas it normally runs (kubectl scale %s %s -n %s --replicas=1) and re-run", strings.ToLower(t.KindName()), t.Name(), t.Namespace))
 		return nil, r.Err()
 	}
 	spec.VolumeName = t.Replicas() == 1
@@ -161,6 +164,15 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 	case VeleroRestore: // checked by checkVelero
 	default:
 		r.Add("--strategy", fmt.Sprintf("unknown strategy %q", o.Strategy), "use reuse, restore or velero-restore")
+	}
+	if t.IsDeployment() {
+		// Not built for Deployments yet: said before anything changes.
+		if o.Strategy == VeleroRestore {
+			r.Add("--strategy velero-restore", "is not supported yet for a Deployment-mode release ("+stsRef+")", "use --strategy restore (same CSI driver), or switch the release to persistence.type=statefulset first")
+		}
+		if o.Redeploy == RedeployHelm {
+			r.Add("--redeploy helm", "is not supported yet for a Deployment-mode release ("+stsRef+"): rebind keeps the Deployment and swaps its claim", "drop --redeploy helm and run the next `helm upgrade` with the values rebind prints (--values-out)")
+		}
 	}
 	// Velero and Helm (velero_steps.go, helm_steps.go).
 	if err := m.checkVelero(ctx, o, spec, &r); err != nil {

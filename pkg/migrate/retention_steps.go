@@ -31,6 +31,9 @@ func deletesClaims(p *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy) bo
 }
 
 func (s *Spec) originalRetention() *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy {
+	if s.Target.StatefulSet == nil {
+		return nil // a Deployment's claim belongs to nothing that deletes it
+	}
 	return s.Target.StatefulSet.Spec.PersistentVolumeClaimRetentionPolicy
 }
 
@@ -46,7 +49,7 @@ func policyString(p *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy) str
 // it read), then waits until the controller has seen it, so that a scale
 // down issued next is judged under the new policy.
 func (e *env) setRetention(ctx context.Context, uid types.UID, p *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy) error {
-	ns, name := e.spec.ns(), e.spec.sts()
+	ns, name := e.spec.ns(), e.spec.name()
 	sts, err := e.c.Kube.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("reading StatefulSet %s/%s: %w", ns, name, err)
@@ -92,15 +95,15 @@ type retentionStep struct{ *env }
 
 func (s retentionStep) ID() string { return "claim-retention" }
 func (s retentionStep) Describe() string {
-	return fmt.Sprintf("set persistentVolumeClaimRetentionPolicy of StatefulSet %s to Retain (was %s), so its controller deletes no claim", s.spec.sts(), policyString(s.spec.originalRetention()))
+	return fmt.Sprintf("set persistentVolumeClaimRetentionPolicy of StatefulSet %s to Retain (was %s), so its controller deletes no claim", s.spec.name(), policyString(s.spec.originalRetention()))
 }
 func (s retentionStep) Precondition(ctx context.Context) error {
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if err != nil {
-		return fmt.Errorf("StatefulSet %s/%s: %w", s.spec.ns(), s.spec.sts(), err)
+		return fmt.Errorf("StatefulSet %s/%s: %w", s.spec.ns(), s.spec.name(), err)
 	}
 	if sts.UID != s.spec.Target.StatefulSet.UID {
-		return fmt.Errorf("StatefulSet %s/%s was recreated by someone else", s.spec.ns(), s.spec.sts())
+		return fmt.Errorf("StatefulSet %s/%s was recreated by someone else", s.spec.ns(), s.spec.name())
 	}
 	return nil
 }
@@ -108,7 +111,7 @@ func (s retentionStep) Apply(ctx context.Context) error {
 	return s.setRetention(ctx, s.spec.Target.StatefulSet.UID, &retainBoth)
 }
 func (s retentionStep) Check(ctx context.Context) error {
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) || (err == nil && sts.UID != s.spec.Target.StatefulSet.UID) {
 		return nil // deleted by a later step: its policy no longer matters
 	}
@@ -116,7 +119,7 @@ func (s retentionStep) Check(ctx context.Context) error {
 		return err
 	}
 	if deletesClaims(sts.Spec.PersistentVolumeClaimRetentionPolicy) {
-		return fmt.Errorf("StatefulSet %s/%s has %s again", s.spec.ns(), s.spec.sts(), policyString(sts.Spec.PersistentVolumeClaimRetentionPolicy))
+		return fmt.Errorf("StatefulSet %s/%s has %s again", s.spec.ns(), s.spec.name(), policyString(sts.Spec.PersistentVolumeClaimRetentionPolicy))
 	}
 	return nil
 }
@@ -125,7 +128,7 @@ func (s retentionStep) Check(ctx context.Context) error {
 // exists; once the orphan step's undo has recreated it, it already carries
 // that policy.
 func (s retentionStep) Undo(ctx context.Context) error {
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) || (err == nil && sts.UID != s.spec.Target.StatefulSet.UID) {
 		return nil
 	}
@@ -136,7 +139,7 @@ func (s retentionStep) Undo(ctx context.Context) error {
 }
 func (s retentionStep) ServerDryRun(ctx context.Context) error {
 	b, _ := json.Marshal(map[string]any{"spec": map[string]any{"persistentVolumeClaimRetentionPolicy": retainBoth}})
-	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Patch(ctx, s.spec.sts(), types.MergePatchType, b, metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Patch(ctx, s.spec.name(), types.MergePatchType, b, metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
 	return err
 }
 
@@ -149,12 +152,12 @@ type retentionBackStep struct{ *env }
 
 func (s retentionBackStep) ID() string { return "claim-retention-back" }
 func (s retentionBackStep) Describe() string {
-	return fmt.Sprintf("put persistentVolumeClaimRetentionPolicy %s back on the redeployed StatefulSet %s", policyString(s.spec.originalRetention()), s.spec.sts())
+	return fmt.Sprintf("put persistentVolumeClaimRetentionPolicy %s back on the redeployed StatefulSet %s", policyString(s.spec.originalRetention()), s.spec.name())
 }
 func (s retentionBackStep) newUID() (types.UID, error) {
 	uid := types.UID(s.value(keyNewSTS))
 	if uid == "" {
-		return "", fmt.Errorf("the redeployed StatefulSet %s/%s is not recorded in the journal", s.spec.ns(), s.spec.sts())
+		return "", fmt.Errorf("the redeployed StatefulSet %s/%s is not recorded in the journal", s.spec.ns(), s.spec.name())
 	}
 	return uid, nil
 }
@@ -170,12 +173,12 @@ func (s retentionBackStep) Apply(ctx context.Context) error {
 	return s.setRetention(ctx, uid, s.spec.originalRetention())
 }
 func (s retentionBackStep) Check(ctx context.Context) error {
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
 	if !retentionEqual(sts.Spec.PersistentVolumeClaimRetentionPolicy, s.spec.originalRetention()) {
-		return fmt.Errorf("StatefulSet %s/%s has %s, not %s", s.spec.ns(), s.spec.sts(), policyString(sts.Spec.PersistentVolumeClaimRetentionPolicy), policyString(s.spec.originalRetention()))
+		return fmt.Errorf("StatefulSet %s/%s has %s, not %s", s.spec.ns(), s.spec.name(), policyString(sts.Spec.PersistentVolumeClaimRetentionPolicy), policyString(s.spec.originalRetention()))
 	}
 	return nil
 }
@@ -184,7 +187,7 @@ func (s retentionBackStep) Undo(ctx context.Context) error {
 	if err != nil {
 		return nil
 	}
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) || (err == nil && sts.UID != uid) {
 		return nil
 	}

@@ -97,8 +97,10 @@ func (s *Spec) Fingerprint() string {
 	return fmt.Sprintf("strategy=%s class=%s size=%s snapshots=%v quiesce=%v", s.Strategy, s.ToClass, s.Size, s.Snapshots, s.Quiesce)
 }
 
-func (s *Spec) ns() string  { return s.Target.Namespace }
-func (s *Spec) sts() string { return s.Target.Name() }
+func (s *Spec) ns() string { return s.Target.Namespace }
+
+// name is the workload's: the StatefulSet or the Deployment.
+func (s *Spec) name() string { return s.Target.Name() }
 
 func (s *Spec) replicas() int32 { return int32(s.Target.Replicas()) }
 

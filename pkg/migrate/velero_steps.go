@@ -60,7 +60,7 @@ func (s *Spec) stagingNamespace() string {
 }
 
 func (s *Spec) veleroRestoreName() string {
-	return trim63(fmt.Sprintf("rebind-%s-%s", s.sts(), s.RunID))
+	return trim63(fmt.Sprintf("rebind-%s-%s", s.name(), s.RunID))
 }
 
 // sourceClass is the class the claims had when they were backed up: the
@@ -110,7 +110,7 @@ func (s veleroBackupStep) Apply(ctx context.Context) error {
 			return s.wait(ctx, v, name)
 		}
 	}
-	name := trim63(fmt.Sprintf("rebind-%s-%s-%d", s.spec.sts(), s.spec.RunID, n))
+	name := trim63(fmt.Sprintf("rebind-%s-%s-%d", s.spec.name(), s.spec.RunID, n))
 	// Recorded before it exists: a crash in between leaves a name to look
 	// up, never an unrecorded backup.
 	if err := s.j.SetValue(ctx, keyVeleroAttempt(n), name); err != nil {
@@ -121,7 +121,7 @@ func (s veleroBackupStep) Apply(ctx context.Context) error {
 		return err
 	}
 	if _, err := v.CreateBackup(ctx, velero.BackupRequest{Name: name, Namespace: s.spec.ns(), MoveData: true, Location: location,
-		Labels: map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.sts()}}); err != nil {
+		Labels: map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.name()}}); err != nil {
 		return err
 	}
 	return s.wait(ctx, v, name)
@@ -165,7 +165,7 @@ func (s veleroRestoreStep) Describe() string {
 		mapping = fmt.Sprintf("class %s mapped to %s", from, s.spec.ToClass)
 	}
 	return fmt.Sprintf("restore the claims of %s from Velero Backup %s into staging namespace %s (%s; claims and volumes only), keep the restored volumes with Retain and drop the staging claims",
-		s.spec.sts(), s.spec.FromBackup, s.spec.stagingNamespace(), mapping)
+		s.spec.name(), s.spec.FromBackup, s.spec.stagingNamespace(), mapping)
 }
 func (s veleroRestoreStep) Precondition(ctx context.Context) error {
 	b, err := s.velero().GetBackup(ctx, s.spec.FromBackup)
@@ -234,7 +234,7 @@ func (s veleroRestoreStep) runRestore(ctx context.Context) (err error) {
 		// Only volumes: a restored StatefulSet would start pods on the
 		// copies, and a restored Secret or Service is not wanted either.
 		Resources: []string{"persistentvolumeclaims", "persistentvolumes"}, Selector: sel,
-		Labels: map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.sts()}}); err != nil {
+		Labels: map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.name()}}); err != nil {
 		return err
 	}
 	_, err = v.WaitRestore(ctx, name, s.spec.veleroWait())

@@ -97,7 +97,7 @@ func (s snapshotStep) Precondition(ctx context.Context) error {
 func (s snapshotStep) Apply(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	_, err := snapshot.Create(ctx, s.c.Snap, s.spec.ns(), s.spec.snapshotName(s.ord), o.Claim, o.SnapshotClass,
-		map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.sts()})
+		map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.name()})
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func (s restoreStep) Apply(ctx context.Context) error {
 		tpl := s.spec.Target.Template().Spec
 		rc := snapshot.RestoreClaim{Namespace: ns, Name: staging, Snapshot: vs.Name, StorageClass: s.spec.ToClass, Size: size,
 			AccessModes: tpl.AccessModes, VolumeMode: tpl.VolumeMode,
-			Labels: map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.sts()}}
+			Labels: map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.name()}}
 		st, err := s.restoreState()
 		if err != nil {
 			return err

@@ -20,9 +20,13 @@ type scaleDownStep struct{ *env }
 
 func (s scaleDownStep) ID() string { return "scale-down" }
 func (s scaleDownStep) Describe() string {
-	return fmt.Sprintf("scale StatefulSet %s to 0 and wait until its pods are gone", s.spec.sts())
+	return fmt.Sprintf("scale %s %s to 0 and wait until its pods are gone", s.spec.Target.KindName(), s.spec.name())
 }
 func (s scaleDownStep) Precondition(ctx context.Context) error {
+	if s.spec.Target.IsDeployment() {
+		_, err := s.liveDeployment(ctx)
+		return err
+	}
 	_, err := s.liveSTS(ctx)
 	return err
 }
@@ -30,12 +34,12 @@ func (s scaleDownStep) Precondition(ctx context.Context) error {
 // liveSTS returns the original StatefulSet, refusing one that someone
 // recreated under the same name.
 func (s scaleDownStep) liveSTS(ctx context.Context) (*appsv1.StatefulSet, error) {
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("StatefulSet %s/%s: %w", s.spec.ns(), s.spec.sts(), err)
+		return nil, fmt.Errorf("StatefulSet %s/%s: %w", s.spec.ns(), s.spec.name(), err)
 	}
 	if sts.UID != s.spec.Target.StatefulSet.UID {
-		return nil, fmt.Errorf("StatefulSet %s/%s was recreated by someone else (uid %s, rebind started with %s)", s.spec.ns(), s.spec.sts(), sts.UID, s.spec.Target.StatefulSet.UID)
+		return nil, fmt.Errorf("StatefulSet %s/%s was recreated by someone else (uid %s, rebind started with %s)", s.spec.ns(), s.spec.name(), sts.UID, s.spec.Target.StatefulSet.UID)
 	}
 	return sts, nil
 }
@@ -43,7 +47,13 @@ func (s scaleDownStep) Apply(ctx context.Context) error {
 	if err := s.j.SetValue(ctx, keyReplicas, fmt.Sprint(s.spec.replicas())); err != nil {
 		return err
 	}
-	if err := workload.Scale(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), 0); err != nil {
+	if s.spec.Target.IsDeployment() {
+		if err := s.scaleDeployment(ctx, 0); err != nil {
+			return err
+		}
+		return s.deploymentPodsGone(ctx)
+	}
+	if err := workload.Scale(ctx, s.c.Kube, s.spec.ns(), s.spec.name(), 0); err != nil {
 		return err
 	}
 	for _, o := range s.spec.Target.Ordinals {
@@ -54,34 +64,50 @@ func (s scaleDownStep) Apply(ctx context.Context) error {
 	return nil
 }
 func (s scaleDownStep) Check(ctx context.Context) error {
+	if s.spec.Target.IsDeployment() {
+		if err := (stopDeploymentStep{s.env}).Check(ctx); err != nil {
+			return err
+		}
+		pods, err := workload.PodsOf(ctx, s.c.Kube, s.spec.ns(), s.spec.Target.Selector())
+		if err == nil && len(pods) > 0 {
+			return fmt.Errorf("%d pod(s) of Deployment %s still exist", len(pods), s.spec.name())
+		}
+		return err
+	}
 	for _, o := range s.spec.Target.Ordinals {
 		if _, err := s.c.Kube.CoreV1().Pods(s.spec.ns()).Get(ctx, o.Pod, metav1.GetOptions{}); err == nil {
 			return fmt.Errorf("pod %s still exists", o.Pod)
 		}
 	}
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID && ptr.Deref(sts.Spec.Replicas, 1) != 0 {
 		return fmt.Errorf("StatefulSet still has %d replicas", ptr.Deref(sts.Spec.Replicas, 1))
 	}
 	return nil
 }
 func (s scaleDownStep) Undo(ctx context.Context) error {
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	if s.spec.Target.IsDeployment() {
+		return holdDeploymentStep{s.env}.Undo(ctx)
+	}
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("StatefulSet %s/%s is gone; cannot scale it back", s.spec.ns(), s.spec.sts())
+		return fmt.Errorf("StatefulSet %s/%s is gone; cannot scale it back", s.spec.ns(), s.spec.name())
 	}
 	if err != nil {
 		return err
 	}
 	if ptr.Deref(sts.Spec.Replicas, 1) != s.spec.replicas() {
-		if err := workload.Scale(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.replicas()); err != nil {
+		if err := workload.Scale(ctx, s.c.Kube, s.spec.ns(), s.spec.name(), s.spec.replicas()); err != nil {
 			return err
 		}
 	}
-	return workload.WaitReady(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Timeouts.Wait)
+	return workload.WaitReady(ctx, s.c.Kube, s.spec.ns(), s.spec.name(), s.spec.Timeouts.Wait)
 }
 func (s scaleDownStep) ServerDryRun(ctx context.Context) error {
-	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Patch(ctx, s.spec.sts(), "application/merge-patch+json", []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}}, "scale")
+	if s.spec.Target.IsDeployment() {
+		return stopDeploymentStep{s.env}.ServerDryRun(ctx)
+	}
+	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Patch(ctx, s.spec.name(), "application/merge-patch+json", []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}}, "scale")
 	return err
 }
 
@@ -98,9 +124,9 @@ type orphanStep struct {
 func (s orphanStep) ID() string { return "delete-statefulset" }
 func (s orphanStep) Describe() string {
 	if s.scaledDown {
-		return fmt.Sprintf("delete StatefulSet %s with orphan propagation (its claim template is immutable)", s.spec.sts())
+		return fmt.Sprintf("delete StatefulSet %s with orphan propagation (its claim template is immutable)", s.spec.name())
 	}
-	return fmt.Sprintf("delete StatefulSet %s with orphan propagation; its pods keep serving without a controller (the claim template is immutable)", s.spec.sts())
+	return fmt.Sprintf("delete StatefulSet %s with orphan propagation; its pods keep serving without a controller (the claim template is immutable)", s.spec.name())
 }
 func (s orphanStep) Precondition(ctx context.Context) error {
 	for _, o := range s.spec.Target.Ordinals {
@@ -113,10 +139,10 @@ func (s orphanStep) Precondition(ctx context.Context) error {
 	return nil
 }
 func (s orphanStep) Apply(ctx context.Context) error {
-	return workload.DeleteOrphan(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait)
+	return workload.DeleteOrphan(ctx, s.c.Kube, s.spec.ns(), s.spec.name(), s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait)
 }
 func (s orphanStep) Check(ctx context.Context) error {
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
 		return errors.New("original StatefulSet still exists")
 	}
@@ -127,10 +153,10 @@ func (s orphanStep) Check(ctx context.Context) error {
 // again; missing ones are created once their original claims are back,
 // which the later steps' undos (run before this one) ensured.
 func (s orphanStep) Undo(ctx context.Context) error {
-	if err := workload.WaitGone(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
+	if err := workload.WaitGone(ctx, s.c.Kube, s.spec.ns(), s.spec.name(), s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
 		return err
 	}
-	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if err == nil {
 		return nil
 	}
@@ -143,15 +169,15 @@ func (s orphanStep) Undo(ctx context.Context) error {
 		orig.Spec.Replicas = ptr.To(int32(0))
 	}
 	if _, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Create(ctx, orig, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("recreating original StatefulSet %s/%s: %w", s.spec.ns(), s.spec.sts(), err)
+		return fmt.Errorf("recreating original StatefulSet %s/%s: %w", s.spec.ns(), s.spec.name(), err)
 	}
 	if s.scaledDown {
 		return nil
 	}
-	return workload.WaitReady(ctx, s.c.Kube, s.spec.ns(), s.spec.sts(), s.spec.Timeouts.Wait)
+	return workload.WaitReady(ctx, s.c.Kube, s.spec.ns(), s.spec.name(), s.spec.Timeouts.Wait)
 }
 func (s orphanStep) ServerDryRun(ctx context.Context) error {
-	return s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Delete(ctx, s.spec.sts(), metav1.DeleteOptions{
+	return s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Delete(ctx, s.spec.name(), metav1.DeleteOptions{
 		PropagationPolicy: ptr.To(metav1.DeletePropagationOrphan), DryRun: []string{metav1.DryRunAll}})
 }
 
@@ -164,12 +190,12 @@ type stopPodsStep struct{ *env }
 
 func (s stopPodsStep) ID() string { return "stop-pods" }
 func (s stopPodsStep) Describe() string {
-	return fmt.Sprintf("stop the pods of %s (%s is down from here until the redeploy is Ready)", s.spec.sts(), s.appKind())
+	return fmt.Sprintf("stop the pods of %s (%s is down from here until the redeploy is Ready)", s.spec.name(), s.appKind())
 }
 func (s stopPodsStep) Precondition(ctx context.Context) error {
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if err == nil && sts.UID == s.spec.Target.StatefulSet.UID {
-		return fmt.Errorf("StatefulSet %s/%s still exists: it would recreate the pods", s.spec.ns(), s.spec.sts())
+		return fmt.Errorf("StatefulSet %s/%s still exists: it would recreate the pods", s.spec.ns(), s.spec.name())
 	}
 	return nil
 }
@@ -180,6 +206,15 @@ func (s stopPodsStep) Apply(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// stopServing stops what serves an ordinal: the StatefulSet's pod of that
+// name, or every pod of the Deployment (scaled to 0; their names change).
+func (e *env) stopServing(ctx context.Context, pod string) error {
+	if e.spec.Target.IsDeployment() {
+		return e.scaleDeployment(ctx, 0)
+	}
+	return e.stopPod(ctx, pod)
 }
 
 // stopPod asks the pod of that name to stop, unless it is gone or already
@@ -243,7 +278,7 @@ func (s redeployStep) Describe() string {
 	if s.spec.VolumeName {
 		how = "template volumeName"
 	}
-	return fmt.Sprintf("recreate StatefulSet %s (claim template class %s, %s) and wait until Ready", s.spec.sts(), s.spec.ToClass, how)
+	return fmt.Sprintf("recreate StatefulSet %s (claim template class %s, %s) and wait until Ready", s.spec.name(), s.spec.ToClass, how)
 }
 
 // manifest is the original StatefulSet, unchanged except for the claim
@@ -282,7 +317,7 @@ func (s redeployStep) Precondition(ctx context.Context) error {
 	return nil
 }
 func (s redeployStep) Apply(ctx context.Context) error {
-	ns, name := s.spec.ns(), s.spec.sts()
+	ns, name := s.spec.ns(), s.spec.name()
 	m, err := s.manifest(ctx)
 	if err != nil {
 		return err
@@ -314,7 +349,7 @@ func (s redeployStep) Apply(ctx context.Context) error {
 	return workload.WaitReady(ctx, s.c.Kube, ns, name, s.spec.Timeouts.Wait)
 }
 func (s redeployStep) Check(ctx context.Context) error {
-	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.sts(), metav1.GetOptions{})
+	sts, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Get(ctx, s.spec.name(), metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
@@ -327,7 +362,7 @@ func (s redeployStep) Check(ctx context.Context) error {
 	return nil
 }
 func (s redeployStep) Undo(ctx context.Context) error {
-	ns, name := s.spec.ns(), s.spec.sts()
+	ns, name := s.spec.ns(), s.spec.name()
 	sts, err := s.c.Kube.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -360,4 +395,143 @@ func (s redeployStep) ServerDryRun(ctx context.Context) error {
 	m.Name = trim63(m.Name + "-rebind-dryrun")
 	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Create(ctx, m, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	return err
+}
+
+// ---------------------------------------------------------------- Deployment
+
+// A Deployment-mode release keeps its Deployment: its one claim is swapped
+// while it runs 0 replicas, and the plan mirrors the StatefulSet's. Where a
+// StatefulSet is orphan-deleted, the Deployment's replica count is
+// recorded (its undo starts the original pods again, after the original
+// claim is back); where orphaned pods are deleted, it is scaled to 0; where
+// a StatefulSet is recreated, it is scaled back up.
+
+func (e *env) liveDeployment(ctx context.Context) (*appsv1.Deployment, error) {
+	d, err := e.c.Kube.AppsV1().Deployments(e.spec.ns()).Get(ctx, e.spec.name(), metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("Deployment %s/%s: %w", e.spec.ns(), e.spec.name(), err)
+	}
+	if d.UID != e.spec.Target.Deployment.UID {
+		return nil, fmt.Errorf("Deployment %s/%s was recreated by someone else (uid %s, rebind started with %s)", e.spec.ns(), e.spec.name(), d.UID, e.spec.Target.Deployment.UID)
+	}
+	return d, nil
+}
+
+func (e *env) scaleDeployment(ctx context.Context, n int32) error {
+	return workload.ScaleDeployment(ctx, e.c.Kube, e.spec.ns(), e.spec.name(), e.spec.Target.Deployment.UID, n)
+}
+
+func (e *env) deploymentPodsGone(ctx context.Context) error {
+	return workload.WaitNoPods(ctx, e.c.Kube, e.spec.ns(), e.spec.Target.Selector(), e.spec.Timeouts.Wait)
+}
+
+type holdDeploymentStep struct{ *env }
+
+func (s holdDeploymentStep) ID() string { return "deployment-replicas" }
+func (s holdDeploymentStep) Describe() string {
+	return fmt.Sprintf("record that Deployment %s runs %d replica(s): a rollback starts them again on the original claim", s.spec.name(), s.spec.replicas())
+}
+func (s holdDeploymentStep) Precondition(ctx context.Context) error {
+	for _, o := range s.spec.Target.Ordinals {
+		if o.PV != nil {
+			if err := s.requireRetain(ctx, o.PV.Name); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := s.liveDeployment(ctx)
+	return err
+}
+func (s holdDeploymentStep) Apply(ctx context.Context) error {
+	return s.j.SetValue(ctx, keyReplicas, fmt.Sprint(s.spec.replicas()))
+}
+func (s holdDeploymentStep) Check(context.Context) error {
+	if s.value(keyReplicas) == "" {
+		return errors.New("replica count not recorded")
+	}
+	return nil
+}
+
+// Undo starts the original replicas again; the release-claim undo, which
+// runs before it, has put the original claim back on its volume.
+func (s holdDeploymentStep) Undo(ctx context.Context) error {
+	if err := s.scaleDeployment(ctx, s.spec.replicas()); err != nil {
+		return err
+	}
+	return workload.WaitDeploymentReady(ctx, s.c.Kube, s.spec.ns(), s.spec.name(), s.spec.Timeouts.Wait)
+}
+
+// stopDeploymentStep starts the outage: the Deployment goes to 0 replicas.
+// It does not wait: the old claim (already marked for deletion) goes as
+// soon as the pod is gone, and the next steps wait for that.
+type stopDeploymentStep struct{ *env }
+
+func (s stopDeploymentStep) ID() string { return "stop-pods" }
+func (s stopDeploymentStep) Describe() string {
+	return fmt.Sprintf("scale Deployment %s to 0 (%s is down from here until the redeploy is Ready)", s.spec.name(), s.appKind())
+}
+func (s stopDeploymentStep) Precondition(ctx context.Context) error {
+	_, err := s.liveDeployment(ctx)
+	return err
+}
+func (s stopDeploymentStep) Apply(ctx context.Context) error { return s.scaleDeployment(ctx, 0) }
+func (s stopDeploymentStep) Check(ctx context.Context) error {
+	d, err := s.liveDeployment(ctx)
+	if err != nil {
+		return err
+	}
+	if n := ptr.Deref(d.Spec.Replicas, 1); n != 0 {
+		return fmt.Errorf("Deployment %s/%s has %d replicas", s.spec.ns(), s.spec.name(), n)
+	}
+	return nil
+}
+
+// Undo has nothing to do: the deployment-replicas undo starts the pods.
+func (s stopDeploymentStep) Undo(context.Context) error { return nil }
+func (s stopDeploymentStep) ServerDryRun(ctx context.Context) error {
+	_, err := s.c.Kube.AppsV1().Deployments(s.spec.ns()).Patch(ctx, s.spec.name(), "application/merge-patch+json", []byte(`{"spec":{"replicas":0}}`), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}}, "scale")
+	return err
+}
+
+// redeployDeploymentStep starts the Deployment again on the new claim.
+type redeployDeploymentStep struct{ *env }
+
+func (s redeployDeploymentStep) ID() string { return "redeploy" }
+func (s redeployDeploymentStep) Describe() string {
+	return fmt.Sprintf("scale Deployment %s back to %d on claim %s and wait until Ready", s.spec.name(), s.spec.replicas(), s.spec.Target.Ordinals[0].Claim)
+}
+func (s redeployDeploymentStep) Precondition(ctx context.Context) error {
+	if _, err := s.liveDeployment(ctx); err != nil {
+		return err
+	}
+	return claimStep{s.env, 0}.Check(ctx)
+}
+func (s redeployDeploymentStep) Apply(ctx context.Context) error {
+	// The scheduler backs a pod off for up to a second when its claim is
+	// still binding: start the pods only on a Bound claim.
+	if err := s.waitClaimsBound(ctx); err != nil {
+		return err
+	}
+	if err := s.scaleDeployment(ctx, s.spec.replicas()); err != nil {
+		return err
+	}
+	return workload.WaitDeploymentReady(ctx, s.c.Kube, s.spec.ns(), s.spec.name(), s.spec.Timeouts.Wait)
+}
+func (s redeployDeploymentStep) Check(ctx context.Context) error {
+	d, err := s.liveDeployment(ctx)
+	if err != nil {
+		return err
+	}
+	if d.Status.ReadyReplicas != s.spec.replicas() {
+		return fmt.Errorf("%d/%d replicas ready", d.Status.ReadyReplicas, s.spec.replicas())
+	}
+	return nil
+}
+
+// Undo stops the pods again so that the new claim can be released.
+func (s redeployDeploymentStep) Undo(ctx context.Context) error {
+	if err := s.scaleDeployment(ctx, 0); err != nil {
+		return err
+	}
+	return s.deploymentPodsGone(ctx)
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +55,8 @@ type Runner struct {
 
 	mu        sync.Mutex
 	endpoints map[types.NamespacedName]*endpoint
+	// following maps a workload's endpoint to the pod endpoint it shows.
+	following map[types.NamespacedName]types.NamespacedName
 	ended     bool
 	runOnce   sync.Once
 }
@@ -70,11 +73,14 @@ func New(cfg Config) *Runner {
 		volumeDir: cfg.VolumeDir,
 		log:       log.Named("grafanarunner"),
 		endpoints: map[types.NamespacedName]*endpoint{},
+		following: map[types.NamespacedName]types.NamespacedName{},
 	}
 }
 
 // PodURL returns the base URL (http://127.0.0.1:<port>) for the pod name in
-// namespace. The listener is made on first use, whether or not such a pod
+// namespace. A workload's name (a Deployment's, whose pods change names)
+// gets a URL too, showing whichever of its pods became Ready last, as the
+// chart's Service would. The listener is made on first use, whether or not such a pod
 // exists yet, and lives until Run returns; "" after that.
 func (r *Runner) PodURL(namespace, pod string) string {
 	e, err := r.endpoint(types.NamespacedName{Namespace: namespace, Name: pod})
@@ -160,6 +166,7 @@ func (r *Runner) sync(ctx context.Context, pods corelisters.PodLister, key types
 	}
 	pod, err := pods.Pods(key.Namespace).Get(key.Name)
 	if apierrors.IsNotFound(err) {
+		r.unfollow(key)
 		e.detach(r.log, "pod deleted")
 		return nil
 	}
@@ -167,6 +174,7 @@ func (r *Runner) sync(ctx context.Context, pods corelisters.PodLister, key types
 		return err
 	}
 	if pod.DeletionTimestamp != nil || !podReady(pod) {
+		r.unfollow(key)
 		e.detach(r.log, "pod not ready")
 		return nil
 	}
@@ -175,15 +183,69 @@ func (r *Runner) sync(ctx context.Context, pods corelisters.PodLister, key types
 	}
 	// A different pod under the same name must never see its predecessor's
 	// stand-in, even if opening its own fails below.
+	r.unfollow(key)
 	e.detach(r.log, "pod replaced")
 	b, err := r.open(ctx, pod)
 	if err != nil {
 		return err
 	}
 	e.attach(b)
+	r.follow(pod, key, b)
 	r.log.Info("serving grafana pod", zap.Stringer("pod", key), zap.String("uid", string(pod.UID)), zap.String("grafanaVersion", string(b.standin.Version())),
 		zap.String("pv", b.pv), zap.String("dir", b.dir), zap.String("url", e.url))
 	return nil
+}
+
+// workloadOf names the pod's StatefulSet or Deployment ("" for neither):
+// a ReplicaSet is named <deployment>-<pod-template-hash>.
+func workloadOf(p *corev1.Pod) string {
+	for _, ref := range p.OwnerReferences {
+		switch ref.Kind {
+		case "StatefulSet":
+			return ref.Name
+		case "ReplicaSet":
+			if h := p.Labels["pod-template-hash"]; h != "" {
+				return strings.TrimSuffix(ref.Name, "-"+h)
+			}
+		}
+	}
+	return ""
+}
+
+// follow makes the pod's workload URL show the pod's stand-in.
+func (r *Runner) follow(pod *corev1.Pod, podKey types.NamespacedName, b *backend) {
+	w := workloadOf(pod)
+	if w == "" || w == pod.Name {
+		return
+	}
+	wk := types.NamespacedName{Namespace: pod.Namespace, Name: w}
+	e, err := r.endpoint(wk)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	r.following[wk] = podKey
+	r.mu.Unlock()
+	e.share(b)
+}
+
+// unfollow clears workload URLs that show the pod, before its stand-in is
+// closed: share's lock waits for their requests in flight.
+func (r *Runner) unfollow(podKey types.NamespacedName) {
+	r.mu.Lock()
+	var eps []*endpoint
+	for wk, pk := range r.following {
+		if pk == podKey {
+			delete(r.following, wk)
+			if e, ok := r.endpoints[wk]; ok {
+				eps = append(eps, e)
+			}
+		}
+	}
+	r.mu.Unlock()
+	for _, e := range eps {
+		e.share(nil)
+	}
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -288,6 +350,9 @@ type endpoint struct {
 
 	mu      sync.RWMutex
 	backend *backend
+	// view: the endpoint is a workload's, showing a pod endpoint's
+	// stand-in that it does not own.
+	view bool
 }
 
 type backend struct {
@@ -325,12 +390,21 @@ func (e *endpoint) attach(b *backend) {
 	}
 }
 
+// share shows a stand-in owned by another endpoint (a pod's), or nothing;
+// it never closes one.
+func (e *endpoint) share(b *backend) {
+	e.mu.Lock()
+	e.backend, e.view = b, true
+	e.mu.Unlock()
+}
+
 func (e *endpoint) detach(log *zap.Logger, why string) {
 	e.mu.Lock()
 	old := e.backend
 	e.backend = nil
+	view := e.view
 	e.mu.Unlock()
-	if old == nil {
+	if old == nil || view {
 		return
 	}
 	if err := old.standin.Close(); err != nil {
