@@ -21,7 +21,7 @@ type ProxyFaults struct {
 	retryAfter int
 }
 
-// Throttle makes every /api request except /api/health answer 429 Too Many
+// Throttle makes every /api and /apis request except /api/health answer 429 Too Many
 // Requests with body {"message":"Too Many Requests"} for the next d, with
 // header Retry-After: retryAfter when retryAfter > 0 (nginx sends none by
 // default). d <= 0 ends any fault now.
@@ -61,7 +61,7 @@ const nginx503 = "<html>\r\n<head><title>503 Service Temporarily Unavailable</ti
 // Wrap puts the faults in front of h.
 func (f *ProxyFaults) Wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/api/health" {
+		if (strings.HasPrefix(r.URL.Path, "/api/") || isAPIsPath(r.URL.Path)) && r.URL.Path != "/api/health" {
 			if status, ra := f.active(); status != 0 {
 				if ra > 0 {
 					w.Header().Set("Retry-After", strconv.Itoa(ra))

@@ -70,10 +70,14 @@ func (s *Server) prepare() error {
 	if s.f.dashboardUIDServesFolders {
 		isFolder = ``
 	}
+	apiVersion := `''`
+	if s.unified {
+		apiVersion = `COALESCE(d.api_version, '')` // see projectRecord
+	}
 	var err error
-	s.stmtDashboard, err = s.db.Prepare(`SELECT d.id, d.uid, d.title, d.slug, d.version, d.data, d.created, d.updated,
+	s.stmtDashboard, err = s.q.Prepare(`SELECT d.id, d.uid, d.title, d.slug, d.version, d.data, d.created, d.updated,
 		COALESCE((SELECT login FROM user WHERE id = d.created_by), ''), COALESCE((SELECT login FROM user WHERE id = d.updated_by), ''),
-		d.is_folder, d.has_acl, ` + s.folderRefSQL() + `, ` + folderCols + `
+		d.is_folder, d.has_acl, ` + s.folderRefSQL() + `, ` + folderCols + `, ` + apiVersion + `
 		FROM dashboard d` + s.folderJoinSQL() + `
 		WHERE d.org_id = ? AND d.uid = ?` + isFolder + s.liveSQL("d"))
 	if err != nil {
@@ -98,6 +102,13 @@ func (s *Server) routes() {
 	m.Handle("GET /api/user/orgs", s.auth(s.userOrgs))
 	m.Handle("GET /api/orgs", s.auth(s.allOrgs))
 	m.Handle("GET /api/org", s.auth(s.currentOrg))
+	m.Handle("GET /api/v1/provisioning/alert-rules", s.auth(s.alertRules))
+	m.Handle("GET /api/library-elements", s.auth(s.listLibraryElements))
+	m.Handle("GET /api/library-elements/{uid}", s.auth(s.getLibraryElement))
+	m.Handle("GET /api/datasources", s.auth(s.dataSources))
+	// conformance §8: the Kubernetes-style APIs, same credentials as /api.
+	m.Handle("/apis", s.auth(s.apis))
+	m.Handle("/apis/", s.auth(s.apis))
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		msg(w, http.StatusNotFound, "Not found")
 	})
@@ -284,6 +295,22 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 		}
 
 		want := requestedOrg(r)
+		if s.f.apis && isAPIsPath(r.URL.Path) {
+			// conformance §1 "Header parsing", §8 "Path, namespaces": on
+			// /apis the namespace sets the org (orgIDFromNamespace @
+			// v12.4.0); a Cloud "stacks-<id>" namespace is refused, one that
+			// does not parse leaves the header in force.
+			if ns := namespaceInPath(r.URL.Path); ns != "" {
+				org, stack, ok := parseNamespace(ns)
+				if stack {
+					errutilErr(w, http.StatusForbidden, "authn.invalid-namespace", "invalid namespace")
+					return
+				}
+				if ok {
+					want = org
+				}
+			}
+		}
 		ri := reqInfo{p: p}
 		if p.token {
 			// A service account lives in one org.
@@ -443,7 +470,7 @@ func (s *Server) searchHits(ctx context.Context, org int64, sf searchFilter, lim
 	// pages never overlap in tests.
 	q += ` ORDER BY d.title, d.uid LIMIT ? OFFSET ?`
 	args = append(args, limit, (page-1)*limit)
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	rows, err := s.q.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -540,6 +567,11 @@ func rewriteModel(data []byte, set map[string]any) ([]byte, error) {
 		b, _ := json.Marshal(v)
 		m[k] = b
 	}
+	return encodeRaw(m), nil
+}
+
+// encodeRaw writes m as a JSON object with sorted keys.
+func encodeRaw(m map[string]json.RawMessage) []byte {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -547,7 +579,11 @@ func rewriteModel(data []byte, set map[string]any) ([]byte, error) {
 	slices.Sort(keys)
 	// Written by hand: json.Marshal would re-validate and compact every
 	// value, which Unmarshal above has already checked.
-	out := make([]byte, 0, len(data)+64)
+	n := 2
+	for k, v := range m {
+		n += len(k) + len(v) + 4
+	}
+	out := make([]byte, 0, n)
 	out = append(out, '{')
 	for i, k := range keys {
 		if i > 0 {
@@ -558,7 +594,7 @@ func rewriteModel(data []byte, set map[string]any) ([]byte, error) {
 		out = append(out, ':')
 		out = append(out, m[k]...)
 	}
-	return append(out, '}'), nil
+	return append(out, '}')
 }
 
 func loginOr(login string) string {
@@ -582,9 +618,10 @@ func (s *Server) getDashboard(w http.ResponseWriter, r *http.Request) {
 		created, updated     sql.NullString
 		createdBy, updatedBy string
 		isFolder, hasACL     bool
+		apiVersion           string
 	)
 	err := s.stmtDashboard.QueryRowContext(r.Context(), ri.orgID, r.PathValue("uid")).
-		Scan(&id, &uid, &title, &slug, &version, &data, &created, &updated, &createdBy, &updatedBy, &isFolder, &hasACL, &ref, &fID, &fUID, &fTitle, &fSlug)
+		Scan(&id, &uid, &title, &slug, &version, &data, &created, &updated, &createdBy, &updatedBy, &isFolder, &hasACL, &ref, &fID, &fUID, &fTitle, &fSlug, &apiVersion)
 	if errors.Is(err, sql.ErrNoRows) {
 		msg(w, http.StatusNotFound, "Dashboard not found")
 		return
@@ -622,8 +659,17 @@ func (s *Server) getDashboard(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.f.metaAPIVersion {
 		// conformance §4 "Success": 12.x meta.apiVersion; 12.4.0 reads
-		// classic dashboards through v0alpha1 (client.go K8sClientWithFallback.Get).
-		meta["apiVersion"] = "v0alpha1"
+		// dashboards through v0alpha1 (client.go K8sClientWithFallback.Get)
+		// and reports the version of the object it got back
+		// (dashboard_service.go unstructuredToLegacyDashboardWithUsers):
+		// v0alpha1 also for a v2 dashboard, which arrives converted
+		// ("Schema v2 dashboards on the legacy endpoint"). When that
+		// conversion fails, the stored version is served and reported.
+		// 13.0 is modelled like 12.4.
+		meta["apiVersion"] = s.f.classicStoredVersion
+		if apiVersion != "" {
+			meta["apiVersion"] = apiVersion
+		}
 	}
 	mb, err := json.Marshal(meta)
 	if err != nil {
@@ -692,7 +738,7 @@ func (s *Server) saveDashboard(w http.ResponseWriter, r *http.Request) {
 	uid := rawString(body.Dashboard, "uid")
 	version := rawInt(body.Dashboard, "version")
 	ctx := r.Context()
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.q.BeginTx(ctx, nil)
 	if err != nil {
 		s.internal(w, err)
 		return
@@ -805,6 +851,11 @@ func (s *Server) saveDashboard(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = writeTags(ctx, tx, id, body.Dashboard["tags"])
 	}
+	if err == nil && s.unified {
+		// conformance §7: in unified mode a save writes resource and
+		// resource_history; the legacy tables stay as they were.
+		err = s.mirror(ctx, tx, id)
+	}
 	if err == nil {
 		err = tx.Commit()
 	}
@@ -829,6 +880,9 @@ type dashRow struct {
 	isFolder       bool
 	deleted        string // "" = live
 	onlyIfAbsent   bool
+	updated        string // "" = created
+	updatedBy      int64  // 0 = by
+	apiVersion     string // dashboard.api_version (12.4+), "" = NULL
 }
 
 func (s *Server) insertDashboardRow(ctx context.Context, ex execer, d dashRow) error {
@@ -838,7 +892,14 @@ func (s *Server) insertDashboardRow(ctx context.Context, ex execer, d dashRow) e
 
 func insertDashboard(ctx context.Context, ex execer, f features, d dashRow) (sql.Result, error) {
 	cols := `id, version, slug, title, data, org_id, created, updated, updated_by, created_by, gnet_id, folder_id, is_folder, has_acl, uid, is_public`
-	args := []any{d.id, d.version, d.slug, d.title, d.data, d.org, d.created, d.created, d.by, d.by, 0, d.folderID, d.isFolder, false, d.uid, false}
+	updated, updatedBy := d.updated, d.updatedBy
+	if updated == "" {
+		updated = d.created
+	}
+	if updatedBy == 0 {
+		updatedBy = d.by
+	}
+	args := []any{d.id, d.version, d.slug, d.title, d.data, d.org, d.created, updated, updatedBy, d.by, 0, d.folderID, d.isFolder, false, d.uid, false}
 	if f.folderUIDColumn {
 		cols += `, folder_uid`
 		args = append(args, nullIfEmpty(d.folderUID))
@@ -847,11 +908,47 @@ func insertDashboard(ctx context.Context, ex execer, f features, d dashRow) (sql
 		cols += `, deleted`
 		args = append(args, nullIfEmpty(d.deleted))
 	}
+	if f.v12Columns && d.apiVersion != "" {
+		cols += `, api_version`
+		args = append(args, d.apiVersion)
+	}
 	verb := `INSERT`
 	if d.onlyIfAbsent {
 		verb = `INSERT OR IGNORE`
 	}
-	return ex.ExecContext(ctx, verb+` INTO dashboard (`+cols+`) VALUES (`+placeholders(len(args))+`)`, args...)
+	q := verb + ` INTO dashboard (` + cols + `) VALUES (` + placeholders(len(args)) + `)`
+	if c, ok := ex.(*stmtCache); ok {
+		return c.exec(ctx, q, args...)
+	}
+	return ex.ExecContext(ctx, q, args...)
+}
+
+// stmtCache runs statements of one transaction, preparing each text once:
+// bulk writers (Seed, the unified projection) would otherwise spend most of
+// their time parsing SQL.
+type stmtCache struct {
+	*sql.Tx
+	stmts map[string]*sql.Stmt
+}
+
+func newStmtCache(tx *sql.Tx) *stmtCache { return &stmtCache{Tx: tx, stmts: map[string]*sql.Stmt{}} }
+
+func (c *stmtCache) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st, ok := c.stmts[q]
+	if !ok {
+		var err error
+		if st, err = c.Tx.PrepareContext(ctx, q); err != nil {
+			return nil, err
+		}
+		c.stmts[q] = st
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (c *stmtCache) close() {
+	for _, st := range c.stmts {
+		st.Close()
+	}
 }
 
 func mustJSON(v any) []byte {
@@ -914,7 +1011,7 @@ func (s *Server) listFolders(w http.ResponseWriter, r *http.Request) {
 		limit = s.f.foldersDefaultLimit
 	}
 	parent := r.URL.Query().Get("parentUid")
-	rows, err := s.db.QueryContext(r.Context(), `SELECT d.id, fo.uid, fo.title, COALESCE(fo.parent_uid, '')
+	rows, err := s.q.QueryContext(r.Context(), `SELECT d.id, fo.uid, fo.title, COALESCE(fo.parent_uid, '')
 		FROM folder fo JOIN dashboard d ON d.org_id = fo.org_id AND d.uid = fo.uid AND d.is_folder = 1`+s.liveSQL("d")+`
 		WHERE fo.org_id = ? AND COALESCE(fo.parent_uid, '') = ?
 		ORDER BY fo.title, fo.uid LIMIT ? OFFSET ?`, ri.orgID, parent, limit, (page-1)*limit)
@@ -965,7 +1062,7 @@ func (s *Server) loadFolder(ctx context.Context, org int64, uid string) (folderD
 		slug             string
 		created, updated sql.NullString
 	)
-	err := s.db.QueryRowContext(ctx, `SELECT d.id, d.uid, d.title, d.slug, d.has_acl, d.version, d.created, d.updated,
+	err := s.q.QueryRowContext(ctx, `SELECT d.id, d.uid, d.title, d.slug, d.has_acl, d.version, d.created, d.updated,
 		COALESCE((SELECT login FROM user WHERE id = d.created_by), ''), COALESCE((SELECT login FROM user WHERE id = d.updated_by), '')
 		FROM dashboard d WHERE d.org_id = ? AND d.uid = ? AND d.is_folder = 1`+s.liveSQL("d"), org, uid).
 		Scan(&f.ID, &f.UID, &f.Title, &slug, &f.HasACL, &f.Version, &created, &updated, &f.CreatedBy, &f.UpdatedBy)
@@ -976,7 +1073,7 @@ func (s *Server) loadFolder(ctx context.Context, org int64, uid string) (folderD
 	f.Created, f.Updated = isoTime(created), isoTime(updated)
 	f.CreatedBy, f.UpdatedBy = loginOr(f.CreatedBy), loginOr(f.UpdatedBy)
 	if s.f.nestedFolders {
-		err = s.db.QueryRowContext(ctx, `SELECT COALESCE(parent_uid, '') FROM folder WHERE org_id = ? AND uid = ?`, org, uid).Scan(&f.ParentUID)
+		err = s.q.QueryRowContext(ctx, `SELECT COALESCE(parent_uid, '') FROM folder WHERE org_id = ? AND uid = ?`, org, uid).Scan(&f.ParentUID)
 		if errors.Is(err, sql.ErrNoRows) {
 			err = nil
 		}
@@ -1036,7 +1133,7 @@ func (s *Server) createFolder(w http.ResponseWriter, r *http.Request) {
 		body.ParentUID = ""
 	}
 	ctx := r.Context()
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.q.BeginTx(ctx, nil)
 	if err != nil {
 		s.internal(w, err)
 		return
@@ -1077,7 +1174,10 @@ func (s *Server) createFolder(w http.ResponseWriter, r *http.Request) {
 		msg(w, http.StatusConflict, "a folder with the same name already exists")
 		return
 	}
-	_, err = s.insertFolder(ctx, tx, ri.orgID, body.UID, body.Title, body.ParentUID, ri.p.userID, time.Now().UTC())
+	id, err := s.insertFolder(ctx, tx, ri.orgID, body.UID, body.Title, body.ParentUID, ri.p.userID, time.Now().UTC())
+	if err == nil && s.unified {
+		err = s.mirror(ctx, tx, id) // conformance §7, as for dashboards
+	}
 	if err == nil {
 		err = tx.Commit()
 	}
@@ -1099,10 +1199,16 @@ func (s *Server) createFolder(w http.ResponseWriter, r *http.Request) {
 // 10.2.3 (§3 "dashboard row with is_folder=1"), and a folder-table row when
 // nesting is on (§3 "SQL table folder").
 func (s *Server) insertFolder(ctx context.Context, tx *sql.Tx, org int64, uid, title, parentUID string, by int64, now time.Time) (int64, error) {
+	return s.insertFolderMinID(ctx, tx, 0, org, uid, title, parentUID, by, now)
+}
+
+// insertFolderMinID is insertFolder with an id of at least minID.
+func (s *Server) insertFolderMinID(ctx context.Context, tx *sql.Tx, minID, org int64, uid, title, parentUID string, by int64, now time.Time) (int64, error) {
 	var id int64
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id),0)+1 FROM dashboard`).Scan(&id); err != nil {
 		return 0, err
 	}
+	id = max(id, minID)
 	ts := now.Format(timeLayout)
 	data := mustJSON(map[string]any{"id": id, "uid": uid, "title": title, "version": 1, "schemaVersion": 17})
 	err := s.insertDashboardRow(ctx, tx, dashRow{id: id, version: 1, slug: slugify(title), title: title, data: string(data), org: org,

@@ -133,6 +133,140 @@ var baseSchema = []string{
 		last_used_at DATETIME NULL,
 		is_revoked INTEGER NULL DEFAULT 0)`,
 	`CREATE UNIQUE INDEX IF NOT EXISTS UQE_api_key_key ON api_key (key)`,
+	// conformance §7 "alert_rule" (9.5.2 columns; sqlstore/migrations/ualert/
+	// tables.go @ v9.5.2): namespace_uid is the folder uid, "for" is in
+	// nanoseconds, data/annotations/labels hold JSON.
+	`CREATE TABLE IF NOT EXISTS alert_rule (
+		id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+		org_id INTEGER NOT NULL,
+		title TEXT NOT NULL,
+		condition TEXT NOT NULL,
+		data TEXT NOT NULL,
+		updated DATETIME NOT NULL,
+		interval_seconds INTEGER NOT NULL DEFAULT 60,
+		version INTEGER NOT NULL DEFAULT 0,
+		uid TEXT NOT NULL DEFAULT 0,
+		namespace_uid TEXT NOT NULL,
+		rule_group TEXT NOT NULL,
+		no_data_state TEXT NOT NULL DEFAULT 'NoData',
+		exec_err_state TEXT NOT NULL DEFAULT 'Alerting',
+		"for" INTEGER NOT NULL DEFAULT 0,
+		annotations TEXT NULL,
+		labels TEXT NULL,
+		dashboard_uid TEXT NULL,
+		panel_id INTEGER NULL,
+		rule_group_idx INTEGER NOT NULL DEFAULT 1,
+		is_paused INTEGER NOT NULL DEFAULT 0)`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS UQE_alert_rule_org_id_uid ON alert_rule (org_id, uid)`,
+	`CREATE INDEX IF NOT EXISTS IDX_alert_rule_org_id_namespace_uid_rule_group ON alert_rule (org_id, namespace_uid, rule_group)`,
+	// conformance §7 "library_element" (sqlstore/migrations/libraryelements.go
+	// @ v9.5.2); folder_uid is added for 11.6+ below. kind 1 = panel.
+	`CREATE TABLE IF NOT EXISTS library_element (
+		id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+		org_id INTEGER NOT NULL,
+		folder_id INTEGER NOT NULL,
+		uid TEXT NOT NULL,
+		name TEXT NOT NULL,
+		kind INTEGER NOT NULL,
+		type TEXT NOT NULL,
+		description TEXT NOT NULL,
+		model TEXT NOT NULL,
+		created DATETIME NOT NULL,
+		created_by INTEGER NOT NULL,
+		updated DATETIME NOT NULL,
+		updated_by INTEGER NOT NULL,
+		version INTEGER NOT NULL)`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS UQE_library_element_org_id_uid ON library_element (org_id, uid)`,
+	`CREATE TABLE IF NOT EXISTS library_element_connection (
+		id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+		element_id INTEGER NOT NULL,
+		kind INTEGER NOT NULL,
+		connection_id INTEGER NOT NULL,
+		created DATETIME NOT NULL,
+		created_by INTEGER NOT NULL)`,
+	// data_source (sqlstore/migrations/datasource_mig.go @ v9.5.2, v2 table
+	// plus uid); only what GET /api/datasources lists is filled in.
+	`CREATE TABLE IF NOT EXISTS data_source (
+		id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+		org_id INTEGER NOT NULL,
+		version INTEGER NOT NULL,
+		type TEXT NOT NULL,
+		name TEXT NOT NULL,
+		access TEXT NOT NULL,
+		url TEXT NOT NULL,
+		password TEXT NULL,
+		user TEXT NULL,
+		database TEXT NULL,
+		basic_auth INTEGER NOT NULL,
+		basic_auth_user TEXT NULL,
+		basic_auth_password TEXT NULL,
+		is_default INTEGER NOT NULL,
+		json_data TEXT NULL,
+		created DATETIME NOT NULL,
+		updated DATETIME NOT NULL,
+		with_credentials INTEGER NOT NULL DEFAULT 0,
+		secure_json_data TEXT NULL,
+		read_only INTEGER NULL,
+		uid TEXT NOT NULL DEFAULT 0)`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS UQE_data_source_org_id_name ON data_source (org_id, name)`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS UQE_data_source_org_id_uid ON data_source (org_id, uid)`,
+}
+
+// unifiedSchema is the unified-storage layout of 12.4.0 (conformance §7
+// "Unified storage"; storage/unified/sql/db/migrations/resource_mig.go and
+// migrator/snapshot/00-schema.sql @ v12.4.0), written by the version's own
+// migrator into resource_migration_log. unifiedstorage_migration_log holds
+// the data migrations (conformance §7 "When legacy dashboard is stale").
+var unifiedSchema = []string{
+	`CREATE TABLE IF NOT EXISTS resource_migration_log (
+		id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+		migration_id TEXT NOT NULL,
+		sql TEXT NOT NULL,
+		success INTEGER NOT NULL,
+		error TEXT NOT NULL,
+		timestamp DATETIME NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS resource (
+		guid TEXT PRIMARY KEY NOT NULL,
+		resource_version INTEGER NULL,
+		"group" TEXT NOT NULL,
+		resource TEXT NOT NULL,
+		namespace TEXT NOT NULL,
+		name TEXT NOT NULL,
+		value TEXT NULL,
+		action INTEGER NOT NULL,
+		label_set TEXT NULL,
+		previous_resource_version INTEGER NULL,
+		folder TEXT NOT NULL DEFAULT '')`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS UQE_resource_namespace_group_resource_name ON resource (namespace, "group", resource, name)`,
+	`CREATE INDEX IF NOT EXISTS IDX_resource_group_resource ON resource ("group", resource)`,
+	`CREATE TABLE IF NOT EXISTS resource_history (
+		guid TEXT PRIMARY KEY NOT NULL,
+		resource_version INTEGER NULL,
+		"group" TEXT NOT NULL,
+		resource TEXT NOT NULL,
+		namespace TEXT NOT NULL,
+		name TEXT NOT NULL,
+		value TEXT NULL,
+		action INTEGER NOT NULL,
+		label_set TEXT NULL,
+		previous_resource_version INTEGER NULL,
+		folder TEXT NOT NULL DEFAULT '',
+		generation INTEGER NOT NULL DEFAULT 0,
+		key_path TEXT NOT NULL DEFAULT '')`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS UQE_resource_history_namespace_group_name_version ON resource_history (namespace, "group", resource, name, resource_version)`,
+	`CREATE INDEX IF NOT EXISTS IDX_resource_history_resource_version ON resource_history (resource_version)`,
+	`CREATE TABLE IF NOT EXISTS resource_version (
+		"group" TEXT NOT NULL,
+		resource TEXT NOT NULL,
+		resource_version INTEGER NOT NULL,
+		PRIMARY KEY ("group", resource))`,
+	`CREATE TABLE IF NOT EXISTS unifiedstorage_migration_log (
+		id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+		migration_id TEXT NOT NULL,
+		sql TEXT NOT NULL,
+		success INTEGER NOT NULL,
+		error TEXT NOT NULL,
+		timestamp DATETIME NOT NULL)`,
 }
 
 // migration is one step applied when a version that needs it opens the
@@ -193,6 +327,40 @@ var migrations = []migration{
 			{"dashboard_version", "api_version", "TEXT NULL"},
 			{"user", "is_provisioned", "INTEGER NOT NULL DEFAULT 0"},
 		},
+	},
+	{
+		// conformance §7 "library_element": "add library_element folder uid"
+		// plus "populate library_element folder_uid" (libraryelements.go
+		// @ v12.4.0; PR #83819, 11.0 inferred).
+		id:         "add library_element folder uid",
+		need:       func(f features) bool { return f.libraryElementFolderUID },
+		addColumns: [][3]string{{"library_element", "folder_uid", "TEXT NULL"}},
+		stmts: []string{
+			`UPDATE library_element SET folder_uid = (SELECT d.uid FROM dashboard d WHERE d.id = library_element.folder_id AND d.org_id = library_element.org_id AND d.is_folder = 1)
+				WHERE folder_id > 0 AND folder_uid IS NULL`,
+		},
+	},
+	{
+		// conformance §7 "alert_rule": the 12.4.0 columns beyond 9.5.2
+		// (migrator/snapshot/00-schema.sql @ v12.4.0).
+		id:   "Add alert_rule columns of 12.x",
+		need: func(f features) bool { return f.v12Columns },
+		addColumns: [][3]string{
+			{"alert_rule", "notification_settings", "TEXT NULL"},
+			{"alert_rule", "record", "TEXT NULL"},
+			{"alert_rule", "metadata", "TEXT NULL"},
+			{"alert_rule", "updated_by", "TEXT NULL"},
+			{"alert_rule", "guid", "TEXT NOT NULL DEFAULT ''"},
+			{"alert_rule", "keep_firing_for", "INTEGER NOT NULL DEFAULT 0"},
+			{"alert_rule", "missing_series_evals_to_resolve", "INTEGER NULL"},
+		},
+	},
+	{
+		// conformance §7 "Unified storage": the resource tables exist from
+		// 12.x on (created by unified storage's own migrator).
+		id:    "Initialize resource tables",
+		need:  func(f features) bool { return f.unifiedTables },
+		stmts: unifiedSchema,
 	},
 }
 

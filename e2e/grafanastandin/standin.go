@@ -21,6 +21,18 @@
 // in-place upgrades when a newer version opens an older database; and a proxy
 // in front of Grafana answering 429 or 503 on demand (ProxyFaults).
 //
+// Grafana 12.4 and 13.0 also serve the Kubernetes-style /apis (discovery,
+// list and get of dashboards and folders, namespaces per org, paging with
+// continue tokens), and keep dashboards and folders either in the legacy
+// tables or, once the "folders and dashboards migration" marker is in
+// unifiedstorage_migration_log, in unified storage's `resource` table, from
+// which /api and /apis are then served while the legacy tables go stale
+// (SeedSpec.UnifiedStorage, StaleLegacy; 13.0 migrates on open). Schema v2
+// dashboards (SeedSpec.V2DashboardsPerOrg) are served converted, lossily, to
+// classic JSON on /api and in the classic /apis versions. Alert rules
+// (/api/v1/provisioning/alert-rules), library panels (/api/library-elements)
+// and data sources (/api/datasources) are seeded and served in every version.
+//
 // Remaining simplifications:
 //   - the only password user is the server admin; service accounts exist as
 //     user rows but their tokens are given in Options, not read from the
@@ -29,13 +41,21 @@
 //   - 10.4 and 11.6 behave as the conformance doc infers (no source read);
 //     11.6's /api/user/orgs under a token is modelled as 403 although 304
 //     may already apply there (first release with 304 unconfirmed);
-//   - 12.4 runs in legacy storage mode only: no unified-storage `resource`
-//     tables, no automatic migration for small instances, no /apis, no v2
-//     dashboards, no "sharedwithme" folder;
+//   - 12.4 does not auto-migrate small instances (≤ 10 dashboards and
+//     folders) at start-up; no "sharedwithme" folder; /apis is read-only,
+//     serves only the dashboard and folder groups, and its later list pages
+//     read current rows rather than a snapshot at the token's version;
+//   - 13.0 is modelled from docs and issue threads: everything not
+//     documented follows 12.4;
+//   - in unified mode /api reads a projection of `resource` built when the
+//     server opens: changes made to grafana.db by another process while it
+//     is open are not seen;
+//   - v2 <-> classic conversions are the stand-in's own, simplified;
 //   - the 400 that 10.1-era Grafana gave for a bad password is not modelled
 //     (10.4+ answer 401);
 //   - no stars, no permissions, no provisioning, no expired or revoked
-//     tokens, no brute-force lock-out, no library panels or alert rules;
+//     tokens, no brute-force lock-out; library panels have no connections
+//     and alert rules no versions or provenance;
 //   - search pages are ordered by title with a uid tie-break that real
 //     Grafana does not have (conformance §2 "Order / paging determinism").
 package grafanastandin
@@ -75,19 +95,29 @@ type Options struct {
 	// BuildVersion is the version /api/health reports; "" gives a release of
 	// Version (e.g. "11.6.0").
 	BuildVersion string
+	// APIsMaxPageSizeBytes is the byte budget of an /apis list page
+	// (max_page_size_bytes); 0 means DefaultAPIsMaxPageSizeBytes (2 MiB).
+	APIsMaxPageSizeBytes int
 }
 
 // Server is one stand-in Grafana bound to one data directory.
 type Server struct {
-	dir     string
-	db      *sql.DB
-	f       features
-	build   string
-	tokens  map[string]tokenInfo
-	closed  atomic.Bool
-	mux     *http.ServeMux
-	handler http.Handler
-	faults  ProxyFaults
+	dir string
+	db  *sql.DB
+	// q is where dashboards and folders are read and written through /api:
+	// db in legacy mode, the projection of `resource` in unified mode.
+	q       *sql.DB
+	proj    *projection
+	unified bool
+	// maxPageBytes: Options.APIsMaxPageSizeBytes.
+	maxPageBytes int
+	f            features
+	build        string
+	tokens       map[string]tokenInfo
+	closed       atomic.Bool
+	mux          *http.ServeMux
+	handler      http.Handler
+	faults       ProxyFaults
 
 	stmtDashboard, stmtRole *sql.Stmt
 
@@ -166,17 +196,59 @@ func Open(dataDir string, opts Options) (*Server, error) {
 	if s.build == "" {
 		s.build = f.buildVersion
 	}
+	s.q = db
+	s.maxPageBytes = opts.APIsMaxPageSizeBytes
+	if s.maxPageBytes <= 0 {
+		s.maxPageBytes = DefaultAPIsMaxPageSizeBytes
+	}
 	if err := s.bootstrap(context.Background(), opts); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("grafanastandin: %w", err)
 	}
+	if err := s.openStorage(context.Background()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("grafanastandin: %w", err)
+	}
 	if err := s.prepare(); err != nil {
+		s.proj.close()
 		db.Close()
 		return nil, fmt.Errorf("grafanastandin: %w", err)
 	}
 	s.routes()
 	return s, nil
 }
+
+// openStorage decides where dashboards and folders live (conformance §7):
+// with the migration marker they are unified-only and /api is served from
+// a projection of `resource`; 13.0 runs the migration first when the
+// marker is missing.
+func (s *Server) openStorage(ctx context.Context) error {
+	if !s.f.unifiedTables {
+		return nil
+	}
+	ok, err := hasMarker(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	if !ok && s.f.migrateOnStart {
+		if err := migrateToUnified(ctx, s.db, s.f, time.Now().UTC()); err != nil {
+			return fmt.Errorf("folders and dashboards migration: %w", err)
+		}
+		ok = true
+	}
+	if !ok {
+		return nil
+	}
+	if s.proj, err = openProjection(ctx, s.db, s.f); err != nil {
+		return err
+	}
+	s.q, s.unified = s.proj.db, true
+	return nil
+}
+
+// UnifiedStorage reports whether dashboards and folders are served from the
+// unified `resource` table (conformance §7 "When legacy dashboard is stale").
+func (s *Server) UnifiedStorage() bool { return s.unified }
 
 func (s *Server) bootstrap(ctx context.Context, opts Options) error {
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -197,6 +269,19 @@ func (s *Server) bootstrap(ctx context.Context, opts Options) error {
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM user WHERE COALESCE(is_service_account, 0) = 0`).Scan(&n); err != nil {
 		return err
+	}
+	var placeholder int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM user WHERE id = 1 AND is_admin = 1 AND password IS NULL AND COALESCE(is_service_account, 0) = 0`).Scan(&placeholder); err != nil {
+		return err
+	}
+	if n == 1 && placeholder == 1 {
+		// The admin row Seed reserved (SeedSpec.UnifiedStorage): Grafana's
+		// first start makes it the configured admin.
+		pwh := hashPassword(pw, randString(10))
+		if _, err := tx.ExecContext(ctx, `UPDATE user SET login = ?, email = ?, password = ?, salt = ?, rands = ? WHERE id = 1`,
+			user, user+"@localhost", pwh.hash, pwh.salt, randString(10)); err != nil {
+			return err
+		}
 	}
 	if n == 0 {
 		// Grafana's first user gets id 1; Seed may already have written
@@ -326,6 +411,7 @@ func (s *Server) Close() error {
 	}
 	s.stmtDashboard.Close()
 	s.stmtRole.Close()
+	s.proj.close()
 	return s.db.Close()
 }
 

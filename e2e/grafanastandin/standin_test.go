@@ -161,8 +161,9 @@ func TestParseVersion(t *testing.T) {
 		{"9.5", grafanastandin.V9_5}, {"9.5.2", grafanastandin.V9_5}, {"8.5.0", grafanastandin.V9_5},
 		{"10.0.1", grafanastandin.V10_4}, {"10.4", grafanastandin.V10_4},
 		{"11.4.1", grafanastandin.V11_6}, {"v11.0.0", grafanastandin.V11_6}, {"11.4.1-ubuntu", grafanastandin.V11_6},
-		{"12.0.0", grafanastandin.V12_4}, {"12.4", grafanastandin.V12_4}, {"13.0.1", grafanastandin.V12_4},
-		{"latest", grafanastandin.V12_4}, {"main", grafanastandin.V12_4},
+		{"12.0.0", grafanastandin.V12_4}, {"12.4", grafanastandin.V12_4}, {"12.4.3-ubuntu", grafanastandin.V12_4},
+		{"13.0.1", grafanastandin.V13_0}, {"13.0", grafanastandin.V13_0}, {"v13.2.0", grafanastandin.V13_0}, {"14.0.0", grafanastandin.V13_0},
+		{"latest", grafanastandin.V13_0}, {"main", grafanastandin.V13_0},
 	}
 	for _, tt := range tests {
 		if got, err := grafanastandin.ParseVersion(tt.in); err != nil || got != tt.want {

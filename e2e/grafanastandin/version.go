@@ -25,30 +25,48 @@ const (
 	// V11_6: nested folders on by default, dashboard.deleted. No 11.x tree
 	// was read: behaviour as inferred by the conformance doc.
 	V11_6 Version = "11.6"
-	// V12_4: source read (conformance: "@ v12.4.0"), legacy storage mode
-	// only (no unified-storage `resource` tables, see the package comment).
+	// V12_4: source read (conformance: "@ v12.4.0"). Legacy storage mode
+	// unless the database holds the unified-storage migration marker
+	// (SeedSpec.UnifiedStorage; conformance §7 "When legacy dashboard is
+	// stale"); /apis dashboards v1beta1, v0alpha1, v2beta1, v2alpha1 and
+	// folders v1beta1 (conformance §8).
 	V12_4 Version = "12.4"
+	// V13_0: no 13.x tree was read; modelled from the 13.x docs and issue
+	// threads the conformance doc cites (§7, §8): /apis dashboards v1 and v2,
+	// folders v1; legacy /api deprecated but operative; the folders and
+	// dashboards migration to unified storage runs when 13.0 opens a
+	// database without its marker. Everything else follows 12.4.
+	V13_0 Version = "13.0"
 
 	// DefaultVersion is used when a Version is empty. The e2e fixtures run
 	// grafana/grafana:11.4.1, which maps to 11.6.
 	DefaultVersion = V11_6
 )
 
-// Versions lists the modelled versions, oldest first.
+// Versions lists the modelled versions in which the legacy `dashboard`
+// table is authoritative by default, oldest first: 9.5 to 12.4. It is what
+// per-version suites iterate; V13_0 is not in it because 13.0 migrates
+// dashboards and folders to unified storage when it opens a database
+// (conformance §7), so a suite that reads grafana.db offline from the legacy
+// tables, or maps each version to a container image, must opt in to it
+// through AllVersions.
 var Versions = []Version{V9_5, V10_4, V11_6, V12_4}
+
+// AllVersions lists every modelled version, oldest first: Versions plus V13_0.
+var AllVersions = []Version{V9_5, V10_4, V11_6, V12_4, V13_0}
 
 // ParseVersion maps a Grafana release ("11.4.1", "v10.2.3", "12.4") or a
 // container image tag ("11.4.1-ubuntu", "latest") to the modelled version
 // of the same major: 9.x (and older) -> 9.5, 10.x -> 10.4, 11.x -> 11.6,
-// 12.x and later -> 12.4. "" gives DefaultVersion; "latest" and "main" give
-// the newest modelled version.
+// 12.x -> 12.4, 13.x and later -> 13.0. "" gives DefaultVersion; "latest"
+// and "main" give the newest modelled version (13.0).
 func ParseVersion(s string) (Version, error) {
 	s = strings.TrimSpace(s)
 	switch strings.ToLower(s) {
 	case "":
 		return DefaultVersion, nil
 	case "latest", "main":
-		return Versions[len(Versions)-1], nil
+		return AllVersions[len(AllVersions)-1], nil
 	}
 	t := strings.TrimPrefix(strings.TrimPrefix(s, "v"), "V")
 	end := strings.IndexFunc(t, func(r rune) bool { return r < '0' || r > '9' })
@@ -69,8 +87,10 @@ func ParseVersion(s string) (Version, error) {
 		return V10_4, nil
 	case major == 11:
 		return V11_6, nil
-	default:
+	case major == 12:
 		return V12_4, nil
+	default:
+		return V13_0, nil
 	}
 }
 
@@ -121,6 +141,32 @@ type features struct {
 	// (pkg/services/dashboards/database/database.go GetDashboard @ v9.5.2;
 	// not in the conformance doc; later versions are modelled as 404).
 	dashboardUIDServesFolders bool
+	// libraryElementFolderUID: library_element.folder_uid, added by "add
+	// library_element folder uid" (PR #83819, 11.0 inferred; conformance §7
+	// "library_element"): 11.6 and later.
+	libraryElementFolderUID bool
+	// unifiedTables: the unified-storage tables resource, resource_history,
+	// resource_version and unifiedstorage_migration_log exist (conformance
+	// §7 "Unified storage", read 12.4.0). With the migration marker in
+	// unifiedstorage_migration_log, dashboards and folders are served from
+	// `resource` and the legacy tables go stale.
+	unifiedTables bool
+	// migrateOnStart: opening a database without the marker runs the
+	// folders and dashboards migration (conformance §7 "same | 13.0": it runs
+	// on upgrade to 13.0; issues #123616, #124030, #126013). 12.4 migrates at
+	// start-up only below autoMigrationThreshold, which is not modelled.
+	migrateOnStart bool
+	// apis: /apis serves dashboard.grafana.app and folder.grafana.app
+	// (conformance §8). Versions are in discovery (priority) order, the first
+	// being the preferred one; 9.5-11.6 answer 404 there.
+	apis              bool
+	dashboardVersions []string
+	folderVersions    []string
+	// classicStoredVersion is the version a classic dashboard is stored at
+	// (legacy rows without api_version, and saves through /api: the legacy
+	// API reads and writes through v0alpha1, conformance §4); v2StoredVersion
+	// the one of a schema v2 dashboard.
+	classicStoredVersion, v2StoredVersion string
 	// sortedHealthKeys: 9.5 builds /api/health from a map (keys sorted),
 	// 12.4 from a struct (database, version, commit) (conformance §5,
 	// http_server.go apiHealthHandler). When it changed is unknown: 10.4 is
@@ -155,7 +201,7 @@ func featuresOf(v Version) features {
 		f.deletedColumn = true
 		f.userUIDColumn = true
 		f.searchFolderUIDs = true
-	case V12_4:
+	case V12_4, V13_0:
 		f.buildVersion = "12.4.0"
 		f.userOrgsForToken = 304
 		f.folderUIDColumn = true
@@ -167,6 +213,27 @@ func featuresOf(v Version) features {
 		f.v12Hits = true
 		f.metaAPIVersion = true
 		f.foldersDefaultLimit = 100000
+		f.unifiedTables = true
+		f.apis = true
+		f.classicStoredVersion = "v0alpha1"
+		// conformance §8 "GET /apis discovery": v1beta1 preferred unless
+		// dashboardNewLayouts (not modelled); register.go GetGroupVersions @ v12.4.0.
+		f.dashboardVersions = []string{"v1beta1", "v0alpha1", "v2beta1", "v2alpha1"}
+		f.folderVersions = []string{"v1beta1"}
+		f.v2StoredVersion = "v2beta1"
+		if v == V13_0 {
+			f.buildVersion = "13.0.0"
+			// conformance §8 "Dashboard versions" / "Folder versions", 13.x
+			// docs: dashboards v1 and v2, folders v1. Whether the 12.x
+			// alpha/beta versions are still served is unconfirmed: not
+			// served here. v1 preferred is a choice (12.4 prefers the
+			// classic v1beta1 over v2beta1 without dashboardNewLayouts).
+			f.dashboardVersions = []string{"v1", "v2"}
+			f.folderVersions = []string{"v1"}
+			f.v2StoredVersion = "v2"
+			f.migrateOnStart = true
+		}
 	}
+	f.libraryElementFolderUID = f.nestedFolders
 	return f
 }

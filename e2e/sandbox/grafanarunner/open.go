@@ -86,9 +86,9 @@ func (r *Runner) open(ctx context.Context, pod *corev1.Pod) (*backend, error) {
 
 // imageVersion maps a Grafana image reference to the modelled version and
 // the release it names: grafana/grafana:11.4.1 -> 11.6 reporting "11.4.1";
-// 9.x -> 9.5, 10.x -> 10.4, 11.x -> 11.6, 12.x and later -> 12.4 (see
-// grafanastandin.ParseVersion). A reference without a tag (or pinned by
-// digest only) gets the default version; "latest" the newest. known is
+// 9.x -> 9.5, 10.x -> 10.4, 11.x -> 11.6, 12.x -> 12.4, 13.x and later
+// -> 13.0 (see grafanastandin.ParseVersion). A reference without a tag (or
+// pinned by digest only) gets the default version; "latest" the newest. known is
 // false when the tag names no release; the default version is returned then.
 func imageVersion(image string) (v grafanastandin.Version, build string, known bool) {
 	ref, _, _ := strings.Cut(image, "@") // drop a digest

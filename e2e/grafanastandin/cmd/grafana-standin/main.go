@@ -26,20 +26,27 @@ func main() {
 	tokens := flag.String("tokens", "", "comma-separated bearer tokens accepted as org 1 Admin service accounts")
 	orgTokens := flag.String("org-tokens", "", "comma-separated token=orgID pairs: bearer tokens of Admin service accounts of other orgs")
 	version := flag.String("grafana-version", string(grafanastandin.DefaultVersion),
-		"Grafana release to imitate (API behaviour and grafana.db layout); any release number maps to a modelled one of 9.5, 10.4, 11.6, 12.4")
+		"Grafana release to imitate (API behaviour and grafana.db layout); any release number maps to a modelled one of 9.5, 10.4, 11.6, 12.4, 13.0")
 	seed := flag.Int("seed-dashboards", 0, "seed this many dashboards per org before serving")
 	seedFolders := flag.Int("seed-folders", 3, "folders per org when seeding")
 	seedOrgs := flag.Int("seed-orgs", 1, "orgs when seeding")
 	seedDepth := flag.Int("seed-folder-depth", 0, "nest each org's seeded folders this deep (needs -grafana-version 11.6 or later)")
+	seedUnified := flag.Bool("seed-unified-storage", false, "seed with the folders and dashboards migration to unified storage done (12.4, 13.0)")
+	seedStale := flag.Bool("seed-stale-legacy", false, "with -seed-unified-storage: leave the legacy dashboard table behind the resource table")
+	seedV2 := flag.Int("seed-v2-dashboards", 0, "with -seed-unified-storage: schema v2 dashboards per org")
+	seedAlerts := flag.Int("seed-alert-rules", 0, "alert rules per org when seeding (needs -seed-folders > 0)")
+	seedLibrary := flag.Int("seed-library-panels", 0, "library panels per org when seeding")
+	seedDS := flag.Int("seed-datasources", 0, "data sources per org when seeding")
 	flag.Parse()
 
 	v, err := grafanastandin.ParseVersion(*version)
 	if err != nil {
 		log.Fatal(err)
 	}
-	if *seed > 0 {
+	if *seed > 0 || *seedV2 > 0 {
 		if err := grafanastandin.Seed(*dataDir, grafanastandin.SeedSpec{Orgs: *seedOrgs, FoldersPerOrg: *seedFolders, DashboardsPerOrg: *seed, Seed: 1,
-			Version: v, FolderDepth: *seedDepth}); err != nil {
+			Version: v, FolderDepth: *seedDepth, UnifiedStorage: *seedUnified, StaleLegacy: *seedStale, V2DashboardsPerOrg: *seedV2,
+			AlertRulesPerOrg: *seedAlerts, LibraryPanelsPerOrg: *seedLibrary, DataSourcesPerOrg: *seedDS}); err != nil {
 			log.Fatalf("seeding: %v", err)
 		}
 	}
