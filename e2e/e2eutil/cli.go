@@ -2,10 +2,13 @@ package e2eutil
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/rebind-dev/rebind/pkg/report"
 )
 
 // BuildRebind compiles the real binary into the test's temporary directory,
@@ -42,4 +45,14 @@ func RunRebind(t *testing.T, bin, kubeconfig string, args ...string) CLIResult {
 		t.Fatal(err)
 	}
 	return CLIResult{Code: code, Stdout: out.String(), Stderr: errb.String()}
+}
+
+// Report decodes the JSON report `rebind migrate -o json` printed.
+func (r CLIResult) Report(t testing.TB) *report.Report {
+	t.Helper()
+	var rep report.Report
+	if err := json.Unmarshal([]byte(r.Stdout), &rep); err != nil {
+		t.Fatalf("the report is not JSON: %v\n%s", err, r.Stdout)
+	}
+	return &rep
 }

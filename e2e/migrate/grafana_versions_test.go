@@ -2,7 +2,6 @@ package migrate_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -122,16 +121,7 @@ func TestGrafanaTokenEndToEnd(t *testing.T) {
 	if r.Code != 0 {
 		t.Fatalf("a token per org: exit %d\n%s", r.Code, r.Stderr)
 	}
-	var rep struct {
-		Outcome      string `json:"outcome"`
-		Verification []struct {
-			OK      bool `json:"ok"`
-			Checked int  `json:"checked"`
-		} `json:"verification"`
-	}
-	if err := json.Unmarshal([]byte(r.Stdout), &rep); err != nil {
-		t.Fatalf("report: %v\n%s", err, r.Stdout)
-	}
+	rep := r.Report(t)
 	if rep.Outcome != "succeeded" || len(rep.Verification) != 1 || !rep.Verification[0].OK || rep.Verification[0].Checked != 3*spec.DashboardsPerOrg {
 		t.Fatalf("report does not verify %d dashboards in 3 orgs:\n%s", 3*spec.DashboardsPerOrg, r.Stdout)
 	}

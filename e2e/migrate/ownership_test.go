@@ -2,7 +2,6 @@ package migrate_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"maps"
 	"os/exec"
@@ -21,7 +20,6 @@ import (
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/migrate"
-	"github.com/rebind-dev/rebind/pkg/report"
 	"github.com/rebind-dev/rebind/pkg/volume"
 )
 
@@ -155,18 +153,8 @@ func TestKill9DuringOutageResumesAtOnce(t *testing.T) {
 	if !strings.Contains(r.Stderr+r.Stdout, "taking it over") {
 		t.Errorf("re-run did not say it took over the dead run's lease:\n%s", r.Stderr)
 	}
-	var rep struct {
-		Outcome      string          `json:"outcome"`
-		Downtime     json.RawMessage `json:"downtime"`
-		Verification []struct{ OK bool }
-	}
-	if err := json.Unmarshal([]byte(r.Stdout), &rep); err != nil {
-		t.Fatalf("report: %v\n%s", err, r.Stdout)
-	}
-	var down report.Duration
-	if err := down.UnmarshalJSON(rep.Downtime); err != nil {
-		t.Fatal(err)
-	}
+	rep := r.Report(t)
+	down := rep.Downtime
 	t.Logf("downtime of the killed-and-resumed run: %s", time.Duration(down))
 	if rep.Outcome != "succeeded" || len(rep.Verification) != 1 || !rep.Verification[0].OK {
 		t.Fatalf("report: %s", r.Stdout)

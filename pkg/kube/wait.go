@@ -60,29 +60,35 @@ func Until[T runtime.Object](ctx context.Context, timeout time.Duration, what st
 		last = o
 		return cond(o, true)
 	}
-	for {
-		done, err := untilOnce(wctx, lwc, check)
-		if done {
-			return last, nil
+	err := relistUntil(ctx, wctx, timeout, what, func() (bool, error) { return untilOnce(wctx, lwc, check) }, func() string {
+		if describe != nil && any(last) != any(zero) {
+			return describe(last)
 		}
-		if err == nil || errors.Is(err, errRelist) {
-			// The watch ended without a verdict (resourceVersion too old,
-			// server closed it): list again.
-			if wctx.Err() == nil {
-				continue
-			}
+		return ""
+	})
+	return last, err
+}
+
+// relistUntil runs one list-and-watch round after another until one
+// decides: a watch that ends without a verdict (resourceVersion too old,
+// server closed it) lists again. Out of time, it says what never happened
+// and the last state seen.
+func relistUntil(ctx, wctx context.Context, timeout time.Duration, what string, round func() (bool, error), lastSeen func() string) error {
+	for {
+		done, err := round()
+		if done {
+			return nil
+		}
+		if (err == nil || errors.Is(err, errRelist)) && wctx.Err() == nil {
+			continue
 		}
 		if err != nil && wctx.Err() == nil {
-			return last, err
+			return err
 		}
 		if ctx.Err() != nil {
-			return last, fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		}
-		te := &TimeoutError{What: what, Timeout: timeout}
-		if describe != nil && any(last) != any(zero) {
-			te.LastSeen = describe(last)
-		}
-		return last, te
+		return &TimeoutError{What: what, Timeout: timeout, LastSeen: lastSeen()}
 	}
 }
 
@@ -199,26 +205,13 @@ func UntilSet[T runtime.Object](ctx context.Context, timeout time.Duration, what
 	defer cancel()
 	lwc := cache.ToListerWatcherWithContext(lw)
 	set := map[string]T{}
-	for {
-		done, err := untilSetOnce(wctx, lwc, set, cond)
-		if done {
-			return set, nil
-		}
-		if (err == nil || errors.Is(err, errRelist)) && wctx.Err() == nil {
-			continue
-		}
-		if err != nil && wctx.Err() == nil {
-			return set, err
-		}
-		if ctx.Err() != nil {
-			return set, ctx.Err()
-		}
-		te := &TimeoutError{What: what, Timeout: timeout}
+	err := relistUntil(ctx, wctx, timeout, what, func() (bool, error) { return untilSetOnce(wctx, lwc, set, cond) }, func() string {
 		if describe != nil {
-			te.LastSeen = describe(set)
+			return describe(set)
 		}
-		return set, te
-	}
+		return ""
+	})
+	return set, err
 }
 
 func untilSetOnce[T runtime.Object](ctx context.Context, lw cache.ListerWatcherWithContext, set map[string]T, cond func(map[string]T) (bool, error)) (bool, error) {
