@@ -49,6 +49,8 @@ func migrateFlags() []cli.Flag {
 		&cli.StringFlag{Name: "snapshot-class", Usage: "VolumeSnapshotClass (default: the driver's default class)"},
 		&cli.StringFlag{Name: "from-snapshot", Usage: "restore this existing VolumeSnapshot instead of taking one (with several replicas put {ordinal} in the name)"},
 		&cli.StringFlag{Name: "from-backup", Usage: "Velero Backup to restore from (--strategy velero-restore)"},
+		&cli.StringFlag{Name: "from-pv", Usage: "with --strategy reuse: bind the workload to this PersistentVolume (kept after a helm uninstall, Released or Available) instead of its current one; {ordinal} for several replicas"},
+		&cli.PathFlag{Name: "offline-volume-root", Usage: "`DIR` where the volumes' directories are visible (host-path style drivers): rebind reads a --from-pv volume's grafana.db there as the reference"},
 		&cli.StringFlag{Name: "backup", Value: migrate.BackupNone, Usage: "none, or velero: take a Velero Backup of the namespace (volume data included) before the first change; refused if it does not complete"},
 		&cli.StringFlag{Name: "velero-namespace", Value: velero.DefaultNamespace, Usage: "namespace Velero runs in (--backup velero, --strategy velero-restore)"},
 		&cli.StringFlag{Name: "redeploy", Value: migrate.RedeployDirect, Usage: "direct (recreate the StatefulSet from its saved manifest) or helm (helm upgrade the release with its values plus the persistence values, so Helm's record matches)"},
@@ -156,11 +158,14 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 		Target: discovery.Options{Namespace: ns, Release: c.String("release"), StatefulSet: c.String("statefulset"), Deployment: c.String("deployment"),
 			ClaimTemplate: c.String("claim-template"), SnapshotClass: c.String("snapshot-class")},
 		Strategy: strategy, ToClass: c.String("to-storage-class"), Size: c.String("size"),
-		FromSnapshot: c.String("from-snapshot"), Quiesce: c.Bool("quiesce"), KeepRetain: c.Bool("keep-retain"),
+		FromSnapshot: c.String("from-snapshot"), FromPV: c.String("from-pv"), Quiesce: c.Bool("quiesce"), KeepRetain: c.Bool("keep-retain"),
 		NoRollback: c.Bool("no-rollback"), BaselineFile: c.Path("baseline"), SkipVerify: c.Bool("skip-verify"),
 		Timeouts: migrate.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"), Verify: c.Duration("verify-timeout")},
 		Backup:   c.String("backup"), VeleroNamespace: c.String("velero-namespace"), FromBackup: c.String("from-backup"),
 		Redeploy: c.String("redeploy"),
+	}
+	if root := c.Path("offline-volume-root"); root != "" {
+		o.ReadDB = volumeRootReader(root)
 	}
 	checker, err := grafanaChecker(c, clients, ns, log)
 	if err != nil {

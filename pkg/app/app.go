@@ -55,3 +55,10 @@ func Preflight(ctx context.Context, c Checker, pod string) error {
 	}
 	return c.Ready(ctx, pod)
 }
+
+// DBCapturer is a Checker that can also capture from the application's
+// files read offline (Grafana's grafana.db): the reference when the volume
+// to verify is not the one the application serves from now.
+type DBCapturer interface {
+	CaptureDB(ctx context.Context, path string) ([]byte, error)
+}

@@ -22,6 +22,8 @@ type env struct {
 	checker  app.Checker
 	log      *zap.Logger
 	baseline string // file given with --baseline
+	// readDB reads a PV's database offline (--from-pv's reference).
+	readDB   func(ctx context.Context, pv *corev1.PersistentVolume) (string, func(), error)
 	verdicts []app.Verdict
 	warnings []string // what the user must act on after the run
 }
@@ -50,6 +52,9 @@ func (e *env) value(key string) string {
 // one (known once the restore step ran) otherwise.
 func (e *env) pvFor(ord int) (string, error) {
 	if e.spec.Strategy == Reuse {
+		if ord < len(e.spec.FromPVs) {
+			return e.spec.FromPVs[ord], nil
+		}
 		return e.spec.Target.Ordinals[ord].PV.Name, nil
 	}
 	pv := e.value(keyNewPV(ord))

@@ -169,7 +169,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	rep.RunID, rep.Target, rep.Strategy = spec.RunID, ns+"/"+spec.Target.Name(), string(spec.Strategy)
 	rep.VolumesBefore = volumesOf(spec.Target)
 
-	e := &env{c: m.Clients, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID)), baseline: o.BaselineFile}
+	e := &env{c: m.Clients, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID)), baseline: o.BaselineFile, readDB: o.ReadDB}
 	if mode != Apply {
 		p := buildPlan(e)
 		plan.Print(m.out(), p, nil)

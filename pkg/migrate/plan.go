@@ -14,6 +14,15 @@ func buildPlan(e *env) *plan.Plan {
 	p := &plan.Plan{Name: fmt.Sprintf("%s %s/%s (%s)", s.Strategy, s.ns(), s.name(), s.RunID)}
 	add := func(steps ...plan.Step) { p.Steps = append(p.Steps, steps...) }
 
+	// A PV taken with --from-pv may be Released with policy Delete: its
+	// deleter can get to it any moment, so Retain comes before anything.
+	retained := map[string]bool{}
+	for i, pv := range s.FromPVs {
+		if !retained[pv] {
+			retained[pv] = true
+			add(retainStep{e, pv, s.Target.Ordinals[i].Claim})
+		}
+	}
 	if !s.SkipVerify {
 		add(baselineStep{e})
 	}
@@ -21,7 +30,8 @@ func buildPlan(e *env) *plan.Plan {
 		add(veleroBackupStep{e}) // before the first change
 	}
 	for _, o := range s.Target.Ordinals {
-		if o.PV != nil {
+		if o.PV != nil && !retained[o.PV.Name] {
+			retained[o.PV.Name] = true
 			add(retainStep{e, o.PV.Name, o.Claim})
 		}
 	}

@@ -146,6 +146,12 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 		if o.FromSnapshot != "" {
 			r.Add("--from-snapshot", "only applies to --strategy restore", "drop it or use --strategy restore")
 		}
+		if o.FromPV != "" {
+			if err := m.checkFromPV(ctx, o, spec, &r); err != nil {
+				return nil, err
+			}
+			break
+		}
 		for _, ord := range t.Ordinals {
 			if ord.PV == nil {
 				continue
@@ -180,7 +186,24 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 	}
 	m.checkHelm(o, spec, &r)
 
-	if !o.SkipVerify && o.BaselineFile == "" && m.Checker != nil {
+	if o.FromPV != "" && o.Strategy != Reuse {
+		r.Add("--from-pv", "only applies to --strategy reuse", "drop it, or use --strategy reuse to bind the workload to that PersistentVolume")
+	}
+	// With --from-pv the Grafana running now is not the reference (it does
+	// not run on that volume, and is often a fresh, empty install): it only
+	// has to answer.
+	if !o.SkipVerify && o.BaselineFile == "" && m.Checker != nil && len(spec.FromPVs) > 0 {
+		for _, ord := range t.Ordinals {
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			err := m.Checker.Ready(cctx, ord.Pod)
+			cancel()
+			if err != nil {
+				r.Add(fmt.Sprintf("%s of pod %s", m.Checker.Kind(), ord.Pod), fmt.Sprintf("not reachable or refused the credentials, so nothing can be verified: %v", err),
+					"fix --grafana-url / credentials")
+			}
+		}
+	}
+	if !o.SkipVerify && o.BaselineFile == "" && m.Checker != nil && len(spec.FromPVs) == 0 {
 		for _, ord := range t.Ordinals {
 			if ord.PV == nil {
 				continue
@@ -262,6 +285,65 @@ func (m *Migrate) checkRestore(ctx context.Context, o Options, spec *Spec, toPro
 			r.Add("--size", fmt.Sprintf("%s is smaller than %s's capacity %s: the restored volume would not hold the data", spec.Size, ord.PV.Name, capacity.String()), "pass --size "+capacity.String()+" or more")
 		}
 	}
+}
+
+// checkFromPV checks the PVs --from-pv names, one per ordinal: each may be
+// taken only if it is free, reserved for or bound to that ordinal's claim,
+// or held by a claim that is gone (a stale uid); and it must fit the claim
+// (class, size, access and volume modes) and be reachable from a node.
+func (m *Migrate) checkFromPV(ctx context.Context, o Options, spec *Spec, r *preflight.Report) error {
+	t := spec.Target
+	if t.Replicas() > 1 && !strings.Contains(o.FromPV, "{ordinal}") {
+		r.Add("--from-pv", fmt.Sprintf("names one PersistentVolume for %d replicas: they would share it", t.Replicas()), "put {ordinal} in the name, one PersistentVolume per ordinal")
+		return nil
+	}
+	var pvs []*corev1.PersistentVolume
+	for _, ord := range t.Ordinals {
+		name := expandOrdinal(o.FromPV, ord.Index)
+		ref := "PersistentVolume " + name
+		pv, err := m.Clients.Kube.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			r.Add(ref, "not found", "list the volumes with `kubectl get pv` and pass one with --from-pv")
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", ref, err)
+		}
+		if err := volume.CheckReservable(ctx, m.Clients.Kube, pv, t.Namespace, ord.Claim); err != nil {
+			r.Add(ref, err.Error(), "pass a PersistentVolume that is free, or whose claim is gone")
+			continue
+		}
+		spec.FromPVs = append(spec.FromPVs, name)
+		pvs = append(pvs, pv)
+	}
+	if len(pvs) != len(t.Ordinals) {
+		return nil
+	}
+	// The claims are made in the class the volumes are in.
+	if o.ToClass == "" {
+		spec.ToClass = pvs[0].Spec.StorageClassName
+	}
+	nodes, err := m.Clients.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil && !apierrors.IsForbidden(err) {
+		return fmt.Errorf("listing nodes: %w", err)
+	}
+	for i, pv := range pvs {
+		ref := "PersistentVolume " + pv.Name
+		shape := volume.ShapeFromSpec(t.Namespace, t.Ordinals[i].Claim, spec.templateSpec())
+		if err := volume.CheckFits(pv, shape); err != nil {
+			r.Add(ref, err.Error(), "pass --to-storage-class and --size matching the volume")
+		}
+		if err == nil && nodes != nil {
+			if msg := volume.Unreachable(pv, nodes.Items); msg != "" {
+				r.Add(ref, msg, "a local volume lives on its node: bring the node back, or restore a copy with --strategy restore")
+			}
+		}
+	}
+	if !o.SkipVerify && o.BaselineFile == "" && o.ReadDB == nil {
+		r.Add("--from-pv", fmt.Sprintf("the %s running now does not run on %v, so what it serves is not what must come through", m.Checker.Kind(), spec.FromPVs),
+			"pass --baseline FILE (an earlier `rebind inventory`), or --offline-volume-root DIR so rebind reads the volume's database as the reference, or --skip-verify")
+	}
+	return nil
 }
 
 func expandOrdinal(pattern string, ord int) string {

@@ -5,6 +5,7 @@
 package migrate
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -47,11 +48,18 @@ func DefaultTimeouts() Timeouts {
 
 // Options is what the user asked for.
 type Options struct {
-	Target        discovery.Options
-	Strategy      Strategy
-	ToClass       string // target StorageClass; default: the current class
-	Size          string // claim size for new claims; default: the template's
-	FromSnapshot  string // restore from existing snapshot(s); "{ordinal}" is replaced
+	Target       discovery.Options
+	Strategy     Strategy
+	ToClass      string // target StorageClass; default: the current class
+	Size         string // claim size for new claims; default: the template's
+	FromSnapshot string // restore from existing snapshot(s); "{ordinal}" is replaced
+	// FromPV binds reuse to these PVs (Released or Available, e.g. kept
+	// after a helm uninstall) instead of the current ones; "{ordinal}" is
+	// replaced.
+	FromPV string
+	// ReadDB gives the path of a PV's application database read offline
+	// (--offline-volume-root): the reference for --from-pv.
+	ReadDB        func(ctx context.Context, pv *corev1.PersistentVolume) (path string, done func(), err error)
 	Quiesce       bool   // scale to 0 before snapshotting
 	KeepRetain    bool   // leave Retain on the PVs in use
 	NoRollback    bool   // keep the failed state for inspection
@@ -80,6 +88,7 @@ type Spec struct {
 	Size         string            `json:"size"`
 	Snapshots    []string          `json:"snapshots,omitempty"`    // per ordinal
 	ExistingSnap bool              `json:"existingSnap,omitempty"` // true: snapshots are the user's, never deleted
+	FromPVs      []string          `json:"fromPVs,omitempty"`      // per ordinal, reuse onto these PVs
 	Quiesce      bool              `json:"quiesce,omitempty"`
 	KeepRetain   bool              `json:"keepRetain,omitempty"`
 	SkipVerify   bool              `json:"skipVerify,omitempty"`

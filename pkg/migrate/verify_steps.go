@@ -19,6 +19,9 @@ func (s baselineStep) Describe() string {
 	if s.baseline != "" {
 		return "load baseline inventory from " + s.baseline
 	}
+	if len(s.spec.FromPVs) > 0 {
+		return fmt.Sprintf("record what the database on PersistentVolume(s) %v holds, read offline (the reference: %s does not run on them yet)", s.spec.FromPVs, s.appKind())
+	}
 	return fmt.Sprintf("record what %s serves (baseline for verification)", s.appKind())
 }
 func (s baselineStep) Precondition(context.Context) error { return nil }
@@ -29,9 +32,12 @@ func (s baselineStep) Apply(ctx context.Context) error {
 		}
 		var data []byte
 		var err error
-		if s.baseline != "" {
+		switch {
+		case s.baseline != "":
 			data, err = os.ReadFile(s.baseline)
-		} else {
+		case i < len(s.spec.FromPVs):
+			data, err = s.captureVolume(ctx, s.spec.FromPVs[i])
+		default:
 			data, err = s.checker.Capture(ctx, o.Pod)
 		}
 		if err != nil {
@@ -43,6 +49,27 @@ func (s baselineStep) Apply(ctx context.Context) error {
 	}
 	return nil
 }
+
+// captureVolume reads the application's database on a PV offline.
+func (s baselineStep) captureVolume(ctx context.Context, pvName string) ([]byte, error) {
+	dc, ok := s.checker.(app.DBCapturer)
+	if !ok || s.readDB == nil {
+		return nil, fmt.Errorf("the database on PersistentVolume %s cannot be read offline here: pass --baseline FILE or --offline-volume-root DIR", pvName)
+	}
+	pv, err := s.getPV(ctx, pvName)
+	if err != nil {
+		return nil, err
+	}
+	path, done, err := s.readDB(ctx, pv)
+	if err != nil {
+		return nil, fmt.Errorf("reading the database on PersistentVolume %s: %w", pvName, err)
+	}
+	if done != nil {
+		defer done()
+	}
+	return dc.CaptureDB(ctx, path)
+}
+
 func (s baselineStep) Check(context.Context) error {
 	for i := range s.spec.Target.Ordinals {
 		if b, err := s.j.Blob(keyBaseline(i)); err != nil || b == nil {

@@ -269,8 +269,8 @@ type reserveStep struct {
 func (s reserveStep) ID() string { return fmt.Sprintf("reserve/%d", s.ord) }
 func (s reserveStep) Describe() string {
 	pv := "the restored PersistentVolume"
-	if s.spec.Strategy == Reuse {
-		pv = "PersistentVolume " + s.spec.Target.Ordinals[s.ord].PV.Name
+	if name, err := s.pvFor(s.ord); err == nil && s.spec.Strategy == Reuse {
+		pv = "PersistentVolume " + name
 	}
 	return fmt.Sprintf("reserve %s for claim %s (claimRef namespace/name, no uid)", pv, s.spec.Target.Ordinals[s.ord].Claim)
 }

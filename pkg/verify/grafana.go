@@ -154,6 +154,24 @@ func (g *Grafana) Capture(ctx context.Context, pod string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// CaptureDB takes the inventory of a grafana.db read offline.
+func (g *Grafana) CaptureDB(ctx context.Context, path string) ([]byte, error) {
+	inv, err := inventory.FromSQLiteContext(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	if inv.Totals().Dashboards == 0 && !g.AllowEmptyBaseline {
+		return nil, &EmptyBaselineError{Where: inv.Source}
+	}
+	var buf bytes.Buffer
+	if err := inv.Save(&buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+var _ app.DBCapturer = (*Grafana)(nil)
+
 // Verify compares the pod's inventory with the capture.
 func (g *Grafana) Verify(ctx context.Context, pod string, capture []byte) (app.Verdict, error) {
 	base, err := inventory.Load(bytes.NewReader(capture))

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
+	corev1helper "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/utils/ptr"
 
 	"github.com/rebind-dev/rebind/pkg/kube"
@@ -355,4 +356,19 @@ func WaitPVPhase(ctx context.Context, k kubernetes.Interface, name string, timeo
 			// just created yet: keep waiting.
 			return exists && slices.Contains(phases, pv.Status.Phase), nil
 		}, func(pv *corev1.PersistentVolume) string { return "phase " + string(pv.Status.Phase) })
+}
+
+// Unreachable says why no node can use the PV (its required node affinity
+// matches none of nodes: a local volume on a node that is gone), or "".
+func Unreachable(pv *corev1.PersistentVolume, nodes []corev1.Node) string {
+	na := pv.Spec.NodeAffinity
+	if na == nil || na.Required == nil || len(na.Required.NodeSelectorTerms) == 0 {
+		return ""
+	}
+	for i := range nodes {
+		if ok, err := corev1helper.MatchNodeSelectorTerms(&nodes[i], na.Required); err == nil && ok {
+			return ""
+		}
+	}
+	return fmt.Sprintf("its node affinity matches none of the cluster's %d nodes, so no pod could mount it", len(nodes))
 }
