@@ -44,6 +44,9 @@ func (e *env) warn(msg string) {
 }
 
 func (e *env) value(key string) string {
+	if e.j == nil {
+		return "" // a plan printed before any journal exists
+	}
 	v, _ := e.j.Value(key)
 	return v
 }

@@ -150,3 +150,53 @@ func TestHelmValues(t *testing.T) {
 		})
 	}
 }
+
+// TestDescribeWithoutJournal: a plan is printed (plan, --dry-run) before
+// any journal exists; describing a step must not need one.
+func TestDescribeWithoutJournal(t *testing.T) {
+	for _, spec := range []*Spec{testSpec(Reuse, 1, false, false), testSpec(Restore, 2, false, false), testSpec(Restore, 1, true, false),
+		deploymentSpec(Restore), deploymentSpec(Reuse)} {
+		for _, s := range buildPlan(&env{spec: spec}).Steps {
+			if s.Describe() == "" {
+				t.Errorf("step %s describes nothing", s.ID())
+			}
+		}
+	}
+}
+
+// deploymentSpec is a Deployment-mode release: one claim, named like the
+// Deployment.
+func deploymentSpec(strategy Strategy) *Spec {
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "grafana", Namespace: "ns"}, Spec: appsv1.DeploymentSpec{Replicas: ptr.To(int32(1))}}
+	claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "grafana"},
+		Spec: corev1.PersistentVolumeClaimSpec{Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
+	t := &discovery.Target{Namespace: "ns", Release: "grafana", Kind: discovery.KindDeployment, Deployment: d, ClaimTemplate: "storage",
+		Ordinals: []discovery.Ordinal{{Index: 0, Claim: "grafana", Pod: "grafana", PVC: claim, PV: &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-a"}}}}}
+	return &Spec{RunID: "r1", Strategy: strategy, Target: t, ToClass: "premium", Size: "1Gi"}
+}
+
+// TestPlanOrderOtherShapes: a Deployment keeps its shape of plan (never
+// deleted: its replicas are recorded, it is scaled to 0 and back), and a
+// PV taken with --from-pv is retained before anything else.
+func TestPlanOrderOtherShapes(t *testing.T) {
+	fromPV := testSpec(Reuse, 1, false, false)
+	fromPV.FromPVs = []string{"kept-pv"}
+	for _, tc := range []struct {
+		name string
+		spec *Spec
+		want string
+	}{
+		{"Deployment, restore", deploymentSpec(Restore),
+			"baseline retain/pv-a snapshot/0 restore/0 reserve/0 deployment-replicas release-claim/0 stop-pods claim/0 redeploy verify reclaim-policy"},
+		{"Deployment, reuse", deploymentSpec(Reuse),
+			"baseline retain/pv-a deployment-replicas release-claim/0 stop-pods reserve/0 claim/0 redeploy verify reclaim-policy"},
+		{"--from-pv", fromPV,
+			"retain/kept-pv baseline retain/pv-a delete-statefulset release-claim/0 stop-pods reserve/0 claim/0 redeploy verify reclaim-policy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := strings.Join(stepIDs(tc.spec), " "); got != tc.want {
+				t.Fatalf("plan\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}

@@ -269,8 +269,10 @@ type reserveStep struct {
 func (s reserveStep) ID() string { return fmt.Sprintf("reserve/%d", s.ord) }
 func (s reserveStep) Describe() string {
 	pv := "the restored PersistentVolume"
-	if name, err := s.pvFor(s.ord); err == nil && s.spec.Strategy == Reuse {
-		pv = "PersistentVolume " + name
+	if s.spec.Strategy == Reuse {
+		if name, err := s.pvFor(s.ord); err == nil {
+			pv = "PersistentVolume " + name
+		}
 	}
 	return fmt.Sprintf("reserve %s for claim %s (claimRef namespace/name, no uid)", pv, s.spec.Target.Ordinals[s.ord].Claim)
 }
