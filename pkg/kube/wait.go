@@ -95,10 +95,28 @@ func relistUntil(ctx, wctx context.Context, timeout time.Duration, what string, 
 var errRelist = errors.New("relist")
 
 func untilOnce(ctx context.Context, lw cache.ListerWatcherWithContext, check func(runtime.Object, bool) (bool, error)) (bool, error) {
-	// ResourceVersion "0" is answered from the API server's watch cache at
-	// once; a consistent list may wait for the cache to catch up. A stale
-	// answer is harmless: the watch starts at the list's resourceVersion and
-	// delivers every later change.
+	return listAndWatch(ctx, lw, func(items []runtime.Object) (bool, error) {
+		if len(items) == 0 {
+			return check(nil, false)
+		}
+		return check(items[0], true)
+	}, func(typ watch.EventType, obj runtime.Object) (bool, error) {
+		if typ == watch.Deleted {
+			return check(nil, false)
+		}
+		return check(obj, true)
+	})
+}
+
+// listAndWatch lists once and watches from the list's resourceVersion,
+// handing the items and then each added, modified or deleted object to the
+// callbacks until one decides. A watch that ends says errRelist.
+//
+// ResourceVersion "0" is answered from the API server's watch cache at
+// once; a consistent list may wait for the cache to catch up. A stale
+// answer is harmless: the watch starts at the list's resourceVersion and
+// delivers every later change.
+func listAndWatch(ctx context.Context, lw cache.ListerWatcherWithContext, onList func([]runtime.Object) (bool, error), onEvent func(watch.EventType, runtime.Object) (bool, error)) (bool, error) {
 	list, err := lw.ListWithContext(ctx, metav1.ListOptions{ResourceVersion: "0"})
 	if err != nil {
 		return false, err
@@ -107,13 +125,7 @@ func untilOnce(ctx context.Context, lw cache.ListerWatcherWithContext, check fun
 	if err != nil {
 		return false, err
 	}
-	var done bool
-	if len(items) == 0 {
-		done, err = check(nil, false)
-	} else {
-		done, err = check(items[0], true)
-	}
-	if done || err != nil {
+	if done, err := onList(items); done || err != nil {
 		return done, err
 	}
 	la, err := meta.ListAccessor(list)
@@ -130,21 +142,14 @@ func untilOnce(ctx context.Context, lw cache.ListerWatcherWithContext, check fun
 		case <-ctx.Done():
 			return false, ctx.Err()
 		case ev, ok := <-w.ResultChan():
-			if !ok {
+			if !ok || ev.Type == watch.Error {
 				return false, errRelist
 			}
 			switch ev.Type {
-			case watch.Error:
-				return false, errRelist
-			case watch.Deleted:
-				done, err = check(nil, false)
-			case watch.Added, watch.Modified:
-				done, err = check(ev.Object, true)
-			default:
-				continue
-			}
-			if done || err != nil {
-				return done, err
+			case watch.Added, watch.Modified, watch.Deleted:
+				if done, err := onEvent(ev.Type, ev.Object); done || err != nil {
+					return done, err
+				}
 			}
 		}
 	}
@@ -215,64 +220,35 @@ func UntilSet[T runtime.Object](ctx context.Context, timeout time.Duration, what
 }
 
 func untilSetOnce[T runtime.Object](ctx context.Context, lw cache.ListerWatcherWithContext, set map[string]T, cond func(map[string]T) (bool, error)) (bool, error) {
-	list, err := lw.ListWithContext(ctx, metav1.ListOptions{ResourceVersion: "0"})
-	if err != nil {
-		return false, err
+	name := func(obj runtime.Object) (T, string, bool) {
+		o, ok := obj.(T)
+		if !ok {
+			return o, "", false
+		}
+		m, err := meta.Accessor(o)
+		if err != nil {
+			return o, "", false
+		}
+		return o, m.GetName(), true
 	}
-	items, err := meta.ExtractList(list)
-	if err != nil {
-		return false, err
-	}
-	clear(set)
-	for _, it := range items {
-		if o, ok := it.(T); ok {
-			if m, err := meta.Accessor(o); err == nil {
-				set[m.GetName()] = o
+	return listAndWatch(ctx, lw, func(items []runtime.Object) (bool, error) {
+		clear(set)
+		for _, it := range items {
+			if o, n, ok := name(it); ok {
+				set[n] = o
 			}
 		}
-	}
-	if done, err := cond(set); done || err != nil {
-		return done, err
-	}
-	la, err := meta.ListAccessor(list)
-	if err != nil {
-		return false, err
-	}
-	w, err := watchtools.NewRetryWatcherWithContext(ctx, la.GetResourceVersion(), lw)
-	if err != nil {
-		return false, err
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				return false, errRelist
-			}
-			o, isT := ev.Object.(T)
-			switch {
-			case ev.Type == watch.Error:
-				return false, errRelist
-			case !isT:
-				continue
-			}
-			m, err := meta.Accessor(o)
-			if err != nil {
-				continue
-			}
-			switch ev.Type {
-			case watch.Deleted:
-				delete(set, m.GetName())
-			case watch.Added, watch.Modified:
-				set[m.GetName()] = o
-			default:
-				continue
-			}
-			if done, err := cond(set); done || err != nil {
-				return done, err
-			}
+		return cond(set)
+	}, func(typ watch.EventType, obj runtime.Object) (bool, error) {
+		o, n, ok := name(obj)
+		if !ok {
+			return false, nil
 		}
-	}
+		if typ == watch.Deleted {
+			delete(set, n)
+		} else {
+			set[n] = o
+		}
+		return cond(set)
+	})
 }
