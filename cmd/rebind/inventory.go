@@ -46,12 +46,23 @@ func commandDeps(c *cli.Context) (kubernetes.Interface, *zap.Logger, error) {
 	return kube, log, nil
 }
 
+// dbStorageFlag chooses the copy an offline read takes when grafana.db
+// holds both Grafana 12's unified storage and the legacy tables.
+func dbStorageFlag() cli.Flag {
+	return &cli.StringFlag{Name: "db-storage", Usage: "with a grafana.db: legacy or unified (default: the copy Grafana serves, from the unified-storage migration log; refused when the file cannot tell)"}
+}
+
+// apiFlag forces the legacy API where Grafana also serves /apis.
+func apiFlag() cli.Flag {
+	return &cli.StringFlag{Name: "grafana-api", Category: grafanaCategory, Usage: "legacy: read dashboards through /api even where Grafana 12+ serves /apis (default: /apis where served, their stored schema)"}
+}
+
 func workersFlag() cli.Flag {
 	return &cli.IntFlag{Name: "workers", Usage: "dashboards fetched in parallel", Value: 8}
 }
 
 func inventoryOptions(c *cli.Context, log *zap.Logger) inventory.Options {
-	return inventory.Options{Workers: c.Int("workers"), OrgIDs: c.Int64Slice(flagGrafanaOrgID), Logger: log}
+	return inventory.Options{Workers: c.Int("workers"), OrgIDs: c.Int64Slice(flagGrafanaOrgID), API: c.String("grafana-api"), Logger: log}
 }
 
 func inventoryCommand() *cli.Command {
@@ -64,6 +75,8 @@ func inventoryCommand() *cli.Command {
 			&cli.PathFlag{Name: "db", Usage: "read this grafana.db directly instead of the API (opened read-only)"},
 			&cli.PathFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the inventory here (default: stdout)"},
 			workersFlag(),
+			dbStorageFlag(),
+			apiFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			inv, err := takeInventory(c, c.String(flagGrafanaURL), c.Path("db"))
@@ -90,8 +103,17 @@ func takeInventory(c *cli.Context, url, db string) (*inventory.Inventory, error)
 	case url != "" && db != "":
 		return nil, errors.New("give either a Grafana URL or --db, not both")
 	case db != "":
-		return inventory.FromSQLiteContext(c.Context, db)
+		st := inventory.Storage(c.String("db-storage"))
+		switch st {
+		case inventory.StorageAuto, inventory.StorageLegacy, inventory.StorageUnified:
+		default:
+			return nil, fmt.Errorf("--db-storage %q: use legacy or unified (default: the copy Grafana serves)", st)
+		}
+		return inventory.FromSQLiteStorage(c.Context, db, st)
 	case url != "":
+		if api := c.String("grafana-api"); api != inventory.APIAuto && api != inventory.APILegacy {
+			return nil, fmt.Errorf("--grafana-api %q: use legacy, or leave it out for /apis where Grafana serves it", api)
+		}
 		kube, log, err := commandDeps(c)
 		if err != nil {
 			return nil, err
@@ -121,6 +143,8 @@ func verifyCommand() *cli.Command {
 			&cli.PathFlag{Name: "current-db", Usage: "check this grafana.db instead of --grafana-url"},
 			&cli.PathFlag{Name: "json", Usage: "also write the full comparison as JSON to this file"},
 			workersFlag(),
+			dbStorageFlag(),
+			apiFlag(),
 			allowEmptyFlag(),
 		),
 		Action: func(c *cli.Context) error {

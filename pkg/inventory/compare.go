@@ -15,6 +15,7 @@ type Change struct {
 	CurrentSHA256   string `json:"currentSha256"`
 	BaselineVersion int64  `json:"baselineVersion"`
 	CurrentVersion  int64  `json:"currentVersion"`
+	schemaV2        bool
 }
 
 // Move is a dashboard (or folder) now in another folder.
@@ -44,11 +45,27 @@ type OrgResult struct {
 	// VersionOnly counts identical dashboards whose version number moved,
 	// which Grafana upgrades do on their own.
 	VersionOnly int `json:"versionOnly,omitempty"`
+	// Unverifiable are schema v2 dashboards read through /apis on one side
+	// and through the legacy API (which serves them converted, losing what
+	// the classic schema cannot hold) on the other: no hash can tell.
+	Unverifiable []Dashboard `json:"unverifiable,omitempty"`
+
+	MissingAlertRules    []Item `json:"missingAlertRules,omitempty"`
+	ChangedAlertRules    []Item `json:"changedAlertRules,omitempty"`
+	MissingLibraryPanels []Item `json:"missingLibraryPanels,omitempty"`
+	ChangedLibraryPanels []Item `json:"changedLibraryPanels,omitempty"`
+	// ItemsNotChecked: the baseline holds no alert rules and library
+	// panels (an inventory from before format 2).
+	ItemsNotChecked bool `json:"itemsNotChecked,omitempty"`
+
+	identicalV2     int
+	identicalV2UIDs []string
 }
 
 func (o OrgResult) ok() bool {
 	return !o.OrgMissing && len(o.Missing) == 0 && len(o.Changed) == 0 && len(o.Moved) == 0 &&
-		len(o.MissingFolders) == 0 && len(o.RenamedFolders) == 0 && len(o.MovedFolders) == 0
+		len(o.MissingFolders) == 0 && len(o.RenamedFolders) == 0 && len(o.MovedFolders) == 0 && len(o.Unverifiable) == 0 &&
+		len(o.MissingAlertRules) == 0 && len(o.ChangedAlertRules) == 0 && len(o.MissingLibraryPanels) == 0 && len(o.ChangedLibraryPanels) == 0
 }
 
 // Result is the outcome of Compare.
@@ -86,6 +103,36 @@ func (r Result) Totals() (missing, extra, changed, moved, identical int) {
 	return
 }
 
+// ItemCounts sums the findings beyond dashboards.
+type ItemCounts struct {
+	MissingAlertRules, ChangedAlertRules, MissingLibraryPanels, ChangedLibraryPanels int
+	Unverifiable                                                                    int
+	// NotChecked counts orgs whose baseline had no alert rules and library
+	// panels recorded.
+	NotChecked int
+}
+
+// Lost is every alert rule and library panel missing or changed.
+func (c ItemCounts) Lost() int {
+	return c.MissingAlertRules + c.ChangedAlertRules + c.MissingLibraryPanels + c.ChangedLibraryPanels
+}
+
+// ItemTotals sums ItemCounts over the orgs.
+func (r Result) ItemTotals() ItemCounts {
+	var c ItemCounts
+	for _, o := range r.Orgs {
+		c.MissingAlertRules += len(o.MissingAlertRules)
+		c.ChangedAlertRules += len(o.ChangedAlertRules)
+		c.MissingLibraryPanels += len(o.MissingLibraryPanels)
+		c.ChangedLibraryPanels += len(o.ChangedLibraryPanels)
+		c.Unverifiable += len(o.Unverifiable)
+		if o.ItemsNotChecked {
+			c.NotChecked++
+		}
+	}
+	return c
+}
+
 // Compare checks current against baseline, org by org, keyed by uid.
 func Compare(baseline, current *Inventory) Result {
 	r := Result{Baseline: baseline.Totals(), Current: current.Totals()}
@@ -100,10 +147,14 @@ func Compare(baseline, current *Inventory) Result {
 		co := current.Org(bo.ID)
 		or := OrgResult{OrgID: bo.ID, Name: bo.Name}
 		if co == nil {
-			or.OrgMissing = len(bo.Dashboards) > 0 || len(bo.Folders) > 0
-			co = &Org{ID: bo.ID}
+			or.OrgMissing = len(bo.Dashboards) > 0 || len(bo.Folders) > 0 || len(bo.AlertRules) > 0 || len(bo.LibraryPanels) > 0
+			co = &Org{ID: bo.ID, AlertRules: []Item{}, LibraryPanels: []Item{}}
 		}
 		compareOrg(&or, &bo, co)
+		compareItems(&or, &bo, co)
+		if mixedAPIs(baseline, current) {
+			or.setUnverifiable()
+		}
 		r.Orgs = append(r.Orgs, or)
 	}
 	for _, co := range current.Orgs {
@@ -115,6 +166,54 @@ func Compare(baseline, current *Inventory) Result {
 		r.Orgs = append(r.Orgs, or)
 	}
 	return r
+}
+
+// mixedAPIs: one inventory read dashboards in their stored schema (/apis
+// or unified storage), the other through the legacy path.
+func mixedAPIs(a, b *Inventory) bool { return (a.API == "") != (b.API == "") }
+
+// setUnverifiable moves the v2 dashboards the comparison cannot judge out
+// of the verdicts: they are neither identical nor changed, but unverified.
+func (r *OrgResult) setUnverifiable() {
+	var keep []Change
+	for _, c := range r.Changed {
+		if c.schemaV2 {
+			r.Unverifiable = append(r.Unverifiable, Dashboard{UID: c.UID, Title: c.Title, Schema: "v2"})
+			continue
+		}
+		keep = append(keep, c)
+	}
+	r.Changed = keep
+	r.Identical -= r.identicalV2
+	for _, uid := range r.identicalV2UIDs {
+		r.Unverifiable = append(r.Unverifiable, Dashboard{UID: uid, Schema: "v2"})
+	}
+}
+
+// compareItems compares alert rules and library panels by uid and hash.
+func compareItems(r *OrgResult, base, cur *Org) {
+	if !base.HasItems() {
+		r.ItemsNotChecked = true
+		return
+	}
+	diff := func(b, c []Item) (missing, changed []Item) {
+		now := make(map[string]Item, len(c))
+		for _, it := range c {
+			now[it.UID] = it
+		}
+		for _, it := range b {
+			got, ok := now[it.UID]
+			switch {
+			case !ok:
+				missing = append(missing, it)
+			case got.SHA256 != it.SHA256 || got.FolderUID != it.FolderUID:
+				changed = append(changed, it)
+			}
+		}
+		return missing, changed
+	}
+	r.MissingAlertRules, r.ChangedAlertRules = diff(base.AlertRules, cur.AlertRules)
+	r.MissingLibraryPanels, r.ChangedLibraryPanels = diff(base.LibraryPanels, cur.LibraryPanels)
 }
 
 func compareOrg(r *OrgResult, base, cur *Org) {
@@ -130,10 +229,11 @@ func compareOrg(r *OrgResult, base, cur *Org) {
 		}
 		delete(curDash, b.UID)
 		same := true
+		v2 := b.Schema == "v2" || c.Schema == "v2"
 		if c.SHA256 != b.SHA256 {
 			same = false
 			ch := Change{UID: b.UID, Title: b.Title, BaselineSHA256: b.SHA256, CurrentSHA256: c.SHA256,
-				BaselineVersion: b.Version, CurrentVersion: c.Version}
+				BaselineVersion: b.Version, CurrentVersion: c.Version, schemaV2: v2}
 			if c.Title != b.Title {
 				ch.CurrentTitle = c.Title
 			}
@@ -145,6 +245,10 @@ func compareOrg(r *OrgResult, base, cur *Org) {
 		}
 		if same {
 			r.Identical++
+			if v2 {
+				r.identicalV2++
+				r.identicalV2UIDs = append(r.identicalV2UIDs, b.UID)
+			}
 			if c.Version != b.Version {
 				r.VersionOnly++
 			}
@@ -192,6 +296,10 @@ func (r Result) Summary() string {
 	fmt.Fprintf(&b, "baseline: %d dashboards, %d folders; current: %d dashboards, %d folders\n",
 		r.Baseline.Dashboards, r.Baseline.Folders, r.Current.Dashboards, r.Current.Folders)
 	fmt.Fprintf(&b, "dashboards: %d identical, %d missing, %d changed, %d moved, %d extra\n", identical, missing, changed, moved, extra)
+	if r.Baseline.AlertRules+r.Baseline.LibraryPanels > 0 {
+		fmt.Fprintf(&b, "alert rules: %d in the baseline, %d now; library panels: %d in the baseline, %d now\n",
+			r.Baseline.AlertRules, r.Current.AlertRules, r.Baseline.LibraryPanels, r.Current.LibraryPanels)
+	}
 	folderName := func(uid string) string {
 		if uid == "" {
 			return "General"
@@ -199,7 +307,7 @@ func (r Result) Summary() string {
 		return uid
 	}
 	for _, o := range r.Orgs {
-		if o.ok() && len(o.Extra) == 0 && len(o.ExtraFolders) == 0 && o.VersionOnly == 0 {
+		if o.ok() && len(o.Extra) == 0 && len(o.ExtraFolders) == 0 && o.VersionOnly == 0 && !o.ItemsNotChecked {
 			continue
 		}
 		fmt.Fprintf(&b, "org %d", o.OrgID)
@@ -209,6 +317,19 @@ func (r Result) Summary() string {
 		b.WriteString(":\n")
 		if o.OrgMissing {
 			b.WriteString("  the org is missing (or no longer visible to this user)\n")
+		}
+		list(&b, "unverifiable (schema v2 dashboards read through /apis on one side and converted by the legacy API on the other: take both inventories with this rebind)", len(o.Unverifiable), func(i int) string {
+			return o.Unverifiable[i].UID
+		})
+		for _, l := range []struct {
+			label string
+			items []Item
+		}{{"missing alert rules", o.MissingAlertRules}, {"changed alert rules", o.ChangedAlertRules},
+			{"missing library panels", o.MissingLibraryPanels}, {"changed library panels", o.ChangedLibraryPanels}} {
+			list(&b, l.label, len(l.items), func(i int) string { return fmt.Sprintf("%s %q", l.items[i].UID, l.items[i].Title) })
+		}
+		if o.ItemsNotChecked {
+			b.WriteString("  alert rules and library panels: not in the baseline (an older inventory), not checked\n")
 		}
 		list(&b, "missing", len(o.Missing), func(i int) string {
 			d := o.Missing[i]
@@ -259,7 +380,7 @@ func (r Result) Summary() string {
 	case r.OK():
 		b.WriteString("RESULT: OK, every dashboard in the baseline is present and unchanged\n")
 	default:
-		b.WriteString("RESULT: FAILED, dashboards or folders were lost or changed\n")
+		b.WriteString("RESULT: FAILED, dashboards, folders, alert rules or library panels were lost or changed, or could not be verified\n")
 	}
 	return b.String()
 }

@@ -16,7 +16,10 @@ import (
 )
 
 // FormatVersion is the version of the JSON file format written by Save.
-const FormatVersion = 1
+// Version 2 added alert rules, library panels, the API read and the
+// dashboards' schema; version 1 files still load (they hold no alert
+// rules or library panels, and comparisons say so).
+const FormatVersion = 2
 
 // Inventory is a snapshot of dashboards and folders per org.
 type Inventory struct {
@@ -26,7 +29,13 @@ type Inventory struct {
 	// LimitedTo: only these orgs were read, on purpose (--grafana-org-id);
 	// empty means every org of the Grafana.
 	LimitedTo []int64 `json:"limitedTo,omitempty"`
-	Orgs      []Org   `json:"orgs"`
+	// API says how dashboards were read: "apis/<version>" through Grafana
+	// 12+'s /apis (their stored schema), "" through the legacy /api or
+	// from grafana.db's legacy tables, "resource" from unified storage.
+	API string `json:"api,omitempty"`
+	// Notes are what the reader found worth saying (a stale legacy table).
+	Notes []string `json:"notes,omitempty"`
+	Orgs  []Org    `json:"orgs"`
 }
 
 // Org holds one organisation's folders and dashboards, sorted by uid.
@@ -35,7 +44,18 @@ type Org struct {
 	Name       string      `json:"name,omitempty"`
 	Folders    []Folder    `json:"folders"`
 	Dashboards []Dashboard `json:"dashboards"`
-	Counts     Counts      `json:"counts"`
+	// AlertRules and LibraryPanels are nil in a version 1 file (not read).
+	AlertRules    []Item `json:"alertRules"`
+	LibraryPanels []Item `json:"libraryPanels"`
+	Counts        Counts `json:"counts"`
+}
+
+// Item is an alert rule or a library panel: identity, place and content hash.
+type Item struct {
+	UID       string `json:"uid"`
+	Title     string `json:"title"`
+	FolderUID string `json:"folderUid,omitempty"`
+	SHA256    string `json:"sha256"`
 }
 
 // Folder is a dashboard folder; ParentUID is set for nested folders.
@@ -53,12 +73,16 @@ type Dashboard struct {
 	FolderUID string `json:"folderUid,omitempty"`
 	Version   int64  `json:"version"`
 	SHA256    string `json:"sha256"`
+	// Schema is "v2" for a dashboard stored in Grafana 12's v2 schema.
+	Schema string `json:"schema,omitempty"`
 }
 
 // Counts summarise an org.
 type Counts struct {
-	Folders    int `json:"folders"`
-	Dashboards int `json:"dashboards"`
+	Folders       int `json:"folders"`
+	Dashboards    int `json:"dashboards"`
+	AlertRules    int `json:"alertRules"`
+	LibraryPanels int `json:"libraryPanels"`
 }
 
 // Totals sums the counts of all orgs.
@@ -67,6 +91,8 @@ func (inv *Inventory) Totals() Counts {
 	for _, o := range inv.Orgs {
 		c.Folders += len(o.Folders)
 		c.Dashboards += len(o.Dashboards)
+		c.AlertRules += len(o.AlertRules)
+		c.LibraryPanels += len(o.LibraryPanels)
 	}
 	return c
 }
@@ -95,7 +121,10 @@ func (inv *Inventory) normalize() {
 		}
 		slices.SortFunc(o.Folders, func(a, b Folder) int { return strings.Compare(a.UID, b.UID) })
 		slices.SortFunc(o.Dashboards, func(a, b Dashboard) int { return strings.Compare(a.UID, b.UID) })
-		o.Counts = Counts{Folders: len(o.Folders), Dashboards: len(o.Dashboards)}
+		byUID := func(a, b Item) int { return strings.Compare(a.UID, b.UID) }
+		slices.SortFunc(o.AlertRules, byUID)
+		slices.SortFunc(o.LibraryPanels, byUID)
+		o.Counts = Counts{Folders: len(o.Folders), Dashboards: len(o.Dashboards), AlertRules: len(o.AlertRules), LibraryPanels: len(o.LibraryPanels)}
 	}
 }
 
@@ -163,7 +192,7 @@ func Load(r io.Reader) (*Inventory, error) {
 	switch {
 	case head.FormatVersion == nil:
 		return nil, fmt.Errorf("%w: no formatVersion field; this is not a file written by `rebind inventory`", ErrUnknownFormat)
-	case *head.FormatVersion != FormatVersion:
+	case *head.FormatVersion != FormatVersion && *head.FormatVersion != 1:
 		return nil, fmt.Errorf("%w: formatVersion %d, this rebind reads version %d; use the rebind release that wrote it, or take a new inventory",
 			ErrUnknownFormat, *head.FormatVersion, FormatVersion)
 	}
@@ -173,6 +202,12 @@ func Load(r io.Reader) (*Inventory, error) {
 	}
 	inv.normalize()
 	return &inv, nil
+}
+
+// HasItems says whether alert rules and library panels were read: an
+// inventory from before format 2 (or a Grafana that could not show them)
+// leaves them nil, and then nothing can be said about them.
+func (o *Org) HasItems() bool { return o.AlertRules != nil && o.LibraryPanels != nil
 }
 
 // LoadFile reads an inventory file.

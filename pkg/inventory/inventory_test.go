@@ -178,7 +178,7 @@ func TestSaveLoad(t *testing.T) {
 	tests := []struct {
 		name, body, want string
 	}{
-		{"future version", `{"formatVersion":2,"orgs":[]}`, "formatVersion 2"},
+		{"future version", `{"formatVersion":3,"orgs":[]}`, "formatVersion 3"},
 		{"no version", `{"orgs":[]}`, "no formatVersion"},
 		{"not json", `hello`, "invalid JSON"},
 	}
@@ -231,7 +231,8 @@ func fileDigest(t *testing.T, path string) string {
 
 func stripMeta(i *inventory.Inventory) *inventory.Inventory {
 	cp := *i
-	cp.Source, cp.TakenAt = "", time.Time{}
+	// Where and how it was read legitimately differ.
+	cp.Source, cp.TakenAt, cp.API, cp.Notes = "", time.Time{}, "", nil
 	return &cp
 }
 
@@ -537,5 +538,167 @@ func TestOnlineEqualsOfflinePerVersion(t *testing.T) {
 				t.Fatalf("online and offline differ:\n%s", inventory.Compare(online, offline).Summary())
 			}
 		})
+	}
+}
+
+// TestOnlineEqualsOfflineGrafana12And13: Grafana 12.4 and 13.0 through
+// /apis and from grafana.db give identical inventories, alert rules and
+// library panels included: 12.4 in legacy mode, and with unified storage
+// holding v2 dashboards while the legacy table is stale (the offline read
+// must take resource and say the legacy copy is stale); 13.0 migrates to
+// unified storage on its own.
+func TestOnlineEqualsOfflineGrafana12And13(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		v         grafanastandin.Version
+		unified   bool
+		wantAPI   string
+		wantStale bool
+	}{
+		{"12.4 legacy mode", grafanastandin.V12_4, false, "apis/v1beta1", false},
+		{"12.4 unified, stale legacy, v2 dashboards", grafanastandin.V12_4, true, "apis/v1beta1", true},
+		{"13.0", grafanastandin.V13_0, false, "apis/v1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := grafanastandin.SeedSpec{Version: tc.v, Orgs: 2, FoldersPerOrg: 4, FolderDepth: 2, DashboardsPerOrg: 15, Seed: 21,
+				AlertRulesPerOrg: 7, LibraryPanelsPerOrg: 4}
+			if tc.unified {
+				spec.UnifiedStorage, spec.StaleLegacy, spec.V2DashboardsPerOrg = true, true, 3
+			}
+			dir := t.TempDir()
+			if err := grafanastandin.Seed(dir, spec); err != nil {
+				t.Fatal(err)
+			}
+			s, err := grafanastandin.Open(dir, grafanastandin.Options{Version: tc.v, AdminPassword: "pw"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(s.Handler())
+			t.Cleanup(func() { srv.Close(); s.Close() })
+			c, err := grafana.New(grafana.Options{URL: srv.URL, Credentials: grafana.Credentials{User: "admin", Password: "pw"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			online, err := inventory.FromGrafana(ctx, c, inventory.Options{PageSize: 7})
+			if err != nil {
+				t.Fatal(err)
+			}
+			offline, err := inventory.FromSQLite(filepath.Join(dir, "grafana.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if online.API != tc.wantAPI {
+				t.Errorf("online read through %q, want %q", online.API, tc.wantAPI)
+			}
+			tot := online.Totals()
+			if tot.AlertRules != 14 || tot.LibraryPanels != 8 || tot.Dashboards < 30 {
+				t.Fatalf("online totals %+v", tot)
+			}
+			v2 := 0
+			for _, o := range online.Orgs {
+				for _, d := range o.Dashboards {
+					if d.Schema == "v2" {
+						v2++
+					}
+				}
+			}
+			if tc.unified && v2 != 6 {
+				t.Errorf("%d v2 dashboards read, want 6", v2)
+			}
+			stale := strings.Contains(strings.Join(offline.Notes, " "), "stale")
+			if stale != tc.wantStale {
+				t.Errorf("offline notes %q: stale legacy reported %v, want %v", offline.Notes, stale, tc.wantStale)
+			}
+			if !reflect.DeepEqual(stripMeta(online), stripMeta(offline)) {
+				t.Fatalf("online and offline differ:\n%s", inventory.Compare(online, offline).Summary())
+			}
+			if tc.unified {
+				// The legacy copy, read on purpose, is the stale one.
+				legacy, err := inventory.FromSQLiteStorage(ctx, filepath.Join(dir, "grafana.db"), inventory.StorageLegacy)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := inventory.Compare(online, legacy); r.OK() {
+					t.Fatal("the stale legacy table compares equal to what Grafana serves: the test seeds no staleness")
+				}
+			}
+		})
+	}
+}
+
+// TestCompareBeyondDashboards: a lost or changed alert rule or library
+// panel fails like a lost dashboard; a baseline from before format 2 says
+// it checked none of them; schema v2 dashboards read through /apis on one
+// side and the legacy API on the other are unverifiable, never identical.
+func TestCompareBeyondDashboards(t *testing.T) {
+	item := func(uid, sum string) inventory.Item { return inventory.Item{UID: uid, Title: uid, SHA256: sum} }
+	dash := func(uid, sum, schema string) inventory.Dashboard {
+		return inventory.Dashboard{UID: uid, Title: uid, SHA256: sum, Schema: schema}
+	}
+	inv := func(api string, rules, panels []inventory.Item, dashes ...inventory.Dashboard) *inventory.Inventory {
+		return &inventory.Inventory{FormatVersion: inventory.FormatVersion, API: api,
+			Orgs: []inventory.Org{{ID: 1, Dashboards: dashes, AlertRules: rules, LibraryPanels: panels}}}
+	}
+	rules := []inventory.Item{item("r1", "a"), item("r2", "b")}
+	panels := []inventory.Item{item("p1", "c")}
+	d1 := dash("d1", "x", "")
+	for _, tc := range []struct {
+		name       string
+		base, cur  *inventory.Inventory
+		ok         bool
+		want       string
+		notChecked bool
+	}{
+		{"all there", inv("", rules, panels, d1), inv("", rules, panels, d1), true, "RESULT: OK", false},
+		{"an alert rule lost", inv("", rules, panels, d1), inv("", rules[:1], panels, d1), false, "missing alert rules: 1", false},
+		{"an alert rule changed", inv("", rules, panels, d1), inv("", []inventory.Item{rules[0], item("r2", "B")}, panels, d1), false, "changed alert rules: 1", false},
+		{"a library panel lost", inv("", rules, panels, d1), inv("", rules, []inventory.Item{}, d1), false, "missing library panels: 1", false},
+		{"a format 1 baseline", inv("", nil, nil, d1), inv("", rules, panels, d1), true, "not in the baseline", true},
+		{"v2 through /apis both times", inv("apis/v1beta1", rules, panels, dash("v", "x", "v2")), inv("apis/v1beta1", rules, panels, dash("v", "x", "v2")), true, "RESULT: OK", false},
+		{"v2 through /apis, then the legacy API", inv("apis/v1beta1", rules, panels, dash("v", "x", "v2")), inv("", rules, panels, dash("v", "x", "")), false, "unverifiable", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := inventory.Compare(tc.base, tc.cur)
+			if r.OK() != tc.ok || !strings.Contains(r.Summary(), tc.want) {
+				t.Fatalf("OK %v (want %v), summary:\n%s", r.OK(), tc.ok, r.Summary())
+			}
+			if got := r.ItemTotals().NotChecked > 0; got != tc.notChecked {
+				t.Errorf("items not checked %v, want %v", got, tc.notChecked)
+			}
+			if tc.name == "v2 through /apis, then the legacy API" && r.Orgs[0].Identical != 0 {
+				t.Errorf("an unverifiable dashboard counted as identical")
+			}
+		})
+	}
+}
+
+// TestOfflineAmbiguousStorage: with two different copies and no logged
+// migration, the file cannot say which one Grafana serves: refused, unless
+// the copy is chosen.
+func TestOfflineAmbiguousStorage(t *testing.T) {
+	dir := t.TempDir()
+	if err := grafanastandin.Seed(dir, grafanastandin.SeedSpec{Version: grafanastandin.V12_4, Orgs: 1, DashboardsPerOrg: 12, Seed: 5,
+		UnifiedStorage: true, StaleLegacy: true}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "grafana.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM unifiedstorage_migration_log`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = inventory.FromSQLite(path)
+	var amb *inventory.AmbiguousStorageError
+	if !errors.As(err, &amb) || !strings.Contains(err.Error(), "--db-storage") {
+		t.Fatalf("want AmbiguousStorageError naming --db-storage, got %v", err)
+	}
+	for _, st := range []inventory.Storage{inventory.StorageLegacy, inventory.StorageUnified} {
+		if _, err := inventory.FromSQLiteStorage(context.Background(), path, st); err != nil {
+			t.Errorf("storage %q chosen: %v", st, err)
+		}
 	}
 }

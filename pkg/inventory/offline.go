@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers driver "sqlite"
+
+	"github.com/rebind-dev/rebind/pkg/grafana"
 )
 
 // FromSQLite takes an inventory from a grafana.db file without Grafana running.
@@ -19,9 +22,31 @@ func FromSQLite(path string) (*Inventory, error) {
 	return FromSQLiteContext(context.Background(), path)
 }
 
+// Storage says which copy of the dashboards and folders an offline read
+// takes. Grafana 12+ can keep them in unified storage (table resource)
+// while the legacy dashboard table goes stale (docs/grafana-conformance.md
+// §7).
+type Storage string
+
+const (
+	// StorageAuto reads the copy Grafana serves: resource once the
+	// unified-storage migration is logged, else the legacy tables; when no
+	// migration is logged but resource holds a different copy, it refuses,
+	// since only Grafana's configuration ([unified_storage]) says which one
+	// it serves.
+	StorageAuto    Storage = ""
+	StorageLegacy  Storage = "legacy"
+	StorageUnified Storage = "unified"
+)
+
 // FromSQLiteContext is FromSQLite with a context. The file is opened
 // read-only; it is never written, not even its journal.
 func FromSQLiteContext(ctx context.Context, path string) (*Inventory, error) {
+	return FromSQLiteStorage(ctx, path, StorageAuto)
+}
+
+// FromSQLiteStorage reads the given copy (see Storage).
+func FromSQLiteStorage(ctx context.Context, path string, storage Storage) (*Inventory, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -33,12 +58,13 @@ func FromSQLiteContext(ctx context.Context, path string) (*Inventory, error) {
 	if st.IsDir() {
 		return nil, fmt.Errorf("grafana database %s is a directory; pass the grafana.db file inside it", abs)
 	}
-	inv, err := readSQLite(ctx, abs, false)
-	if err != nil && immutableSafe(abs) {
+	inv, err := readSQLite(ctx, abs, false, storage)
+	var ambiguous *AmbiguousStorageError
+	if err != nil && !errors.As(err, &ambiguous) && immutableSafe(abs) {
 		// mode=ro still needs a writable directory for a WAL database's -shm
 		// file; a snapshot or read-only mount has none. With no WAL content
 		// outstanding, treating the file as immutable reads the same data.
-		if inv2, err2 := readSQLite(ctx, abs, true); err2 == nil {
+		if inv2, err2 := readSQLite(ctx, abs, true, storage); err2 == nil {
 			return inv2, nil
 		}
 	}
@@ -58,7 +84,7 @@ func immutableSafe(abs string) bool {
 	return true
 }
 
-func readSQLite(ctx context.Context, abs string, immutable bool) (*Inventory, error) {
+func readSQLite(ctx context.Context, abs string, immutable bool, storage Storage) (*Inventory, error) {
 	dsn := "file:" + (&url.URL{Path: abs}).EscapedPath() + "?mode=ro"
 	if immutable {
 		dsn += "&immutable=1"
@@ -195,7 +221,19 @@ func readSQLite(ctx context.Context, abs string, immutable bool) (*Inventory, er
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	if err := chooseStorage(ctx, db, inv, orgs, orgOf, storage); err != nil {
+		return nil, err
+	}
+	if err := itemsFromSQLite(ctx, db, orgOf); err != nil {
+		return nil, err
+	}
 	for _, o := range orgs {
+		if o.AlertRules == nil {
+			o.AlertRules = []Item{}
+		}
+		if o.LibraryPanels == nil {
+			o.LibraryPanels = []Item{}
+		}
 		inv.Orgs = append(inv.Orgs, *o)
 	}
 	inv.normalize()
@@ -217,4 +255,155 @@ func tableColumns(ctx context.Context, db *sql.DB, table string) (map[string]boo
 		cols[strings.ToLower(n)] = true
 	}
 	return cols, rows.Err()
+}
+
+// migrationMarker is the unifiedstorage_migration_log row after which
+// Grafana serves dashboards and folders from unified storage only, leaving
+// the legacy tables stale (docs/grafana-conformance.md §7, "When legacy
+// dashboard is stale": pkg/storage/unified/migrations @ v12.4.0).
+const migrationMarker = "folders and dashboards migration"
+
+// AmbiguousStorageError: grafana.db holds two different copies and nothing
+// in the file says which one Grafana serves.
+type AmbiguousStorageError struct{ Differ int }
+
+func (e *AmbiguousStorageError) Error() string {
+	return fmt.Sprintf("grafana.db holds dashboards both in the legacy tables and in unified storage (table resource), %d of them different, and no unified-storage migration is logged: which copy Grafana serves depends on its [unified_storage] configuration, which the file does not hold. Read it through the API instead, or choose the copy with --db-storage legacy|unified", e.Differ)
+}
+
+// chooseStorage replaces the legacy dashboards and folders read into orgs
+// by unified storage's when that is the copy Grafana serves, and notes
+// what the other copy says.
+func chooseStorage(ctx context.Context, db *sql.DB, inv *Inventory, orgs map[int64]*Org, orgOf func(int64) *Org, storage Storage) error {
+	if storage == StorageLegacy {
+		return nil
+	}
+	unified, err := readUnified(ctx, db)
+	if err != nil {
+		return err
+	}
+	if unified == nil {
+		if storage == StorageUnified {
+			return errors.New("grafana.db has no unified storage (table resource): it is a legacy database")
+		}
+		return nil
+	}
+	marked := false
+	if cols, err := tableColumns(ctx, db, "unifiedstorage_migration_log"); err != nil {
+		return err
+	} else if cols["migration_id"] {
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM unifiedstorage_migration_log WHERE migration_id = ?`, migrationMarker).Scan(&n); err != nil {
+			return err
+		}
+		marked = n > 0
+	}
+	differ := diffCopies(orgs, unified)
+	if !marked && storage == StorageAuto {
+		if differ == 0 {
+			return nil // the same either way
+		}
+		return &AmbiguousStorageError{Differ: differ}
+	}
+	inv.API = "resource"
+	if differ > 0 {
+		inv.Notes = append(inv.Notes, fmt.Sprintf("read unified storage (table resource), the copy Grafana serves after its unified-storage migration; the legacy dashboard table differs in %d dashboard(s) or folder(s) and is stale", differ))
+	}
+	for id, o := range orgs {
+		if u, ok := unified[id]; ok {
+			o.Folders, o.Dashboards = u.Folders, u.Dashboards
+		} else {
+			o.Folders, o.Dashboards = nil, nil
+		}
+	}
+	for id, u := range unified {
+		o := orgOf(id)
+		o.Folders, o.Dashboards = u.Folders, u.Dashboards
+	}
+	return nil
+}
+
+// readUnified reads dashboards and folders from table resource, each
+// value the whole object as /apis serves it; nil when there is none.
+func readUnified(ctx context.Context, db *sql.DB) (map[int64]*Org, error) {
+	cols, err := tableColumns(ctx, db, "resource")
+	if err != nil || !cols["value"] {
+		return nil, err
+	}
+	rows, err := db.QueryContext(ctx, `SELECT namespace, "group", resource, name, value FROM resource
+		WHERE ("group" = ? AND resource = ?) OR ("group" = ? AND resource = ?)`,
+		grafana.DashboardGroup, grafana.DashboardResource, grafana.FolderGroup, grafana.FolderResource)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out map[int64]*Org
+	for rows.Next() {
+		var ns, group, resource, name string
+		var value []byte
+		if err := rows.Scan(&ns, &group, &resource, &name, &value); err != nil {
+			return nil, err
+		}
+		org, ok := grafana.OrgOfNamespace(ns)
+		if !ok {
+			return nil, fmt.Errorf("unified storage holds %s %s in namespace %q, which names no org of a self-hosted Grafana", resource, name, ns)
+		}
+		var obj grafana.Object
+		if err := json.Unmarshal(value, &obj); err != nil {
+			return nil, fmt.Errorf("unified storage %s %s: %w", resource, name, err)
+		}
+		if obj.Metadata.Name == "" {
+			obj.Metadata.Name = name
+		}
+		if out == nil {
+			out = map[int64]*Org{}
+		}
+		o := out[org]
+		if o == nil {
+			o = &Org{ID: org}
+			out[org] = o
+		}
+		if resource == grafana.FolderResource {
+			var spec struct {
+				Title string `json:"title"`
+			}
+			if err := json.Unmarshal(obj.Spec, &spec); err != nil {
+				return nil, fmt.Errorf("unified storage folder %s: %w", name, err)
+			}
+			o.Folders = append(o.Folders, Folder{UID: name, Title: spec.Title, ParentUID: obj.Metadata.Annotations[grafana.AnnFolder]})
+			continue
+		}
+		d, err := dashboardFromObject(&obj)
+		if err != nil {
+			return nil, err
+		}
+		o.Dashboards = append(o.Dashboards, d)
+	}
+	return out, rows.Err()
+}
+
+// diffCopies counts dashboards and folders that differ between the legacy
+// and the unified copy.
+func diffCopies(legacy, unified map[int64]*Org) int {
+	n := 0
+	ids := map[int64]bool{}
+	for id := range legacy {
+		ids[id] = true
+	}
+	for id := range unified {
+		ids[id] = true
+	}
+	for id := range ids {
+		l, u := legacy[id], unified[id]
+		if l == nil {
+			l = &Org{}
+		}
+		if u == nil {
+			u = &Org{}
+		}
+		var r OrgResult
+		compareOrg(&r, l, u)
+		n += len(r.Missing) + len(r.Extra) + len(r.Changed) + len(r.Moved) + len(r.MissingFolders) + len(r.ExtraFolders) + len(r.RenamedFolders) + len(r.MovedFolders)
+	}
+	return n
 }

@@ -2,8 +2,11 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,7 +27,19 @@ type Options struct {
 	Logger *zap.Logger
 	// Progress, if set, is called after each dashboard (from several goroutines).
 	Progress func(orgID int64, done int)
+	// API chooses how dashboards and folders are read: APIAuto (default)
+	// takes /apis where Grafana serves it (12+), else the legacy /api;
+	// APILegacy forces the legacy path.
+	API string
+	// PageSize bounds an /apis list page (default 500, Grafana's own).
+	PageSize int
 }
+
+// Ways to read dashboards and folders.
+const (
+	APIAuto   = ""
+	APILegacy = "legacy"
+)
 
 // FromGrafana takes an inventory through the HTTP API.
 func FromGrafana(ctx context.Context, c *grafana.Client, opts Options) (*Inventory, error) {
@@ -45,8 +60,26 @@ func FromGrafana(ctx context.Context, c *grafana.Client, opts Options) (*Invento
 		return nil, err
 	}
 	inv := &Inventory{FormatVersion: FormatVersion, Source: c.URL(), TakenAt: time.Now().UTC(), LimitedTo: acc.Limited}
+	var apis *grafana.APIs
+	if opts.API != APILegacy {
+		if apis, err = c.DiscoverAPIs(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if apis.Served() {
+		inv.API = "apis/" + apis.Dashboards
+	}
 	for _, r := range acc.Orgs {
-		org, err := orgFromGrafana(ctx, r.Client, r.Org, workers, log, opts.Progress)
+		var org Org
+		var err error
+		if apis.Served() {
+			org, err = orgFromAPIs(ctx, r.Client, r.Org, apis, opts.PageSize, opts.Progress)
+		} else {
+			org, err = orgFromGrafana(ctx, r.Client, r.Org, workers, log, opts.Progress)
+		}
+		if err == nil {
+			err = itemsFromGrafana(ctx, r.Client, &org)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("org %d (%s): %w", r.Org.ID, r.Org.Name, err)
 		}
@@ -138,4 +171,89 @@ func dashboardEntry(ctx context.Context, c *grafana.Client, h grafana.SearchHit)
 		folder = h.FolderUID
 	}
 	return Dashboard{UID: h.UID, Title: h.Title, FolderUID: folder, Version: d.Meta.Version, SHA256: sum}, nil
+}
+
+// orgFromAPIs reads an org's folders and dashboards through /apis: whole
+// objects a page at a time, each dashboard hashed in the schema it is
+// stored in. An object served converted (another stored version) is read
+// again in its own version, since the conversion can drop what the served
+// schema cannot hold (docs/grafana-conformance.md §§4, 8).
+func orgFromAPIs(ctx context.Context, c *grafana.Client, o grafana.Org, apis *grafana.APIs, pageSize int, progress func(int64, int)) (Org, error) {
+	org := Org{ID: o.ID, Name: o.Name}
+	ns := grafana.Namespace(o.ID)
+	if pageSize <= 0 {
+		pageSize = 500
+	}
+	err := c.ListObjects(ctx, grafana.FolderGroup, apis.Folders, ns, grafana.FolderResource, pageSize, func(obj *grafana.Object) error {
+		var spec struct {
+			Title string `json:"title"`
+		}
+		if err := json.Unmarshal(obj.Spec, &spec); err != nil {
+			return fmt.Errorf("folder %s: %w", obj.Metadata.Name, err)
+		}
+		org.Folders = append(org.Folders, Folder{UID: obj.Metadata.Name, Title: spec.Title, ParentUID: obj.Metadata.Annotations[grafana.AnnFolder]})
+		return nil
+	})
+	if err != nil {
+		return org, fmt.Errorf("listing folders: %w", err)
+	}
+	done := 0
+	err = c.ListObjects(ctx, grafana.DashboardGroup, apis.Dashboards, ns, grafana.DashboardResource, pageSize, func(obj *grafana.Object) error {
+		// Classic versions (v0, v1) share one spec; only a v2 dashboard
+		// served as classic, or the reverse, went through a conversion
+		// that can lose something.
+		if stored := obj.StoredVersion(); schemaFamily(stored) != schemaFamily(apis.Dashboards) && slices.Contains(apis.DashboardVersions, stored) {
+			again, err := c.GetObject(ctx, grafana.DashboardGroup, stored, ns, grafana.DashboardResource, obj.Metadata.Name)
+			if errors.Is(err, grafana.ErrNotFound) {
+				return nil // deleted meanwhile: not there to lose
+			}
+			if err != nil {
+				return fmt.Errorf("dashboard %s in its stored version %s: %w", obj.Metadata.Name, stored, err)
+			}
+			obj = again
+		}
+		d, err := dashboardFromObject(obj)
+		if err != nil {
+			return err
+		}
+		org.Dashboards = append(org.Dashboards, d)
+		done++
+		if progress != nil {
+			progress(o.ID, done)
+		}
+		return nil
+	})
+	if err != nil {
+		return org, fmt.Errorf("listing dashboards: %w", err)
+	}
+	return org, nil
+}
+
+// schemaFamily is "v2" for the v2 dashboard schema, "classic" otherwise.
+func schemaFamily(version string) string {
+	if strings.HasPrefix(version, "v2") {
+		return "v2"
+	}
+	return "classic"
+}
+
+// dashboardFromObject hashes a dashboard object's spec like a legacy model
+// (id and version dropped, uid and title from the object), so that a
+// classic dashboard hashes the same through /api, /apis and grafana.db.
+func dashboardFromObject(obj *grafana.Object) (Dashboard, error) {
+	var head struct {
+		Title string `json:"title"`
+	}
+	if err := json.Unmarshal(obj.Spec, &head); err != nil {
+		return Dashboard{}, fmt.Errorf("dashboard %s: %w", obj.Metadata.Name, err)
+	}
+	sum, err := HashDashboard(obj.Spec, obj.Metadata.Name, head.Title)
+	if err != nil {
+		return Dashboard{}, fmt.Errorf("dashboard %s: %w", obj.Metadata.Name, err)
+	}
+	d := Dashboard{UID: obj.Metadata.Name, Title: head.Title, FolderUID: obj.Metadata.Annotations[grafana.AnnFolder], Version: obj.Metadata.Generation, SHA256: sum}
+	if schemaFamily(obj.StoredVersion()) == "v2" {
+		d.Schema = "v2"
+	}
+	return d, nil
 }

@@ -189,21 +189,36 @@ func (g *Grafana) Verify(ctx context.Context, pod string, capture []byte) (app.V
 	return Verdict(base, cur), nil
 }
 
-// Verdict turns an inventory comparison into the seam's verdict.
+// Verdict turns an inventory comparison into the seam's verdict. Lost
+// counts dashboards, alert rules and library panels missing or changed.
 func Verdict(base, cur *inventory.Inventory) app.Verdict {
 	r := inventory.Compare(base, cur)
 	missing, extra, changed, moved, identical := r.Totals()
-	v := app.Verdict{OK: r.OK(), Checked: r.Checked, Lost: missing + changed, Detail: r}
+	it := r.ItemTotals()
+	v := app.Verdict{OK: r.OK(), Checked: r.Checked, Lost: missing + changed + it.Lost(), Detail: r}
 	if v.OK {
 		v.Summary = fmt.Sprintf("%d of %d dashboards identical", identical, v.Checked)
 		if extra > 0 {
 			v.Summary += fmt.Sprintf(", %d extra", extra)
 		}
+		if n := r.Baseline.AlertRules + r.Baseline.LibraryPanels; n > 0 {
+			v.Summary += fmt.Sprintf("; %d alert rules and %d library panels identical", r.Baseline.AlertRules, r.Baseline.LibraryPanels)
+		}
+		if it.NotChecked > 0 {
+			v.Summary += "; alert rules and library panels not checked (the baseline is an older inventory)"
+		}
 		if len(r.NotChecked) > 0 {
 			v.Summary += fmt.Sprintf("; org(s) %v not checked (--grafana-org-id)", r.NotChecked)
 		}
-	} else {
-		v.Summary = fmt.Sprintf("%d missing, %d changed, %d moved of %d dashboards", missing, changed, moved, v.Checked)
+		return v
+	}
+	v.Summary = fmt.Sprintf("%d missing, %d changed, %d moved of %d dashboards", missing, changed, moved, v.Checked)
+	if it.Unverifiable > 0 {
+		v.Summary += fmt.Sprintf(", %d unverifiable (schema v2 read through different APIs)", it.Unverifiable)
+	}
+	if it.Lost() > 0 {
+		v.Summary += fmt.Sprintf("; alert rules %d missing, %d changed; library panels %d missing, %d changed",
+			it.MissingAlertRules, it.ChangedAlertRules, it.MissingLibraryPanels, it.ChangedLibraryPanels)
 	}
 	return v
 }
