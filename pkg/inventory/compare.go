@@ -106,7 +106,7 @@ func (r Result) Totals() (missing, extra, changed, moved, identical int) {
 // ItemCounts sums the findings beyond dashboards.
 type ItemCounts struct {
 	MissingAlertRules, ChangedAlertRules, MissingLibraryPanels, ChangedLibraryPanels int
-	Unverifiable                                                                    int
+	Unverifiable                                                                     int
 	// NotChecked counts orgs whose baseline had no alert rules and library
 	// panels recorded.
 	NotChecked int

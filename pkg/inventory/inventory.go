@@ -207,7 +207,8 @@ func Load(r io.Reader) (*Inventory, error) {
 // HasItems says whether alert rules and library panels were read: an
 // inventory from before format 2 (or a Grafana that could not show them)
 // leaves them nil, and then nothing can be said about them.
-func (o *Org) HasItems() bool { return o.AlertRules != nil && o.LibraryPanels != nil
+func (o *Org) HasItems() bool {
+	return o.AlertRules != nil && o.LibraryPanels != nil
 }
 
 // LoadFile reads an inventory file.
