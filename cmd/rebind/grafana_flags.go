@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -26,11 +27,34 @@ const (
 
 const grafanaCategory = "Grafana"
 
+// envGrafanaPassword is read by hand rather than through the flag's
+// EnvVars, so that the flag counts as set only when it is on the command
+// line, which is what warnPasswordOnCommandLine warns about.
+const envGrafanaPassword = "REBIND_GRAFANA_PASSWORD"
+
+// grafanaPassword is --grafana-password, else $REBIND_GRAFANA_PASSWORD.
+func grafanaPassword(c *cli.Context) string {
+	if c.IsSet(flagGrafanaPassword) {
+		return c.String(flagGrafanaPassword)
+	}
+	return os.Getenv(envGrafanaPassword)
+}
+
+// warnPasswordOnCommandLine runs when --grafana-password is on the command
+// line (urfave/cli runs a flag's action only for a flag that is set, and
+// this one has no EnvVars).
+func warnPasswordOnCommandLine(c *cli.Context, _ string) error {
+	fmt.Fprintf(c.App.ErrWriter, "warning: --%s on the command line is visible to every user of this machine in `ps` (and in /proc/PID/cmdline), and in the spec of a CronJob or Job that runs rebind; pass it in $%s or use --%s NAMESPACE/NAME (the chart's Secret) instead\n",
+		flagGrafanaPassword, envGrafanaPassword, flagGrafanaSecret)
+	return nil
+}
+
 func grafanaFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: flagGrafanaURL, Category: grafanaCategory, Usage: "Grafana base URL, e.g. https://grafana.example.com; for migrate it must survive the pod swap (an Ingress, not a port-forward)"},
 		&cli.StringFlag{Name: flagGrafanaUser, Category: grafanaCategory, Usage: "Grafana user for basic auth", Value: "admin"},
-		&cli.StringFlag{Name: flagGrafanaPassword, Category: grafanaCategory, Usage: "Grafana password for basic auth", EnvVars: []string{"REBIND_GRAFANA_PASSWORD"}},
+		&cli.StringFlag{Name: flagGrafanaPassword, Category: grafanaCategory, Usage: "Grafana password for basic auth; prefer $" + envGrafanaPassword + " or --" + flagGrafanaSecret + ": a value on the command line shows in ps and in CronJob specs",
+			Action: warnPasswordOnCommandLine},
 		&cli.StringSliceFlag{Name: flagGrafanaToken, Category: grafanaCategory, Usage: "Grafana service account token (Bearer); repeat it with a token of each org the first one cannot read (a token sees only its own org)", EnvVars: []string{"REBIND_GRAFANA_TOKEN"}},
 		&cli.StringFlag{Name: flagGrafanaSecret, Category: grafanaCategory, Usage: "read admin-user/admin-password from the chart's Secret: `NAMESPACE/NAME` or NAME (namespace from --namespace); with --grafana-token, used only to list every org"},
 		&cli.Int64SliceFlag{Name: flagGrafanaOrgID, Category: grafanaCategory, Usage: "check only these orgs, on purpose (repeatable); default: every org of the Grafana, and one the credentials cannot read stops the run"},
@@ -87,7 +111,7 @@ func grafanaAuthFromFlags(c *cli.Context, kube kubernetes.Interface, defaultNS, 
 			tokens = append(tokens, t)
 		}
 	}
-	password, secret := c.String(flagGrafanaPassword), c.String(flagGrafanaSecret)
+	password, secret := grafanaPassword(c), c.String(flagGrafanaSecret)
 	if password != "" && (len(tokens) > 0 || secret != "") {
 		return grafanaAuth{}, fmt.Errorf("use only one of --%s, --%s and --%s (a token may come with --%s, which then only lists the orgs)", flagGrafanaPassword, flagGrafanaToken, flagGrafanaSecret, flagGrafanaSecret)
 	}

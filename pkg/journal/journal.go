@@ -18,19 +18,34 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/rebind-dev/rebind/pkg/plan"
 )
 
 // FormatVersion is bumped when Record changes incompatibly; an older binary
 // must refuse to resume a journal it does not understand.
-const FormatVersion = 1
+//
+// Format 2 keeps nothing secret in the ConfigMap: the spec recorded there
+// has literal env values redacted and no last-applied-configuration, and
+// what a resume or a rollback needs to recreate the workload is in the
+// Secret named by Record.Secret. A format-1 binary would recreate the
+// workload from the redacted copy, so it must refuse format 2 (and does).
+// Format 1 (the whole spec in the ConfigMap, no Secret) is still resumed
+// and rolled back; it stays format 1 until a new run replaces it.
+const FormatVersion = 2
+
+// OldestFormat is the oldest format this binary resumes and rolls back.
+const OldestFormat = 1
 
 const (
 	dataKey        = "journal.json"
 	LabelManagedBy = "app.kubernetes.io/managed-by"
 	LabelTarget    = "rebind.dev/statefulset"
-	ManagedBy      = "rebind"
+	// LabelRun on the journal's Secret names the run it belongs to: a
+	// Secret of another run is never taken for this one's.
+	LabelRun  = "rebind.dev/run"
+	ManagedBy = "rebind"
 )
 
 // Phase of the whole operation.
@@ -46,20 +61,27 @@ const (
 
 // Record is the journal's content.
 type Record struct {
-	FormatVersion int                        `json:"formatVersion"`
-	RunID         string                     `json:"runID"`
-	Operation     string                     `json:"operation"`
-	Phase         Phase                      `json:"phase"`
-	Spec          json.RawMessage            `json:"spec,omitempty"`
-	Steps         map[string]plan.StepRecord `json:"steps"`
-	Values        map[string]string          `json:"values"`
-	StartedAt     time.Time                  `json:"startedAt"`
-	UpdatedAt     time.Time                  `json:"updatedAt"`
-	LastError     string                     `json:"lastError,omitempty"`
+	FormatVersion int             `json:"formatVersion"`
+	RunID         string          `json:"runID"`
+	Operation     string          `json:"operation"`
+	Phase         Phase           `json:"phase"`
+	Spec          json.RawMessage `json:"spec,omitempty"`
+	// Secret names the Secret that holds the private part of the spec
+	// (format 2); empty when there is none.
+	Secret    string                     `json:"secret,omitempty"`
+	Steps     map[string]plan.StepRecord `json:"steps"`
+	Values    map[string]string          `json:"values"`
+	StartedAt time.Time                  `json:"startedAt"`
+	UpdatedAt time.Time                  `json:"updatedAt"`
+	LastError string                     `json:"lastError,omitempty"`
 }
 
 // Journal is a Record kept in a ConfigMap owned by nothing, so that deleting
 // the StatefulSet (which the migration does) never garbage-collects it.
+// What must not be readable by everyone who can read ConfigMaps (the
+// workload's manifest with its literal env values) is kept in a Secret of
+// the same name, also owned by nothing, written once when the journal is
+// created and deleted when a new run replaces the journal.
 type Journal struct {
 	kube      kubernetes.Interface
 	namespace string
@@ -68,9 +90,13 @@ type Journal struct {
 	mu  sync.Mutex
 	cm  *corev1.ConfigMap
 	rec Record
+
+	private    map[string][]byte // the Secret's data
+	privateErr error             // why there is no Secret to read
 }
 
-// Name returns the ConfigMap name used for a StatefulSet's journal.
+// Name returns the ConfigMap name used for a StatefulSet's journal; its
+// Secret has the same name.
 func Name(statefulSet string) string { return "rebind-journal-" + statefulSet }
 
 // Load returns the journal of a target, or (nil, nil) when there is none.
@@ -86,8 +112,8 @@ func Load(ctx context.Context, kube kubernetes.Interface, namespace, statefulSet
 	if err := json.Unmarshal([]byte(cm.Data[dataKey]), &j.rec); err != nil {
 		return nil, fmt.Errorf("journal ConfigMap %s/%s is not a rebind journal (%v); move it aside before running rebind", namespace, cm.Name, err)
 	}
-	if j.rec.FormatVersion != FormatVersion {
-		return nil, fmt.Errorf("journal %s/%s has format version %d, this rebind understands %d: finish or roll back with the rebind version that started it", namespace, cm.Name, j.rec.FormatVersion, FormatVersion)
+	if j.rec.FormatVersion < OldestFormat || j.rec.FormatVersion > FormatVersion {
+		return nil, fmt.Errorf("journal %s/%s has format version %d, this rebind understands %d to %d: finish or roll back with the rebind version that started it", namespace, cm.Name, j.rec.FormatVersion, OldestFormat, FormatVersion)
 	}
 	if j.rec.Steps == nil {
 		j.rec.Steps = map[string]plan.StepRecord{}
@@ -95,12 +121,67 @@ func Load(ctx context.Context, kube kubernetes.Interface, namespace, statefulSet
 	if j.rec.Values == nil {
 		j.rec.Values = map[string]string{}
 	}
+	if j.rec.Secret != "" {
+		if err := j.loadSecret(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return j, nil
+}
+
+// loadSecret reads the journal's Secret. A Secret that is gone or belongs
+// to another run is not an error here (a finished journal does not need
+// it); Private reports it to whoever needs the data.
+func (j *Journal) loadSecret(ctx context.Context) error {
+	s, err := j.kube.CoreV1().Secrets(j.namespace).Get(ctx, j.rec.Secret, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		j.privateErr = fmt.Errorf("Secret %s/%s, which journal ConfigMap %s/%s of run %s names, does not exist", j.namespace, j.rec.Secret, j.namespace, j.name, j.rec.RunID)
+	case err != nil:
+		return fmt.Errorf("reading journal Secret %s/%s: %w", j.namespace, j.rec.Secret, err)
+	case s.Labels[LabelRun] != j.rec.RunID:
+		j.privateErr = fmt.Errorf("Secret %s/%s belongs to run %q, not to run %s of journal ConfigMap %s/%s", j.namespace, s.Name, s.Labels[LabelRun], j.rec.RunID, j.namespace, j.name)
+	default:
+		j.private = s.Data
+	}
+	return nil
+}
+
+// Private returns data that Create kept in the journal's Secret.
+func (j *Journal) Private(key string) ([]byte, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.rec.Secret == "" {
+		return nil, fmt.Errorf("journal %s/%s of run %s keeps no Secret", j.namespace, j.name, j.rec.RunID)
+	}
+	if j.privateErr != nil {
+		return nil, j.privateErr
+	}
+	v, ok := j.private[key]
+	if !ok {
+		return nil, fmt.Errorf("Secret %s/%s holds no %s", j.namespace, j.rec.Secret, key)
+	}
+	return v, nil
+}
+
+// SecretName is the journal's Secret, or "" when it keeps none.
+func (j *Journal) SecretName() string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.rec.Secret
 }
 
 // Create writes a new journal, replacing a finished one (Completed or
 // RolledBack) of the same target. An unfinished one is never replaced.
-func Create(ctx context.Context, kube kubernetes.Interface, namespace, statefulSet, runID, operation string, spec any) (*Journal, error) {
+//
+// spec goes into the ConfigMap, readable by anyone who may read ConfigMaps
+// in the namespace: it must hold nothing secret. private, when not empty,
+// goes into Secret Name(statefulSet) (type Opaque, immutable, owned by
+// nothing), written before the ConfigMap; the Secret of the journal being
+// replaced, or one left by a run that never wrote its ConfigMap, is
+// deleted first. A Secret of that name that rebind did not make is never
+// touched: Create refuses.
+func Create(ctx context.Context, kube kubernetes.Interface, namespace, statefulSet, runID, operation string, spec any, private map[string][]byte) (*Journal, error) {
 	raw, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
@@ -130,6 +211,28 @@ func Create(ctx context.Context, kube kubernetes.Interface, namespace, statefulS
 		cm = old.cm.DeepCopy()
 		cm.BinaryData = nil
 	}
+	if err := deleteSecret(ctx, kube, namespace, j.name); err != nil {
+		return nil, err
+	}
+	var created *corev1.Secret
+	if len(private) > 0 {
+		created, err = kube.CoreV1().Secrets(namespace).Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: j.name, Namespace: namespace,
+				Labels: map[string]string{LabelManagedBy: ManagedBy, LabelTarget: statefulSet, LabelRun: runID},
+				Annotations: map[string]string{
+					"rebind.dev/purpose": "what `rebind rollback` and a resumed run need to recreate the workload (its manifest, literal env values included); the journal ConfigMap of the same name holds the progress",
+				},
+			},
+			Type:      corev1.SecretTypeOpaque,
+			Immutable: ptr.To(true),
+			Data:      private,
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("writing journal Secret %s/%s: %w", namespace, j.name, err)
+		}
+		j.rec.Secret, j.private = j.name, private
+	}
 	if err := j.encode(cm); err != nil {
 		return nil, err
 	}
@@ -139,9 +242,34 @@ func Create(ctx context.Context, kube kubernetes.Interface, namespace, statefulS
 		j.cm, err = kube.CoreV1().ConfigMaps(namespace).Update(ctx, cm, metav1.UpdateOptions{})
 	}
 	if err != nil {
+		if created != nil {
+			// No journal names it: it would only be deleted by the next run.
+			_ = kube.CoreV1().Secrets(namespace).Delete(context.WithoutCancel(ctx), created.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &created.UID}})
+		}
 		return nil, fmt.Errorf("writing journal ConfigMap %s/%s: %w", namespace, j.name, err)
 	}
 	return j, nil
+}
+
+// deleteSecret removes the journal Secret of a finished run (or of a run
+// that stopped before writing its ConfigMap), refusing one rebind did not
+// make.
+func deleteSecret(ctx context.Context, kube kubernetes.Interface, namespace, name string) error {
+	s, err := kube.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading journal Secret %s/%s: %w", namespace, name, err)
+	}
+	if s.Labels[LabelManagedBy] != ManagedBy {
+		return fmt.Errorf("Secret %s/%s exists and was not made by rebind (no label %s=%s): rebind keeps the manifest it needs for a rollback under that name; move that Secret aside", namespace, name, LabelManagedBy, ManagedBy)
+	}
+	err = kube.CoreV1().Secrets(namespace).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &s.UID}})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting journal Secret %s/%s of the previous run: %w", namespace, name, err)
+	}
+	return nil
 }
 
 func (j *Journal) encode(cm *corev1.ConfigMap) error {

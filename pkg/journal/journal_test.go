@@ -20,7 +20,7 @@ import (
 func TestJournalRoundTripAndResumeRules(t *testing.T) {
 	ctx := context.Background()
 	kube := fake.NewSimpleClientset()
-	j, err := Create(ctx, kube, "ns", "grafana", "run-1", "migrate", map[string]string{"strategy": "reuse"})
+	j, err := Create(ctx, kube, "ns", "grafana", "run-1", "migrate", map[string]string{"strategy": "reuse"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,13 +52,13 @@ func TestJournalRoundTripAndResumeRules(t *testing.T) {
 		t.Errorf("blob = %q, %v", b, err)
 	}
 
-	if _, err := Create(ctx, kube, "ns", "grafana", "run-2", "migrate", nil); err == nil || !strings.Contains(err.Error(), "re-run the same command") {
+	if _, err := Create(ctx, kube, "ns", "grafana", "run-2", "migrate", nil, nil); err == nil || !strings.Contains(err.Error(), "re-run the same command") {
 		t.Fatalf("an unfinished journal must not be replaced, got %v", err)
 	}
 	if err := again.SetPhase(ctx, Completed, nil); err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := Create(ctx, kube, "ns", "grafana", "run-2", "migrate", nil)
+	fresh, err := Create(ctx, kube, "ns", "grafana", "run-2", "migrate", nil, nil)
 	if err != nil {
 		t.Fatalf("a finished journal may be replaced: %v", err)
 	}

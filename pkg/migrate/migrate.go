@@ -168,6 +168,14 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	}
 	rep.RunID, rep.Target, rep.Strategy = spec.RunID, ns+"/"+spec.Target.Name(), string(spec.Strategy)
 	rep.VolumesBefore = volumesOf(spec.Target)
+	// The journal's Secret is named after the workload, known only now;
+	// still before any change.
+	if err := preflight.CheckAccess(ctx, m.Clients.Kube, JournalPermissions(ns, spec.Target.Name()), &access); err != nil {
+		return finish(report.Failed, err)
+	}
+	if err := access.Err(); err != nil {
+		return finish(report.Failed, err)
+	}
 
 	e := &env{c: m.Clients, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID)), baseline: o.BaselineFile, readDB: o.ReadDB}
 	if mode != Apply {
@@ -194,7 +202,11 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
 
 	if j == nil {
-		j, err = journal.Create(ctx, m.Clients.Kube, ns, spec.Target.Name(), spec.RunID, "migrate", spec)
+		public, private, err := spec.forJournal()
+		if err != nil {
+			return finish(report.Failed, err)
+		}
+		j, err = journal.Create(ctx, m.Clients.Kube, ns, spec.Target.Name(), spec.RunID, "migrate", public, private)
 		if err != nil {
 			return finish(report.Failed, err)
 		}
@@ -344,7 +356,9 @@ func (m *Migrate) existingJournal(ctx context.Context, o Options) (*journal.Jour
 			if err != nil || j == nil {
 				continue
 			}
-			spec, err := decodeSpec(j)
+			// The ConfigMap's copy names the release; the Secret is read
+			// (and any problem with it reported) once the journal is taken.
+			spec, err := decodePublicSpec(j)
 			if err == nil && spec.Target.Release == o.Target.Release && unfinished(j) {
 				return j, nil
 			}
@@ -368,7 +382,37 @@ func unfinished(j *journal.Journal) bool {
 	return false
 }
 
+// decodeSpec returns the spec a journal recorded, with the target as it
+// was discovered: from the journal's Secret (format 2: the ConfigMap's copy
+// has no literal env values), or from the ConfigMap of a journal written
+// before rebind kept a Secret (format 1).
 func decodeSpec(j *journal.Journal) (*Spec, error) {
+	s, err := decodePublicSpec(j)
+	if err != nil {
+		return nil, err
+	}
+	if j.SecretName() == "" {
+		return s, nil
+	}
+	raw, err := j.Private(privateTarget)
+	if err != nil {
+		return nil, fmt.Errorf("%w: it holds the manifest that a resumed run or a rollback recreates %s %s/%s from (with its literal env values); restore that Secret from a backup, or recreate the workload yourself from your Helm release before deleting ConfigMap %s/%s",
+			err, s.Target.KindName(), s.ns(), s.name(), j.Namespace(), j.ConfigMapName())
+	}
+	var t discovery.Target
+	if err := json.Unmarshal(raw, &t); err != nil {
+		return nil, fmt.Errorf("journal Secret %s/%s holds no readable target: %w", j.Namespace(), j.SecretName(), err)
+	}
+	if (t.StatefulSet == nil && t.Deployment == nil) || t.Namespace != s.Target.Namespace || t.KindName() != s.Target.KindName() || t.Name() != s.Target.Name() || t.Object().GetUID() != s.Target.Object().GetUID() {
+		return nil, fmt.Errorf("journal Secret %s/%s does not hold the target of ConfigMap %s/%s (%s %s/%s)", j.Namespace(), j.SecretName(), j.Namespace(), j.ConfigMapName(), s.Target.KindName(), s.ns(), s.name())
+	}
+	s.Target = &t
+	return s, nil
+}
+
+// decodePublicSpec is the spec as the ConfigMap holds it: in format 2
+// without literal env values, so nothing may be recreated from it.
+func decodePublicSpec(j *journal.Journal) (*Spec, error) {
 	rec := j.Record()
 	var s Spec
 	if err := json.Unmarshal(rec.Spec, &s); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rebind-dev/rebind/pkg/app"
 	"github.com/rebind-dev/rebind/pkg/discovery"
+	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/preflight"
 	"github.com/rebind-dev/rebind/pkg/snapshot"
 	"github.com/rebind-dev/rebind/pkg/volume"
@@ -50,6 +51,10 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 		p("get", "", "secrets", "", ns), p("get", "", "services", "", ns), p("list", "apps", "deployments", "", ns),
 		p("list", "", "events", "", ns),
 		p("get", "", "configmaps", "", ns), p("list", "", "configmaps", "", ns), p("create", "", "configmaps", "", ns), p("update", "", "configmaps", "", ns),
+		// The journal's Secret (the manifest a rollback recreates, env
+		// values included) is created at the start; create cannot be
+		// limited to a name (JournalPermissions has the rest).
+		p("create", "", "secrets", "", ns),
 		p("get", "coordination.k8s.io", "leases", "", ns), p("create", "coordination.k8s.io", "leases", "", ns), p("update", "coordination.k8s.io", "leases", "", ns),
 	}
 	if s == Restore {
@@ -61,6 +66,18 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 		)
 	}
 	return perms
+}
+
+// JournalPermissions are the rights on the journal's Secret, named after
+// the workload (journal.Name): read when a journal is loaded, deleted when
+// a new run replaces a finished one. manifests/rbac-migrate.yaml grants
+// them with resourceNames for the workload "grafana".
+func JournalPermissions(ns, workload string) []preflight.Permission {
+	name := journal.Name(workload)
+	return []preflight.Permission{
+		{Verb: "get", Resource: "secrets", Namespace: ns, Name: name},
+		{Verb: "delete", Resource: "secrets", Namespace: ns, Name: name},
+	}
 }
 
 // resolve validates the options against the discovered target and returns

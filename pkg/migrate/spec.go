@@ -6,6 +6,7 @@ package migrate
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/rebind-dev/rebind/pkg/discovery"
+	"github.com/rebind-dev/rebind/pkg/workload"
 )
 
 // Strategy chooses where the data comes from.
@@ -99,6 +101,49 @@ type Spec struct {
 	VeleroNamespace string `json:"veleroNamespace,omitempty"`
 	FromBackup      string `json:"fromBackup,omitempty"`
 	Redeploy        string `json:"redeploy,omitempty"`
+}
+
+// privateTarget is the key, in the journal's Secret, of the target as
+// discovered: the workload's whole manifest (literal env values and
+// last-applied-configuration included) and the original claims and PVs.
+const privateTarget = "target.json"
+
+// forJournal splits the spec for the journal: a copy without anything
+// secret for its ConfigMap (readable by whoever may read ConfigMaps in the
+// namespace), and the target as discovered for its Secret, from which a
+// resume or a rollback recreates the workload exactly as it was.
+func (s *Spec) forJournal() (*Spec, map[string][]byte, error) {
+	full, err := json.Marshal(s.Target)
+	if err != nil {
+		return nil, nil, err
+	}
+	public := *s
+	public.Target = redactTarget(s.Target)
+	return &public, map[string][]byte{privateTarget: full}, nil
+}
+
+// redactTarget is a copy of t without literal env values and without
+// kubectl's last-applied-configuration (or managedFields) on any object it
+// holds.
+func redactTarget(t *discovery.Target) *discovery.Target {
+	c := *t
+	c.StatefulSet = workload.RedactStatefulSet(t.StatefulSet)
+	c.Deployment = workload.RedactDeployment(t.Deployment)
+	c.Ordinals = make([]discovery.Ordinal, len(t.Ordinals))
+	for i, o := range t.Ordinals {
+		if o.PVC != nil {
+			o.PVC = o.PVC.DeepCopy()
+			workload.DropLastApplied(&o.PVC.ObjectMeta)
+			o.PVC.ManagedFields = nil
+		}
+		if o.PV != nil {
+			o.PV = o.PV.DeepCopy()
+			workload.DropLastApplied(&o.PV.ObjectMeta)
+			o.PV.ManagedFields = nil
+		}
+		c.Ordinals[i] = o
+	}
+	return &c
 }
 
 // Fingerprint is what a resumed command must agree with.

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/volume"
 	"github.com/rebind-dev/rebind/pkg/workload"
 )
@@ -163,7 +164,10 @@ func (s orphanStep) Undo(ctx context.Context) error {
 	if !apierrors.IsNotFound(err) {
 		return err
 	}
-	orig := workload.Sanitize(s.spec.Target.StatefulSet)
+	orig, err := s.originalManifest()
+	if err != nil {
+		return err
+	}
 	if s.scaledDown {
 		// The scale-down's undo brings the pods back.
 		orig.Spec.Replicas = ptr.To(int32(0))
@@ -272,6 +276,17 @@ func (e *env) waitClaimsBound(ctx context.Context) error {
 
 type redeployStep struct{ *env }
 
+// originalManifest is the StatefulSet as discovered, ready to be created
+// again. The journal ConfigMap's copy has its literal env values redacted:
+// one that came from there (its Secret unread) is never created.
+func (e *env) originalManifest() (*appsv1.StatefulSet, error) {
+	if workload.IsRedacted(&e.spec.Target.StatefulSet.Spec.Template) {
+		return nil, fmt.Errorf("the manifest of StatefulSet %s/%s at hand has its env values redacted (%q): rebind recreates it only from the journal's Secret %s/%s",
+			e.spec.ns(), e.spec.name(), workload.Redacted, e.spec.ns(), journal.Name(e.spec.name()))
+	}
+	return workload.Sanitize(e.spec.Target.StatefulSet), nil
+}
+
 func (s redeployStep) ID() string { return "redeploy" }
 func (s redeployStep) Describe() string {
 	how := "claims pre-bound"
@@ -285,7 +300,10 @@ func (s redeployStep) Describe() string {
 // template: labels, annotations and Helm's ownership metadata stay, so the
 // release still owns it.
 func (s redeployStep) manifest(ctx context.Context) (*appsv1.StatefulSet, error) {
-	m := workload.Sanitize(s.spec.Target.StatefulSet)
+	m, err := s.originalManifest()
+	if err != nil {
+		return nil, err
+	}
 	m.Spec.Replicas = ptr.To(s.spec.replicas())
 	if deletesClaims(m.Spec.PersistentVolumeClaimRetentionPolicy) {
 		// Retain until verified (claim-retention-back): a rollback scales
@@ -386,14 +404,17 @@ func (s redeployStep) Undo(ctx context.Context) error {
 	return workload.DeleteOrphan(ctx, s.c.Kube, ns, name, sts.UID, s.spec.Timeouts.Wait)
 }
 func (s redeployStep) ServerDryRun(ctx context.Context) error {
-	m := workload.Sanitize(s.spec.Target.StatefulSet)
+	m, err := s.originalManifest()
+	if err != nil {
+		return err
+	}
 	for i := range m.Spec.VolumeClaimTemplates {
 		if m.Spec.VolumeClaimTemplates[i].Name == s.spec.Target.ClaimTemplate {
 			m.Spec.VolumeClaimTemplates[i].Spec = s.spec.templateSpec()
 		}
 	}
 	m.Name = trim63(m.Name + "-rebind-dryrun")
-	_, err := s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Create(ctx, m, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	_, err = s.c.Kube.AppsV1().StatefulSets(s.spec.ns()).Create(ctx, m, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	return err
 }
 

@@ -57,6 +57,9 @@ type Permission struct {
 	Resource    string
 	Subresource string
 	Namespace   string // empty for cluster-scoped resources
+	// Name restricts the permission to one object (RBAC resourceNames),
+	// for an object whose name rebind knows in advance.
+	Name string
 }
 
 func (p Permission) String() string {
@@ -71,6 +74,9 @@ func (p Permission) String() string {
 	if p.Namespace != "" {
 		where = "in namespace " + p.Namespace
 	}
+	if p.Name != "" {
+		r += " " + p.Name
+	}
 	return fmt.Sprintf("%s %s %s", p.Verb, r, where)
 }
 
@@ -80,7 +86,7 @@ func (p Permission) String() string {
 func CheckAccess(ctx context.Context, k kubernetes.Interface, perms []Permission, r *Report) error {
 	for _, p := range perms {
 		review := &authv1.SelfSubjectAccessReview{Spec: authv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authv1.ResourceAttributes{Namespace: p.Namespace, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Subresource},
+			ResourceAttributes: &authv1.ResourceAttributes{Namespace: p.Namespace, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Subresource, Name: p.Name},
 		}}
 		got, err := k.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 		if err != nil {
