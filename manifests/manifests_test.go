@@ -212,17 +212,33 @@ func TestRBACMatchesCode(t *testing.T) {
 			subject: "ServiceAccount monitoring/rebind",
 		},
 		{
+			// The default mode: the fixed scratch namespace the file
+			// creates, a Role there, nothing namespaced cluster-wide.
 			file: "rbac-drill.yaml",
-			want: wanted(drill.Permissions(exampleNS, scratchMarker), func(ns string) string {
+			// The example StatefulSet (and admin Secret) is the chart's
+			// fullname for release "grafana".
+			want: wanted(drill.Permissions(drill.Scope{Namespace: exampleNS, StatefulSet: "grafana", Secrets: []string{"grafana"},
+				Scratch: drill.DefaultScratchNamespace}), func(ns string) string {
 				switch ns {
 				case "":
 					return scopeCluster
-				case scratchMarker:
-					// The scratch namespace's name is random: only a
-					// ClusterRole can cover it.
-					return scopeEvery
+				case exampleNS:
+					return scopeRelease
 				}
-				return scopeRelease
+				return "namespace " + ns
+			}),
+			subject: "ServiceAccount monitoring/rebind-drill",
+		},
+		{
+			// The opt-in mode adds only what it needs beyond the default:
+			// the scratch namespace's name is random, so only a
+			// ClusterRole can cover it.
+			file: "rbac-drill-create-namespace.yaml",
+			want: wantedOnly(drill.CreateScratchPermissions(scratchMarker), func(ns string) string {
+				if ns == "" {
+					return scopeCluster
+				}
+				return scopeEvery
 			}),
 			subject: "ServiceAccount monitoring/rebind-drill",
 		},
@@ -244,7 +260,9 @@ func TestManifestsDecode(t *testing.T) {
 	}{
 		{"rbac-migrate.yaml", []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}},
 		{"rbac-migrate-velero-helm.yaml", []string{"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}},
-		{"rbac-drill.yaml", []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}},
+		{"rbac-drill.yaml", []string{"ServiceAccount", "Namespace", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Role", "RoleBinding"}},
+		{"rbac-drill-create-namespace.yaml", []string{"ClusterRole", "ClusterRoleBinding"}},
+		{"admission-drill.yaml", []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}},
 		{"cronjob-drill.yaml", []string{"CronJob"}},
 		{"helm/prebound-claim-older-charts.yaml", []string{"PersistentVolumeClaim"}},
 	} {
@@ -256,7 +274,7 @@ func TestManifestsDecode(t *testing.T) {
 			var kinds []string
 			for _, o := range objs {
 				kinds = append(kinds, o.GetKind())
-				if ns := o.GetNamespace(); ns != "" && ns != exampleNS && ns != "velero" {
+				if ns := o.GetNamespace(); ns != "" && ns != exampleNS && ns != "velero" && ns != drill.DefaultScratchNamespace {
 					t.Errorf("%s %s in namespace %s, want the example %s", o.GetKind(), o.GetName(), ns, exampleNS)
 				}
 			}

@@ -39,7 +39,8 @@ func drillFlags() []cli.Flag {
 		&cli.StringFlag{Name: "selector", Aliases: []string{"l"}, Category: targetCategory, Usage: "drill every StatefulSet matching this label selector (e.g. app.kubernetes.io/name=grafana) instead of --release/--statefulset"},
 		&cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Category: targetCategory, Usage: "with --selector: look in every namespace"},
 		&cli.IntFlag{Name: "parallel", Value: 1, Category: drillCategory, Usage: "drill at most N targets at a time"},
-		&cli.StringFlag{Name: "scratch-namespace", Category: drillCategory, Usage: "namespace to restore into; must not exist, is created and deleted by the drill (default rebind-drill-<statefulset>-<random>; one target only)"},
+		&cli.StringFlag{Name: "scratch-namespace", Value: drill.DefaultScratchNamespace, Category: drillCategory, Usage: "existing namespace to restore into, prepared for drills (label " + drill.LabelScratch + "=true; manifests/rbac-drill.yaml creates " + drill.DefaultScratchNamespace + "): the drill creates its objects there and deletes exactly those; every target shares it, drills of one StatefulSet name one at a time (a Lease). With --create-scratch-namespace: the namespace to create (default rebind-drill-<statefulset>-<random>)"},
+		&cli.BoolFlag{Name: "create-scratch-namespace", Category: drillCategory, Usage: "opt-in: create a throwaway scratch namespace and delete it afterwards (needs cluster-wide namespace create/delete: manifests/rbac-drill-create-namespace.yaml)"},
 		&cli.StringFlag{Name: "restore-storage-class", Category: drillCategory, Usage: "restore into this class (same CSI driver, reclaimPolicy Delete) instead of the production volumes' class"},
 		&cli.StringFlag{Name: "snapshot-class", Category: drillCategory, Usage: "VolumeSnapshotClass of the snapshot the drill takes (default: the driver's default class)"},
 		&cli.BoolFlag{Name: "use-latest-snapshot", Category: drillCategory, Usage: "restore the newest readyToUse VolumeSnapshot of each claim instead of taking one (dashboards saved since count as lost)"},
@@ -65,10 +66,12 @@ func drillCommand() *cli.Command {
 		Usage: "prove a restore would work: snapshot, restore into a scratch namespace, compare every dashboard with production, clean up",
 		Description: `A scheduled restore dry-run that never changes production: it takes a
 VolumeSnapshot of each ordinal's claim (or uses the newest one), restores it
-into a scratch namespace through a Retain VolumeSnapshotContent, starts a
-throwaway copy of the StatefulSet there with the production admin Secret,
-compares its dashboards with what production serves, and deletes everything
-it created, also when it fails or is interrupted.
+into the scratch namespace (--scratch-namespace, default ` + drill.DefaultScratchNamespace + `, prepared
+by manifests/rbac-drill.yaml) through a Retain VolumeSnapshotContent, starts
+a throwaway copy of the StatefulSet there with the production admin Secret,
+compares its dashboards with what production serves, and deletes exactly
+what it created, also when it fails or is interrupted. The scratch namespace
+itself stays; --create-scratch-namespace creates and deletes one instead.
 
 Exit codes: 0 every drill passed; 1 a drill failed (dashboards lost or
 changed, or the restore could not be completed); 2 usage or preflight
@@ -107,6 +110,9 @@ func runDrill(c *cli.Context) error {
 	if c.Path("offline-volume-root") != "" && !c.Bool("offline") {
 		return cli.Exit("--offline-volume-root only applies with --offline", exitUsage)
 	}
+	if c.String("scratch-namespace") == "" && !c.Bool("create-scratch-namespace") {
+		return cli.Exit("--scratch-namespace must name a namespace prepared for drills (or add --create-scratch-namespace)", exitUsage)
+	}
 	log, clients, ns, err := commandEnv(c)
 	if err != nil {
 		return err
@@ -123,8 +129,13 @@ func runDrill(c *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("no StatefulSet matches --selector %q", sel), exitUsage)
 		}
 	}
-	if c.String("scratch-namespace") != "" && len(targets) > 1 {
-		return cli.Exit("--scratch-namespace names one namespace, but the selector matched several targets", exitUsage)
+	create := c.Bool("create-scratch-namespace")
+	scratch := c.String("scratch-namespace")
+	switch {
+	case create && !c.IsSet("scratch-namespace"):
+		scratch = "" // generated per target
+	case create && len(targets) > 1:
+		return cli.Exit("--scratch-namespace with --create-scratch-namespace names one namespace to create, but the selector matched several targets", exitUsage)
 	}
 
 	checker, err := drillChecker(c, clients, log)
@@ -139,7 +150,7 @@ func runDrill(c *cli.Context) error {
 	var opts []drill.Options
 	for _, t := range targets {
 		opts = append(opts, drill.Options{
-			Target: t, ScratchNamespace: c.String("scratch-namespace"), RestoreStorageClass: c.String("restore-storage-class"),
+			Target: t, ScratchNamespace: scratch, CreateScratchNamespace: create, RestoreStorageClass: c.String("restore-storage-class"),
 			UseLatestSnapshot: c.Bool("use-latest-snapshot"), KeepSnapshot: c.Bool("keep-snapshot"), Offline: c.Bool("offline"),
 			Timeouts: drill.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"),
 				Verify: c.Duration("verify-timeout"), Cleanup: c.Duration("cleanup-timeout")},

@@ -31,6 +31,7 @@ func TestDrillUsageErrors(t *testing.T) {
 		{"volume root without offline", []string{"--release", "grafana", "--offline-volume-root", "/x"}, "only applies with --offline"},
 		{"bad url template", []string{"--release", "grafana", "--grafana-url-template", "http://x"}, "must contain {pod}"},
 		{"bad pod url", []string{"--release", "grafana", "--grafana-pod-url", "nourl"}, "use POD=URL"},
+		{"empty scratch namespace", []string{"--release", "grafana", "--scratch-namespace", ""}, "--scratch-namespace must name a namespace prepared for drills"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

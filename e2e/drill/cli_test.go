@@ -40,6 +40,7 @@ func TestDrillCLI(t *testing.T) {
 		return append([]string{"drill", "-n", ns, "--release", r.Rel.Name,
 			"--grafana-pod-url", r.Rel.Pod(0) + "=" + sb.PodURL(ns, r.Rel.Pod(0)),
 			"--offline", "--offline-volume-root", filepath.Join(sb.StorageRoot(), "volumes"),
+			"--scratch-namespace", r.scratch(),
 			"--wait-timeout", "90s", "--snapshot-timeout", "90s", "--metrics-file", metrics}, extra...)
 	}
 	run := func(t *testing.T, wantCode int, extra ...string) (drillReport, e2eutil.CLIResult) {

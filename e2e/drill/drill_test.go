@@ -45,6 +45,9 @@ func TestDrillPasses(t *testing.T) {
 			o := r.options()
 			o.Offline = tc.offline
 			res := newDrill(t, nil).Run(ctx, o)
+			// The cost of a drill, mostly its cleanup (the fixed scratch
+			// namespace needs no namespace deletion).
+			t.Logf("TIMING drill %s in %s: %s", tc.name, time.Duration(res.Duration).Round(10*time.Millisecond), cleanupLine(res))
 			if res.Outcome != drill.Passed {
 				t.Fatalf("outcome %s: %s", res.Outcome, res.Error)
 			}
@@ -205,7 +208,9 @@ func TestDrillSelectorParallel(t *testing.T) {
 	}
 	var opts []drill.Options
 	for _, tg := range targets {
-		opts = append(opts, drill.Options{Target: tg, Timeouts: testTimeouts})
+		// The opt-in mode: a namespace of its own per drill (the default,
+		// a shared fixed one, is TestDrillSharedScratchNamespace).
+		opts = append(opts, drill.Options{Target: tg, CreateScratchNamespace: true, Timeouts: testTimeouts})
 	}
 	start := time.Now()
 	results := d.RunAll(ctx, opts, 2)
@@ -309,7 +314,8 @@ func TestDrillPreflightRefuses(t *testing.T) {
 		modify func(o *drill.Options, d *drill.Drill)
 		want   []string
 	}{
-		{"scratch namespace exists", func(o *drill.Options, _ *drill.Drill) { o.ScratchNamespace = taken }, []string{"namespace " + taken, "already exists"}},
+		{"scratch namespace to create exists", func(o *drill.Options, _ *drill.Drill) { o.ScratchNamespace, o.CreateScratchNamespace = taken, true },
+			[]string{"namespace " + taken, "already exists"}},
 		{"restore class of another driver", func(o *drill.Options, _ *drill.Drill) { o.RestoreStorageClass = "other-driver" }, []string{"StorageClass other-driver", "its own driver"}},
 		{"offline without a reader", func(o *drill.Options, d *drill.Drill) { o.Offline, d.DBReader = true, nil }, []string{"--offline", "reachable from where rebind runs"}},
 		{"no snapshot for --use-latest-snapshot", func(o *drill.Options, _ *drill.Drill) { o.UseLatestSnapshot = true }, []string{"no readyToUse VolumeSnapshot"}},

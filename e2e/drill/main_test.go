@@ -44,8 +44,10 @@ func deployGrafana(t *testing.T, rel fixtures.Release, perOrg int) *release {
 	return &release{e2eutil.DeploySeeded(t, sb, rel, grafanastandin.SeedSpec{Orgs: 2, FoldersPerOrg: 2, DashboardsPerOrg: perOrg, Seed: 200})}
 }
 
+// options drill the release the default way: into a fixed scratch
+// namespace prepared like manifests/rbac-drill.yaml's, one per release.
 func (r *release) options() drill.Options {
-	return drill.Options{Target: discovery.Options{Namespace: r.Rel.Namespace, Release: r.Rel.Name}, Timeouts: testTimeouts}
+	return drill.Options{Target: discovery.Options{Namespace: r.Rel.Namespace, Release: r.Rel.Name}, ScratchNamespace: r.scratch(), Timeouts: testTimeouts}
 }
 
 func (r *release) total() int {
@@ -91,12 +93,14 @@ type state struct {
 	namespaces []string // managed by rebind
 	contents   []string
 	snapshots  map[string][]string // per production namespace
+	scratch    map[string][]string // objects in each fixed scratch namespace of the test
+	pvs        []string
 }
 
 func takeState(t *testing.T, namespaces ...string) state {
 	t.Helper()
 	ctx := context.Background()
-	s := state{snapshots: map[string][]string{}}
+	s := state{snapshots: map[string][]string{}, scratch: scratchContents(t)}
 	nss, err := sb.Kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: drill.LabelManagedBy + "=" + drill.ManagedBy})
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +114,13 @@ func takeState(t *testing.T, namespaces ...string) state {
 	}
 	for _, c := range cs.Items {
 		s.contents = append(s.contents, c.Name)
+	}
+	pvs, err := sb.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pv := range pvs.Items {
+		s.pvs = append(s.pvs, pv.Name)
 	}
 	for _, ns := range namespaces {
 		vs, err := sb.Snap.SnapshotV1().VolumeSnapshots(ns).List(ctx, metav1.ListOptions{})
@@ -157,12 +168,25 @@ func assertNothingLeft(t *testing.T, before state, results ...*drill.Result) {
 			t.Errorf("%s reports leftovers: %v", r.Target(), r.Leftovers)
 		}
 		for _, pv := range pvs.Items {
-			if pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.Namespace == r.ScratchNamespace {
+			if pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.Namespace == r.ScratchNamespace && !slices.Contains(before.pvs, pv.Name) {
 				t.Errorf("PersistentVolume %s of scratch claim %s/%s left", pv.Name, r.ScratchNamespace, pv.Spec.ClaimRef.Name)
 			}
 		}
-		if _, err := sb.Kube.CoreV1().Namespaces().Get(context.Background(), r.ScratchNamespace, metav1.GetOptions{}); err == nil {
+		_, err := sb.Kube.CoreV1().Namespaces().Get(context.Background(), r.ScratchNamespace, metav1.GetOptions{})
+		switch {
+		case r.ScratchCreated && err == nil:
 			t.Errorf("scratch namespace %s still exists", r.ScratchNamespace)
+		case !r.ScratchCreated && err != nil:
+			t.Errorf("fixed scratch namespace %s is gone (%v): the drill must never delete it", r.ScratchNamespace, err)
+		}
+	}
+	// The fixed scratch namespaces hold what they held before, nothing
+	// more: every object a drill made there (and its Lease) is gone.
+	for ns, objects := range after.scratch {
+		for _, o := range objects {
+			if !slices.Contains(before.scratch[ns], o) {
+				t.Errorf("left in scratch namespace %s: %s", ns, o)
+			}
 		}
 	}
 }

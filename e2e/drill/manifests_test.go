@@ -55,12 +55,17 @@ func (a *applier) resource(t *testing.T, u *unstructured.Unstructured) (dynamic.
 	return a.dyn.Resource(m.Resource), false
 }
 
-// retarget moves a manifest object from the example namespace to ns and,
-// when suffix is set, renames the RBAC objects and the ServiceAccount so
-// that several copies can live side by side in one cluster.
-func retarget(u *unstructured.Unstructured, ns, suffix string) {
-	if u.GetNamespace() == exampleNS {
+// retarget moves a manifest object from the example namespace to ns and
+// from the example scratch namespace to scratch and, when suffix is set,
+// renames the RBAC objects, the admission policy and the ServiceAccount so
+// that several copies can live side by side in one cluster (the policy
+// then confines that copy's ServiceAccount).
+func retarget(u *unstructured.Unstructured, ns, scratch, suffix string) {
+	switch u.GetNamespace() {
+	case exampleNS:
 		u.SetNamespace(ns)
+	case drill.DefaultScratchNamespace:
+		u.SetNamespace(scratch)
 	}
 	rename := func(n string) string {
 		if suffix == "" {
@@ -69,8 +74,26 @@ func retarget(u *unstructured.Unstructured, ns, suffix string) {
 		return n + "-" + suffix
 	}
 	switch u.GetKind() {
-	case "ServiceAccount", "Role", "ClusterRole":
+	case "Namespace":
+		if u.GetName() == drill.DefaultScratchNamespace {
+			u.SetName(scratch)
+		}
+	case "ServiceAccount":
 		u.SetName(rename(u.GetName()))
+	case "Role", "ClusterRole":
+		u.SetName(rename(u.GetName()))
+		rules, _, _ := unstructured.NestedSlice(u.Object, "rules")
+		for _, r := range rules {
+			m := r.(map[string]any)
+			if names, ok := m["resourceNames"].([]any); ok {
+				for i, n := range names {
+					if n == drill.DefaultScratchNamespace {
+						names[i] = scratch
+					}
+				}
+			}
+		}
+		_ = unstructured.SetNestedSlice(u.Object, rules, "rules")
 	case "RoleBinding", "ClusterRoleBinding":
 		u.SetName(rename(u.GetName()))
 		name, _, _ := unstructured.NestedString(u.Object, "roleRef", "name")
@@ -84,9 +107,36 @@ func retarget(u *unstructured.Unstructured, ns, suffix string) {
 			m["name"] = rename(m["name"].(string))
 		}
 		_ = unstructured.SetNestedSlice(u.Object, subjects, "subjects")
+	case "ValidatingAdmissionPolicy":
+		u.SetName(rename(u.GetName()))
+		r := strings.NewReplacer("'system:serviceaccount:"+exampleNS+":rebind-drill'", "'system:serviceaccount:"+ns+":"+rename("rebind-drill")+"'",
+			"'"+drill.DefaultScratchNamespace+"'", "'"+scratch+"'")
+		for _, field := range []string{"matchConditions", "variables"} {
+			list, _, _ := unstructured.NestedSlice(u.Object, "spec", field)
+			for _, e := range list {
+				m := e.(map[string]any)
+				m["expression"] = r.Replace(m["expression"].(string))
+			}
+			_ = unstructured.SetNestedSlice(u.Object, list, "spec", field)
+		}
+	case "ValidatingAdmissionPolicyBinding":
+		u.SetName(rename(u.GetName()))
+		name, _, _ := unstructured.NestedString(u.Object, "spec", "policyName")
+		_ = unstructured.SetNestedField(u.Object, rename(name), "spec", "policyName")
 	case "CronJob":
 		name, _, _ := unstructured.NestedString(u.Object, "spec", "jobTemplate", "spec", "template", "spec", "serviceAccountName")
 		_ = unstructured.SetNestedField(u.Object, rename(name), "spec", "jobTemplate", "spec", "template", "spec", "serviceAccountName")
+		containers, _, _ := unstructured.NestedSlice(u.Object, "spec", "jobTemplate", "spec", "template", "spec", "containers")
+		for _, c := range containers {
+			m := c.(map[string]any)
+			args, _ := m["args"].([]any)
+			for i, a := range args {
+				if a == "--scratch-namespace="+drill.DefaultScratchNamespace {
+					args[i] = "--scratch-namespace=" + scratch
+				}
+			}
+		}
+		_ = unstructured.SetNestedSlice(u.Object, containers, "spec", "jobTemplate", "spec", "template", "spec", "containers")
 	}
 }
 
@@ -94,6 +144,9 @@ func retarget(u *unstructured.Unstructured, ns, suffix string) {
 // every manifest (schema, defaults, admission) without persisting it.
 func TestManifestsServerDryRun(t *testing.T) {
 	ns := sb.NewNamespace(t)
+	// Namespaced objects of the scratch namespace go to one that exists (a
+	// dry run creates nothing); the Namespace object itself gets a new name.
+	scratch := sb.NewNamespace(t)
 	a := newApplier(t)
 	for _, file := range manifests.Kubernetes {
 		t.Run(file, func(t *testing.T) {
@@ -102,7 +155,10 @@ func TestManifestsServerDryRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, u := range objs {
-				retarget(u, ns, "")
+				retarget(u, ns, scratch, "")
+				if u.GetKind() == "Namespace" {
+					u.SetName(scratch + "-dry-run")
+				}
 				r, _ := a.resource(t, u)
 				if _, err := r.Create(context.Background(), u, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict"}); err != nil {
 					t.Errorf("%s %s: %v", u.GetKind(), u.GetName(), err)
@@ -112,9 +168,10 @@ func TestManifestsServerDryRun(t *testing.T) {
 	}
 }
 
-// applyRBAC creates a manifest's RBAC for real under names ending in
-// suffix, minus one verb when drop is set, and returns the ServiceAccount
-// it binds. Cluster-scoped objects are removed when the test ends.
+// applyRBAC creates a manifest's objects for real under names ending in
+// suffix (the drill's scratch namespace is scratchFor(suffix)), minus one
+// verb when drop is set, and returns the ServiceAccount it binds.
+// Cluster-scoped objects are removed when the test ends.
 func applyRBAC(t *testing.T, file, ns, suffix string, drop *dropVerb) string {
 	t.Helper()
 	ctx := context.Background()
@@ -125,9 +182,13 @@ func applyRBAC(t *testing.T, file, ns, suffix string, drop *dropVerb) string {
 	}
 	sa, dropped := "", false
 	for _, u := range objs {
-		retarget(u, ns, suffix)
+		retarget(u, ns, scratchFor(suffix), suffix)
 		if u.GetKind() == "ServiceAccount" {
 			sa = u.GetName()
+		}
+		if u.GetKind() == "Namespace" {
+			// The scratch namespace, which assertNothingLeft checks.
+			registerScratch(t, u.GetName())
 		}
 		if drop != nil && u.GetName() == drop.role+"-"+suffix && u.GetKind() == drop.kind {
 			rules, _, _ := unstructured.NestedSlice(u.Object, "rules")
@@ -185,8 +246,9 @@ func saClients(t *testing.T, ns, sa string) *kube.Clients {
 // manifests' ServiceAccounts: with the rules as shipped they succeed; with
 // one verb removed, preflight refuses and names it.
 func TestRBACManifestsAsServiceAccount(t *testing.T) {
-	type run func(t *testing.T, ctx context.Context, r *release, c *kube.Clients) error
-	migrateRun := func(t *testing.T, ctx context.Context, r *release, c *kube.Clients) error {
+	// run runs as the ServiceAccount of the manifests applied under suffix.
+	type run func(t *testing.T, ctx context.Context, r *release, c *kube.Clients, suffix string) error
+	migrateRun := func(t *testing.T, ctx context.Context, r *release, c *kube.Clients, _ string) error {
 		m := r.Migrator()
 		m.Clients = c
 		o := r.Options(migrate.Restore, migrate.Timeouts{Wait: 90 * time.Second, Snapshot: 90 * time.Second, Verify: 60 * time.Second})
@@ -196,9 +258,11 @@ func TestRBACManifestsAsServiceAccount(t *testing.T) {
 		}
 		return err
 	}
-	drillRun := func(t *testing.T, ctx context.Context, r *release, c *kube.Clients) error {
+	drillRun := func(t *testing.T, ctx context.Context, r *release, c *kube.Clients, suffix string) error {
 		before := takeState(t, r.Rel.Namespace)
-		res := newDrill(t, c).Run(ctx, r.options())
+		o := r.options()
+		o.ScratchNamespace = scratchFor(suffix) // the one the manifest made
+		res := newDrill(t, c).Run(ctx, o)
 		switch res.Outcome {
 		case drill.Passed:
 			if res.Checked != r.total() {
@@ -235,7 +299,7 @@ func TestRBACManifestsAsServiceAccount(t *testing.T) {
 			name: "drill", file: "rbac-drill.yaml", run: drillRun,
 			missing: []missingVerb{
 				{dropVerb{"ClusterRole", "rebind-drill", "volumesnapshotcontents", "create"}, "not allowed to create volumesnapshotcontents.snapshot.storage.k8s.io cluster-wide"},
-				{dropVerb{"ClusterRole", "rebind-drill-scratch", "statefulsets", "create"}, "not allowed to create statefulsets.apps in namespace rebind-drill-"},
+				{dropVerb{"Role", "rebind-drill-scratch", "statefulsets", "create"}, "not allowed to create statefulsets.apps in namespace rebind-drill-scratch-"},
 				{dropVerb{"Role", "rebind-drill", "events", "create"}, "not allowed to create events in namespace "},
 			},
 		},
@@ -247,14 +311,15 @@ func TestRBACManifestsAsServiceAccount(t *testing.T) {
 			// RBAC first: the authorizer's cache has long caught up by
 			// the time Grafana is deployed and seeded.
 			fullSA := applyRBAC(t, tc.file, ns, "full-"+ns, nil)
-			var reduced []string
+			var reduced, suffixes []string
 			for i, m := range tc.missing {
-				reduced = append(reduced, applyRBAC(t, tc.file, ns, "less"+string(rune('a'+i))+"-"+ns, &m.drop))
+				suffixes = append(suffixes, "less"+string(rune('a'+i))+"-"+ns)
+				reduced = append(reduced, applyRBAC(t, tc.file, ns, suffixes[i], &m.drop))
 			}
 			r := deployGrafana(t, fixtures.Release{Name: "grafana", Namespace: ns, Replicas: 1}, 4)
 
 			for i, m := range tc.missing {
-				err := tc.run(t, ctx, r, saClients(t, ns, reduced[i]))
+				err := tc.run(t, ctx, r, saClients(t, ns, reduced[i]), suffixes[i])
 				var pf *preflight.Error
 				if !errors.As(err, &pf) {
 					t.Fatalf("without %s %s: want a preflight error, got %v", m.drop.verb, m.drop.resource, err)
@@ -263,7 +328,7 @@ func TestRBACManifestsAsServiceAccount(t *testing.T) {
 					t.Errorf("without %s %s: error lacks %q:\n%v", m.drop.verb, m.drop.resource, m.want, err)
 				}
 			}
-			if err := tc.run(t, ctx, r, saClients(t, ns, fullSA)); err != nil {
+			if err := tc.run(t, ctx, r, saClients(t, ns, fullSA), "full-"+ns); err != nil {
 				t.Fatalf("%s as ServiceAccount %s: %v", tc.name, fullSA, err)
 			}
 		})

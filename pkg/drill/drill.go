@@ -56,8 +56,20 @@ func DefaultTimeouts() Timeouts {
 // Options of one target's drill.
 type Options struct {
 	Target discovery.Options
-	// ScratchNamespace must not exist; default rebind-drill-<sts>-<random>.
+	// ScratchNamespace is where the drill restores (default
+	// DefaultScratchNamespace). It must exist and carry LabelScratch=true
+	// (the install manifest prepares it); the drill neither creates nor
+	// deletes it, refuses it when it holds objects no drill created or
+	// objects in the way of this drill, and removes exactly what it
+	// created there. A Lease in it keeps two drills of one StatefulSet name
+	// apart; drills of different StatefulSet names share it.
 	ScratchNamespace string
+	// CreateScratchNamespace is the opt-in mode: the drill creates the
+	// scratch namespace (ScratchNamespace, which must not exist, or
+	// rebind-drill-<sts>-<random>) and deletes it with everything in it.
+	// It needs cluster-wide namespace create and delete
+	// (manifests/rbac-drill-create-namespace.yaml).
+	CreateScratchNamespace bool
 	// RestoreStorageClass restores into this class (same CSI driver) instead
 	// of the production volumes' class.
 	RestoreStorageClass string
@@ -118,6 +130,7 @@ type Result struct {
 	Outcome          string              `json:"outcome"`
 	Mode             string              `json:"mode"` // online or offline
 	ScratchNamespace string              `json:"scratchNamespace,omitempty"`
+	ScratchCreated   bool                `json:"scratchNamespaceCreated,omitempty"` // opt-in mode: created and deleted by the drill
 	StartedAt        time.Time           `json:"startedAt"`
 	FinishedAt       time.Time           `json:"finishedAt"`
 	Duration         report.Duration     `json:"duration"`
@@ -277,13 +290,15 @@ func (d *Drill) Run(ctx context.Context, o Options) *Result {
 	}
 	log := d.log().With(zap.String("target", res.Target()), zap.String("run", res.RunID))
 	scratch := o.ScratchNamespace
-	if scratch == "" {
+	switch {
+	case scratch == "" && o.CreateScratchNamespace:
 		scratch = ScratchNamespaceName(t.Name(), res.RunID)
+	case scratch == "":
+		scratch = DefaultScratchNamespace
 	}
-	res.ScratchNamespace = scratch
+	res.ScratchNamespace, res.ScratchCreated = scratch, o.CreateScratchNamespace
 
-	plans, err := d.preflight(ctx, o, t, scratch)
-	if err != nil {
+	refuse := func(err error) *Result {
 		var pf *preflight.Error
 		if errors.As(err, &pf) {
 			res.Outcome = Refused
@@ -295,10 +310,26 @@ func (d *Drill) Run(ctx context.Context, o Options) *Result {
 		d.emitEvent(ctx, t, res)
 		return res
 	}
+	plans, err := d.preflight(ctx, o, t, scratch, res.RunID)
+	if err != nil {
+		return refuse(err)
+	}
+	var lease *scratchLease
+	if !o.CreateScratchNamespace {
+		// Taken after the other checks (a refused drill holds nothing),
+		// and the scratch namespace checked again under it.
+		if lease, err = d.lockScratch(ctx, o, t, scratch, res); err != nil {
+			return refuse(err)
+		}
+		d.step(res, "scratch namespace %s taken (Lease %s)", scratch, lease.name)
+	}
 
-	cl := &created{}
+	cl := &created{namespace: scratch, runID: res.RunID, createNamespace: o.CreateScratchNamespace}
 	runErr := d.execute(ctx, o, t, scratch, plans, cl, res, log)
 	d.cleanup(ctx, o, cl, res, log)
+	if lease != nil {
+		d.unlockScratch(ctx, lease, res, log)
+	}
 	switch {
 	case runErr != nil:
 		res.Outcome = Errored
@@ -327,18 +358,46 @@ func (d *Drill) Run(ctx context.Context, o Options) *Result {
 }
 
 // RunAll drills several targets, at most parallel at a time, and returns
-// the results in the order of targets.
+// the results in the order of targets. Targets whose copies would share a
+// fixed scratch namespace under one StatefulSet name run one after the
+// other (their Lease would refuse the second otherwise).
 func (d *Drill) RunAll(ctx context.Context, targets []Options, parallel int) []*Result {
 	if parallel < 1 {
 		parallel = 1
 	}
 	results := make([]*Result, len(targets))
 	sem := make(chan struct{}, parallel)
+	var mu sync.Mutex
+	serial := map[string]*sync.Mutex{}
+	lockFor := func(o Options) *sync.Mutex {
+		if o.CreateScratchNamespace {
+			return nil
+		}
+		name := o.Target.StatefulSet
+		if name == "" {
+			name = "release " + o.Target.Release
+		}
+		scratch := o.ScratchNamespace
+		if scratch == "" {
+			scratch = DefaultScratchNamespace
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		key := scratch + "/" + name
+		if serial[key] == nil {
+			serial[key] = &sync.Mutex{}
+		}
+		return serial[key]
+	}
 	var wg sync.WaitGroup
 	for i, o := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if l := lockFor(o); l != nil {
+				l.Lock()
+				defer l.Unlock()
+			}
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			results[i] = d.Run(ctx, o)

@@ -70,15 +70,16 @@ func TestScratchStatefulSet(t *testing.T) {
 		},
 	}
 	for _, tc := range []struct {
-		name    string
-		volumes []string
-		wantVN  string
+		name   string
+		wantVN string
 	}{
-		{"one replica names its volume", []string{"pv-1"}, "pv-1"},
-		{"several replicas use pre-created claims", []string{"pv-1", "pv-2"}, ""},
+		// Production's template names its volume (after a migrate); the
+		// copy's never does: its claims exist, bound to the restored
+		// volumes, and a claim naming a volume could take someone else's.
+		{"no claim template names a volume", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := scratchStatefulSet(prod, "storage", "scratch", "premium", "r1", tc.volumes)
+			s := scratchStatefulSet(prod, "storage", "scratch", "premium", "r1")
 			if s.Namespace != "scratch" || s.Name != "grafana" || s.UID != "" || s.ResourceVersion != "" {
 				t.Errorf("meta %+v", s.ObjectMeta)
 			}
@@ -103,10 +104,13 @@ func TestScratchStatefulSet(t *testing.T) {
 }
 
 func TestPreProvisionedContentIsRetain(t *testing.T) {
-	c := preProvisionedContent("c", "scratch", "storage-grafana-0", "drv", "h", "cls", "r")
+	c := preProvisionedContent("c", "scratch", "storage-grafana-0", "drv", "h", "cls", "r", "monitoring/snap")
 	if c.Spec.DeletionPolicy != snapv1.VolumeSnapshotContentRetain || *c.Spec.Source.SnapshotHandle != "h" || c.Spec.Source.VolumeHandle != nil ||
 		c.Spec.VolumeSnapshotRef.Namespace != "scratch" || c.Spec.VolumeSnapshotRef.Name != "storage-grafana-0" {
 		t.Errorf("%+v", c.Spec)
+	}
+	if c.Labels[LabelRun] != "r" || c.Labels[LabelManagedBy] != ManagedBy || c.Annotations[AnnSourceSnapshot] != "monitoring/snap" {
+		t.Errorf("labels %v annotations %v", c.Labels, c.Annotations)
 	}
 	vs := boundSnapshot("scratch", "storage-grafana-0", "c", "cls", "r")
 	if *vs.Spec.Source.VolumeSnapshotContentName != "c" || vs.Spec.Source.PersistentVolumeClaimName != nil {

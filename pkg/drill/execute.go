@@ -26,13 +26,19 @@ import (
 
 // created names everything the drill made, recorded BEFORE each create
 // call: a create whose answer is lost to an interrupt may still have
-// happened, and cleanup deletes by name, ignoring what is not there.
+// happened, and cleanup deletes by name, ignoring what is not there. In
+// the scratch namespace everything carries the run's label, and cleanup
+// deletes what carries it.
 type created struct {
-	namespace     string
-	contents      []string
-	prodSnapshots []string // in the production namespace
-	prodNamespace string
-	pvs           []string
+	namespace string // the scratch namespace
+	runID     string
+	// createNamespace is the opt-in mode; namespaceCreated says the drill
+	// (may have) created the namespace, so deleting it is its to do.
+	createNamespace, namespaceCreated bool
+	contents                          []string
+	prodSnapshots                     []string // in the production namespace
+	prodNamespace                     string
+	pvs                               []string
 }
 
 // sourceSnapshot is a ready production snapshot and the data behind it.
@@ -146,24 +152,28 @@ func (d *Drill) snapshots(ctx context.Context, o Options, t *discovery.Target, p
 // (a VolumeSnapshot is namespaced; its data is not) and restores it into a
 // claim named the way the StatefulSet controller will look for it.
 func (d *Drill) restore(ctx context.Context, o Options, t *discovery.Target, scratch string, plans []*ordinalPlan, sources []sourceSnapshot, cl *created, res *Result) (*Restored, error) {
-	cl.namespace = scratch
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: scratch, Labels: runLabels(res.RunID),
-		Annotations: map[string]string{AnnDrillOf: t.Namespace + "/" + t.Name()}}}
-	if _, err := d.Clients.Kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
-		if apierrors.IsAlreadyExists(err) {
-			// Someone else's namespace: never delete it.
-			cl.namespace = ""
+	if cl.createNamespace {
+		labels := runLabels(res.RunID)
+		labels[LabelScratch] = "true"
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: scratch, Labels: labels,
+			Annotations: map[string]string{AnnDrillOf: t.Namespace + "/" + t.Name()}}}
+		cl.namespaceCreated = true
+		if _, err := d.Clients.Kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				// Someone else's namespace: never delete it.
+				cl.namespaceCreated = false
+			}
+			return nil, fmt.Errorf("creating scratch namespace %s: %w", scratch, err)
 		}
-		return nil, fmt.Errorf("creating scratch namespace %s: %w", scratch, err)
+		d.step(res, "scratch namespace %s created", scratch)
 	}
-	d.step(res, "scratch namespace %s created", scratch)
 
 	template := t.Template()
 	for i, p := range plans {
 		src := sources[i]
-		name := contentName(scratch, p.Index)
+		name := contentName(t.Name(), res.RunID, p.Index)
 		cl.contents = append(cl.contents, name)
-		content := preProvisionedContent(name, scratch, p.Claim, src.driver, src.handle, p.SnapshotClass, res.RunID)
+		content := preProvisionedContent(name, scratch, p.Claim, src.driver, src.handle, p.SnapshotClass, res.RunID, t.Namespace+"/"+src.vs.Name)
 		if _, err := d.Clients.Snap.SnapshotV1().VolumeSnapshotContents().Create(ctx, content, metav1.CreateOptions{}); err != nil {
 			return nil, fmt.Errorf("creating VolumeSnapshotContent %s for snapshot handle %s: %w", name, src.handle, err)
 		}
@@ -181,6 +191,7 @@ func (d *Drill) restore(ctx context.Context, o Options, t *discovery.Target, scr
 	// The ordinals restore in parallel; each makes sure its claim gets a
 	// volume provisioned from the snapshot, not someone else's Available PV.
 	errs := make([]error, len(plans))
+	claims := make([]*corev1.PersistentVolumeClaim, len(plans))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	for i, p := range plans {
@@ -202,10 +213,10 @@ func (d *Drill) restore(ctx context.Context, o Options, t *discovery.Target, scr
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, pv, err := rs.Run(ctx, &snapshot.RestoreState{})
+			c, pv, err := rs.Run(ctx, &snapshot.RestoreState{})
 			errs[i] = err
 			if err == nil {
-				r.Claims[i], r.Volumes[i] = p.Claim, pv
+				r.Claims[i], r.Volumes[i], claims[i] = p.Claim, pv, c
 			}
 		}()
 	}
@@ -217,6 +228,13 @@ func (d *Drill) restore(ctx context.Context, o Options, t *discovery.Target, scr
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	for i, p := range plans {
+		// The restorer takes up a claim that exists under the name; in a
+		// shared scratch namespace it must be this run's.
+		if c := claims[i]; c != nil && c.Labels[LabelRun] != res.RunID {
+			return nil, fmt.Errorf("claim %s/%s was not created by this drill (label %s=%q): refusing to check someone else's data", scratch, p.Claim, LabelRun, c.Labels[LabelRun])
+		}
 	}
 	for i, p := range plans {
 		for j := range res.Snapshots {
@@ -271,11 +289,7 @@ func (d *Drill) verifyOnline(ctx context.Context, o Options, t *discovery.Target
 			}
 		}
 	}
-	var pvNames []string
-	for _, pv := range r.Volumes {
-		pvNames = append(pvNames, pv.Name)
-	}
-	sts := scratchStatefulSet(t.StatefulSet, t.ClaimTemplate, scratch, plans[0].RestoreClass, res.RunID, pvNames)
+	sts := scratchStatefulSet(t.StatefulSet, t.ClaimTemplate, scratch, plans[0].RestoreClass, res.RunID)
 	if _, err := d.Clients.Kube.AppsV1().StatefulSets(scratch).Create(ctx, sts, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("creating the StatefulSet copy %s/%s: %w", scratch, sts.Name, err)
 	}

@@ -1,46 +1,133 @@
 package drill
 
-import "github.com/rebind-dev/rebind/pkg/preflight"
+import (
+	"slices"
 
-// Permissions lists every API verb a drill of a target in namespace ns
-// needs, with scratch the scratch namespace it would create.
-// manifests/rbac-drill.yaml grants exactly these.
+	"github.com/rebind-dev/rebind/pkg/preflight"
+)
+
+// Scope is what one drill touches, for Permissions.
+type Scope struct {
+	// Namespace and StatefulSet name the production target.
+	Namespace, StatefulSet string
+	// Secrets are the production Secrets the drill reads: the chart's admin
+	// Secret and whatever else the pod template uses (copied into the
+	// scratch namespace for the throwaway copy).
+	Secrets []string
+	// Scratch is the scratch namespace.
+	Scratch string
+	// CreateScratch is the opt-in mode that creates and deletes Scratch.
+	CreateScratch bool
+}
+
+// Permissions lists every API verb a drill of s needs.
+// manifests/rbac-drill.yaml grants exactly these for the default mode (a
+// fixed scratch namespace); with CreateScratch,
+// manifests/rbac-drill-create-namespace.yaml adds CreateScratchPermissions.
 //
-// In production the drill only reads, plus creates and deletes its own
-// VolumeSnapshot and posts an Event: it never updates or deletes a
-// production StatefulSet, claim or PV. In the scratch namespace it only
-// creates: deleting the namespace removes everything in it, so no delete
-// verb there is needed.
-func Permissions(ns, scratch string) []preflight.Permission {
-	p := func(verb, group, res, ns string) preflight.Permission {
-		return preflight.Permission{Verb: verb, Group: group, Resource: res, Namespace: ns}
-	}
+// In production the drill only reads (Secrets only by name), plus creates
+// and deletes its own VolumeSnapshot and posts an Event: it never updates or
+// deletes a production StatefulSet, claim or PV. Cluster-wide it reads
+// volumes and classes and creates and deletes the pre-provisioned
+// VolumeSnapshotContents; it cannot list contents, so it cannot discover
+// the snapshot handles of namespaces it does not read. In the fixed scratch
+// namespace it creates, lists and deletes its own objects.
+func Permissions(s Scope) []preflight.Permission {
 	const snap = "snapshot.storage.k8s.io"
-	return []preflight.Permission{
+	ns := s.Namespace
+	out := []preflight.Permission{
 		// Production: discovery, the objects copied into the scratch
 		// namespace, its own snapshot and the Event.
-		p("get", "apps", "statefulsets", ns), p("list", "apps", "statefulsets", ns),
-		p("list", "apps", "deployments", ns),
-		p("get", "", "persistentvolumeclaims", ns),
-		p("get", "", "secrets", ns), p("get", "", "configmaps", ns), p("get", "", "services", ns),
-		p("get", snap, "volumesnapshots", ns), p("list", snap, "volumesnapshots", ns), p("watch", snap, "volumesnapshots", ns),
-		p("create", snap, "volumesnapshots", ns), p("delete", snap, "volumesnapshots", ns),
-		p("create", "", "events", ns),
+		perm("get", "apps", "statefulsets", ns), perm("list", "apps", "statefulsets", ns),
+		perm("list", "apps", "deployments", ns),
+		perm("get", "", "persistentvolumeclaims", ns),
+		perm("get", "", "configmaps", ns), perm("get", "", "services", ns),
+		perm("get", snap, "volumesnapshots", ns), perm("list", snap, "volumesnapshots", ns), perm("watch", snap, "volumesnapshots", ns),
+		perm("create", snap, "volumesnapshots", ns), perm("delete", snap, "volumesnapshots", ns),
+		perm("create", "", "events", ns),
 
 		// Cluster-scoped.
-		p("get", "", "persistentvolumes", ""), p("list", "", "persistentvolumes", ""), p("watch", "", "persistentvolumes", ""),
-		p("get", "storage.k8s.io", "storageclasses", ""), p("list", "storage.k8s.io", "storageclasses", ""),
-		p("list", snap, "volumesnapshotclasses", ""),
-		p("get", snap, "volumesnapshotcontents", ""), p("list", snap, "volumesnapshotcontents", ""), p("watch", snap, "volumesnapshotcontents", ""),
-		p("create", snap, "volumesnapshotcontents", ""), p("delete", snap, "volumesnapshotcontents", ""),
-		p("get", "", "namespaces", ""), p("list", "", "namespaces", ""), p("watch", "", "namespaces", ""),
-		p("create", "", "namespaces", ""), p("delete", "", "namespaces", ""),
-
-		// Scratch namespace: the restored copy.
-		p("create", "", "secrets", scratch), p("create", "", "configmaps", scratch), p("create", "", "services", scratch),
-		p("create", snap, "volumesnapshots", scratch), p("list", snap, "volumesnapshots", scratch), p("watch", snap, "volumesnapshots", scratch),
-		p("create", "", "persistentvolumeclaims", scratch), p("list", "", "persistentvolumeclaims", scratch), p("watch", "", "persistentvolumeclaims", scratch),
-		p("list", "", "events", scratch),
-		p("create", "apps", "statefulsets", scratch), p("list", "apps", "statefulsets", scratch), p("watch", "apps", "statefulsets", scratch),
+		perm("get", "", "persistentvolumes", ""), perm("list", "", "persistentvolumes", ""), perm("watch", "", "persistentvolumes", ""),
+		perm("get", "storage.k8s.io", "storageclasses", ""), perm("list", "storage.k8s.io", "storageclasses", ""),
+		perm("list", snap, "volumesnapshotclasses", ""),
+		perm("get", snap, "volumesnapshotcontents", ""), perm("create", snap, "volumesnapshotcontents", ""), perm("delete", snap, "volumesnapshotcontents", ""),
 	}
+	for _, name := range secretNames(s) {
+		out = append(out, named(perm("get", "", "secrets", ns), name))
+	}
+	if s.CreateScratch {
+		return append(out, CreateScratchPermissions(s.Scratch)...)
+	}
+	return append(out, scratchPermissions(s.Scratch, s.StatefulSet)...)
+}
+
+// scratchPermissions are the verbs in the fixed scratch namespace. A Role
+// there grants them (manifests/rbac-drill.yaml): nothing of this reaches
+// another namespace.
+func scratchPermissions(scratch, sts string) []preflight.Permission {
+	const snap = "snapshot.storage.k8s.io"
+	var out []preflight.Permission
+	add := func(group, res string, verbs ...string) {
+		for _, v := range verbs {
+			out = append(out, perm(v, group, res, scratch))
+		}
+	}
+	// The namespace object itself, by name, to check that it is prepared
+	// for drills.
+	out = append(out, named(perm("get", "", "namespaces", ""), scratch))
+	// The Lease that keeps two drills of one StatefulSet name apart (create
+	// cannot be limited to a name; the rest can).
+	out = append(out, perm("create", "coordination.k8s.io", "leases", scratch))
+	for _, v := range []string{"get", "update", "delete"} {
+		out = append(out, named(perm(v, "coordination.k8s.io", "leases", scratch), ScratchLeaseName(sts)))
+	}
+	add("", "secrets", "create", "list", "watch", "delete")
+	add("", "configmaps", "create", "list", "watch", "delete")
+	add("", "services", "create", "list", "watch", "delete")
+	add("", "persistentvolumeclaims", "create", "get", "list", "watch", "delete")
+	add(snap, "volumesnapshots", "create", "list", "watch", "delete")
+	add("apps", "statefulsets", "create", "list", "watch", "delete")
+	add("", "pods", "list", "watch")
+	add("", "events", "list")
+	return out
+}
+
+// CreateScratchPermissions are what --create-scratch-namespace needs on top
+// of the production and cluster-scoped verbs: the namespace, and the
+// restored copy's objects in a namespace named at run time, which only a
+// ClusterRole can grant (manifests/rbac-drill-create-namespace.yaml;
+// manifests/admission-drill.yaml confines them to namespaces the drill
+// created). Deleting the namespace removes the objects, so no delete verb
+// on them is needed.
+func CreateScratchPermissions(scratch string) []preflight.Permission {
+	const snap = "snapshot.storage.k8s.io"
+	return []preflight.Permission{
+		perm("get", "", "namespaces", ""), perm("list", "", "namespaces", ""), perm("watch", "", "namespaces", ""),
+		perm("create", "", "namespaces", ""), perm("delete", "", "namespaces", ""),
+		perm("create", "", "secrets", scratch), perm("create", "", "configmaps", scratch), perm("create", "", "services", scratch),
+		perm("create", snap, "volumesnapshots", scratch), perm("list", snap, "volumesnapshots", scratch), perm("watch", snap, "volumesnapshots", scratch),
+		perm("create", "", "persistentvolumeclaims", scratch), perm("list", "", "persistentvolumeclaims", scratch), perm("watch", "", "persistentvolumeclaims", scratch),
+		perm("list", "", "events", scratch),
+		perm("create", "apps", "statefulsets", scratch), perm("list", "apps", "statefulsets", scratch), perm("watch", "apps", "statefulsets", scratch),
+	}
+}
+
+func perm(verb, group, res, ns string) preflight.Permission {
+	return preflight.Permission{Verb: verb, Group: group, Resource: res, Namespace: ns}
+}
+
+func named(p preflight.Permission, name string) preflight.Permission {
+	p.Name = name
+	return p
+}
+
+// secretNames is the admin Secret (named like the StatefulSet in the
+// chart) and every Secret the pod template references, sorted, once each.
+func secretNames(s Scope) []string {
+	names := slices.Clone(s.Secrets)
+	if s.StatefulSet != "" {
+		names = append(names, s.StatefulSet)
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }

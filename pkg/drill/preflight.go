@@ -24,9 +24,9 @@ const OfflineHelp = "offline mode reads the restored grafana.db directly, so the
 
 // preflight checks everything the drill needs before it creates anything,
 // and reports every problem at once.
-func (d *Drill) preflight(ctx context.Context, o Options, t *discovery.Target, scratch string) ([]*ordinalPlan, error) {
+func (d *Drill) preflight(ctx context.Context, o Options, t *discovery.Target, scratch, runID string) ([]*ordinalPlan, error) {
 	var r preflight.Report
-	if err := preflight.CheckAccess(ctx, d.Clients.Kube, Permissions(t.Namespace, scratch), &r); err != nil {
+	if err := preflight.CheckAccess(ctx, d.Clients.Kube, Permissions(scopeOf(o, t, scratch)), &r); err != nil {
 		return nil, err
 	}
 	for i := range r.Problems {
@@ -38,10 +38,15 @@ func (d *Drill) preflight(ctx context.Context, o Options, t *discovery.Target, s
 		return nil, r.Err()
 	}
 
-	if _, err := d.Clients.Kube.CoreV1().Namespaces().Get(ctx, scratch, metav1.GetOptions{}); err == nil {
-		r.Add("namespace "+scratch, "already exists; the drill deletes its scratch namespace with everything in it when done", "pass a --scratch-namespace that does not exist, or leave it out for a generated name")
-	} else if !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) {
-		return nil, fmt.Errorf("reading namespace %s: %w", scratch, err)
+	if o.CreateScratchNamespace {
+		if _, err := d.Clients.Kube.CoreV1().Namespaces().Get(ctx, scratch, metav1.GetOptions{}); err == nil {
+			r.Add("namespace "+scratch, "already exists; with --create-scratch-namespace the drill creates its scratch namespace and deletes it with everything in it when done",
+				"pass a --scratch-namespace that does not exist, or leave it out for a generated name; or drop --create-scratch-namespace to restore into a namespace prepared for drills")
+		} else if !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) {
+			return nil, fmt.Errorf("reading namespace %s: %w", scratch, err)
+		}
+	} else if err := d.checkScratchNamespace(ctx, o, t, scratch, runID, &r); err != nil {
+		return nil, err
 	}
 
 	var latest []snapv1.VolumeSnapshot
@@ -131,6 +136,22 @@ func (d *Drill) preflight(ctx context.Context, o Options, t *discovery.Target, s
 		}
 	}
 	return plans, r.Err()
+}
+
+// scopeOf is what a drill of t touches, for its access review.
+func scopeOf(o Options, t *discovery.Target, scratch string) Scope {
+	s := Scope{Namespace: t.Namespace, StatefulSet: t.Name(), Scratch: scratch, CreateScratch: o.CreateScratchNamespace}
+	if t.AdminSecret != "" {
+		s.Secrets = append(s.Secrets, t.AdminSecret)
+	}
+	if !o.Offline {
+		for _, ref := range referencedObjects(&t.StatefulSet.Spec.Template.Spec) {
+			if ref.Kind == "Secret" {
+				s.Secrets = append(s.Secrets, ref.Name)
+			}
+		}
+	}
+	return s
 }
 
 // checkRestoreClass makes sure restored volumes land in a class of the

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/workload"
 )
 
@@ -24,6 +25,22 @@ const (
 	ManagedBy      = "rebind"
 	LabelRun       = "rebind.dev/drill-run"
 	AnnDrillOf     = "rebind.dev/drill-of"
+	// AnnSourceSnapshot on a pre-provisioned VolumeSnapshotContent names the
+	// production snapshot (namespace/name) whose data it shares; the
+	// admission policy in manifests/admission-drill.yaml checks that the
+	// drill may read that snapshot.
+	AnnSourceSnapshot = "rebind.dev/drill-source-snapshot"
+	// LabelScratch="true" marks a namespace prepared for drills: the only
+	// kind of namespace a drill restores into (manifests/rbac-drill.yaml
+	// creates rebind-drill-scratch with it), and what the admission policy
+	// confines the drill's writes to.
+	LabelScratch = "rebind.dev/drill-scratch"
+	// DefaultScratchNamespace is the fixed scratch namespace the install
+	// manifest creates.
+	DefaultScratchNamespace = "rebind-drill-scratch"
+	// scratchPrefix starts every name a drill generates (namespaces in the
+	// opt-in mode, VolumeSnapshotContents, snapshots, Leases).
+	scratchPrefix = "rebind-drill-"
 )
 
 func newRunID() string {
@@ -33,14 +50,29 @@ func newRunID() string {
 }
 
 // ScratchNamespaceName is rebind-drill-<sts>-<run>, cut to the 63
-// characters a namespace name may have.
+// characters a namespace name may have: the namespace the opt-in mode
+// (--create-scratch-namespace) creates.
 func ScratchNamespaceName(sts, runID string) string {
-	const prefix = "rebind-drill-"
-	room := 63 - len(prefix) - 1 - len(runID)
+	room := 63 - len(scratchPrefix) - 1 - len(runID)
 	if len(sts) > room {
 		sts = strings.TrimRight(sts[:room], "-")
 	}
-	return prefix + sts + "-" + runID
+	return scratchPrefix + sts + "-" + runID
+}
+
+// ScratchLeaseName is the Lease a drill of StatefulSet sts holds in a fixed
+// scratch namespace: the copy keeps the production names, so two drills of
+// one StatefulSet name cannot share the namespace at once.
+func ScratchLeaseName(sts string) string {
+	return journal.LeaseName("drill-" + sts) // rebind-drill-<sts>
+}
+
+// clip cuts a generated name to max characters (and a trailing dash).
+func clip(s string, max int) string {
+	if len(s) > max {
+		s = strings.TrimRight(s[:max], "-.")
+	}
+	return s
 }
 
 // snapshotName is the production VolumeSnapshot a drill takes of ordinal ord.
@@ -49,9 +81,10 @@ func snapshotName(sts string, ord int, runID string) string {
 }
 
 // contentName is the cluster-scoped pre-provisioned content that makes a
-// production snapshot visible in the scratch namespace.
-func contentName(scratch string, ord int) string {
-	return fmt.Sprintf("%s-%d", scratch, ord)
+// production snapshot visible in the scratch namespace; unique per run, as
+// drills of several targets share one scratch namespace.
+func contentName(sts, runID string, ord int) string {
+	return clip(fmt.Sprintf("%s%s-%s", scratchPrefix, sts, runID), 253-1-len(fmt.Sprint(ord))) + fmt.Sprintf("-%d", ord)
 }
 
 func runLabels(runID string) map[string]string {
@@ -62,9 +95,9 @@ func runLabels(runID string) map[string]string {
 // is what keeps the production snapshot intact: deleting this content
 // afterwards removes only the API object, never the data it shares with
 // the production content.
-func preProvisionedContent(name, scratch, snapName, driver, handle, class, runID string) *snapv1.VolumeSnapshotContent {
+func preProvisionedContent(name, scratch, snapName, driver, handle, class, runID, source string) *snapv1.VolumeSnapshotContent {
 	c := &snapv1.VolumeSnapshotContent{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: runLabels(runID)},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: runLabels(runID), Annotations: map[string]string{AnnSourceSnapshot: source}},
 		Spec: snapv1.VolumeSnapshotContentSpec{
 			DeletionPolicy:    snapv1.VolumeSnapshotContentRetain,
 			Driver:            driver,
@@ -209,9 +242,11 @@ func copyService(in *corev1.Service, scratch, drillOf, runID string) *corev1.Ser
 // the admin Secret keep the names Grafana and the chart expect), same pod
 // template and replica count, the claim template pointing at the restored
 // class. The controller adopts the restored claims created beforehand under
-// its naming rule; with one replica the template also names the volume,
-// the shape `rebind migrate` leaves behind.
-func scratchStatefulSet(prod *appsv1.StatefulSet, claimTemplate, scratch, restoreClass, runID string, volumeNames []string) *appsv1.StatefulSet {
+// its naming rule. No claim template names a volume (production's may, the
+// shape `rebind migrate` leaves behind): the restored claims are bound
+// already, and a claim naming a volume could bind someone else's Available
+// PV, which the admission policy refuses.
+func scratchStatefulSet(prod *appsv1.StatefulSet, claimTemplate, scratch, restoreClass, runID string) *appsv1.StatefulSet {
 	s := workload.Sanitize(prod)
 	s.ObjectMeta = scratchMeta(s.ObjectMeta, scratch, prod.Namespace+"/"+prod.Name, runID)
 	s.Spec.PersistentVolumeClaimRetentionPolicy = nil
@@ -233,17 +268,13 @@ func scratchStatefulSet(prod *appsv1.StatefulSet, claimTemplate, scratch, restor
 	s.Spec.Template.Spec.DeprecatedServiceAccount = ""
 	s.Spec.Template.Spec.AutomountServiceAccountToken = ptr.To(false)
 	// The copy's data is thrown away with it: no reason to wait out the
-	// chart's grace period when the scratch namespace is deleted.
+	// chart's grace period when it is deleted.
 	s.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To(int64(0))
 	for i := range s.Spec.VolumeClaimTemplates {
 		t := &s.Spec.VolumeClaimTemplates[i]
-		if t.Name != claimTemplate {
-			continue
-		}
-		t.Spec.StorageClassName = ptr.To(restoreClass)
 		t.Spec.VolumeName = ""
-		if len(volumeNames) == 1 {
-			t.Spec.VolumeName = volumeNames[0]
+		if t.Name == claimTemplate {
+			t.Spec.StorageClassName = ptr.To(restoreClass)
 		}
 	}
 	return s

@@ -8,6 +8,7 @@ import (
 
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
@@ -88,4 +89,37 @@ func describeSnapshot(o runtime.Object) string {
 		return ""
 	}
 	return fmt.Sprintf("finalizers %v", vs.Finalizers)
+}
+
+// pollGone reads one object until it is gone, for resources the drill may
+// get by name but not list or watch.
+func pollGone(ctx context.Context, timeout time.Duration, what string, get func(context.Context) (runtime.Object, error), describe func(runtime.Object) string) error {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	var last runtime.Object
+	for {
+		obj, err := get(wctx)
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case err == nil:
+			last = obj
+		case wctx.Err() == nil:
+			return fmt.Errorf("reading %s: %w", what, err)
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return fmt.Errorf("waiting for %s to be deleted: %w", what, ctx.Err())
+			}
+			te := &kube.TimeoutError{What: what + " to be deleted", Timeout: timeout}
+			if last != nil && describe != nil {
+				te.LastSeen = describe(last)
+			}
+			return te
+		case <-tick.C:
+		}
+	}
 }
