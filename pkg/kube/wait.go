@@ -112,12 +112,15 @@ func untilOnce(ctx context.Context, lw cache.ListerWatcherWithContext, check fun
 // handing the items and then each added, modified or deleted object to the
 // callbacks until one decides. A watch that ends says errRelist.
 //
-// ResourceVersion "0" is answered from the API server's watch cache at
-// once; a consistent list may wait for the cache to catch up. A stale
-// answer is harmless: the watch starts at the list's resourceVersion and
-// delivers every later change.
+// The list is a consistent read: one from the watch cache at any version
+// (ResourceVersion "0") can be older than the caller's own last write, and
+// a stale object can satisfy a condition the current one does not (a
+// Deployment still at the replicas it had before a scale, "Ready" at 0; a
+// claim created a moment ago, "gone"). Since Kubernetes 1.31 the API server
+// serves consistent lists from its cache once that has caught up, so the
+// price is small.
 func listAndWatch(ctx context.Context, lw cache.ListerWatcherWithContext, onList func([]runtime.Object) (bool, error), onEvent func(watch.EventType, runtime.Object) (bool, error)) (bool, error) {
-	list, err := lw.ListWithContext(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	list, err := lw.ListWithContext(ctx, metav1.ListOptions{})
 	if err != nil {
 		return false, err
 	}

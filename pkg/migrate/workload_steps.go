@@ -442,6 +442,15 @@ func (e *env) scaleDeployment(ctx context.Context, n int32) error {
 	return workload.ScaleDeployment(ctx, e.c.Kube, e.spec.ns(), e.spec.name(), e.spec.Target.Deployment.UID, n)
 }
 
+// startDeployment scales the Deployment back to its replicas and waits
+// until they are Ready.
+func (e *env) startDeployment(ctx context.Context) error {
+	if err := e.scaleDeployment(ctx, e.spec.replicas()); err != nil {
+		return err
+	}
+	return workload.WaitDeploymentReady(ctx, e.c.Kube, e.spec.ns(), e.spec.name(), e.spec.Timeouts.Wait)
+}
+
 func (e *env) deploymentPodsGone(ctx context.Context) error {
 	return workload.WaitNoPods(ctx, e.c.Kube, e.spec.ns(), e.spec.Target.Selector(), e.spec.Timeouts.Wait)
 }
@@ -476,10 +485,7 @@ func (s holdDeploymentStep) Check(context.Context) error {
 // Undo starts the original replicas again; the release-claim undo, which
 // runs before it, has put the original claim back on its volume.
 func (s holdDeploymentStep) Undo(ctx context.Context) error {
-	if err := s.scaleDeployment(ctx, s.spec.replicas()); err != nil {
-		return err
-	}
-	return workload.WaitDeploymentReady(ctx, s.c.Kube, s.spec.ns(), s.spec.name(), s.spec.Timeouts.Wait)
+	return s.startDeployment(ctx)
 }
 
 // stopDeploymentStep starts the outage: the Deployment goes to 0 replicas.
@@ -533,10 +539,7 @@ func (s redeployDeploymentStep) Apply(ctx context.Context) error {
 	if err := s.waitClaimsBound(ctx); err != nil {
 		return err
 	}
-	if err := s.scaleDeployment(ctx, s.spec.replicas()); err != nil {
-		return err
-	}
-	return workload.WaitDeploymentReady(ctx, s.c.Kube, s.spec.ns(), s.spec.name(), s.spec.Timeouts.Wait)
+	return s.startDeployment(ctx)
 }
 func (s redeployDeploymentStep) Check(ctx context.Context) error {
 	d, err := s.liveDeployment(ctx)
@@ -544,7 +547,7 @@ func (s redeployDeploymentStep) Check(ctx context.Context) error {
 		return err
 	}
 	if d.Status.ReadyReplicas != s.spec.replicas() {
-		return fmt.Errorf("%d/%d replicas ready", d.Status.ReadyReplicas, s.spec.replicas())
+		return fmt.Errorf("%d/%d replicas ready (%d updated; status of generation %d, spec at generation %d)", d.Status.ReadyReplicas, s.spec.replicas(), d.Status.UpdatedReplicas, d.Status.ObservedGeneration, d.Generation)
 	}
 	return nil
 }
