@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -256,13 +257,7 @@ func serve(o *object, group, version string, rv int64) {
 
 // object returns r as an object (as stored, without resourceVersion).
 func (r record) object(folderVersion string) (object, error) {
-	b, err := r.storedObject(folderVersion)
-	if err != nil {
-		return object{}, err
-	}
-	var o object
-	err = json.Unmarshal(b, &o)
-	return o, err
+	return r.newObject(folderVersion), nil
 }
 
 // item is one listed object.
@@ -444,7 +439,7 @@ func (s *Server) apisList(w http.ResponseWriter, r *http.Request, req apisReques
 			b.WriteByte(',')
 		}
 		serve(&items[i].o, req.group, req.version, items[i].rv)
-		ob, err := json.Marshal(items[i].o)
+		ob, err := items[i].o.appendJSON(b.AvailableBuffer())
 		if err != nil {
 			s.apisInternal(w, err)
 			return
@@ -560,11 +555,11 @@ func (s *Server) legacyDashboardList(ctx context.Context, req apisRequest, limit
 		}
 		before = id
 	}
-	var updated sql.NullString
-	if err := s.db.QueryRowContext(ctx, `SELECT MAX(updated) FROM dashboard`).Scan(&updated); err != nil {
+	updated, err := s.lastUpdated.get(ctx, s.db)
+	if err != nil {
 		return nil, "", 0, err
 	}
-	listRV := parseDBTime(updated.String).UnixMilli() * 1000
+	listRV := parseDBTime(updated).UnixMilli() * 1000
 	if listRV < 1 {
 		listRV = time.Now().UnixMicro()
 	}
@@ -582,6 +577,54 @@ func (s *Server) legacyDashboardList(ctx context.Context, req apisRequest, limit
 		next = fmt.Sprintf("org:%d/start:%d/folder:", req.org, items[n-1].id)
 	}
 	return items[:n], next, listRV, nil
+}
+
+// lastUpdatedCache holds MAX(dashboard.updated), the legacy list's
+// resourceVersion. Computing it scans the whole table, whose rows carry the
+// dashboards' JSON, for every page of a list. The cached value is checked
+// with PRAGMA data_version on a connection of its own: SQLite changes it
+// whenever another connection (the stand-in's writers, another process)
+// commits, so the answer is what the query would give.
+type lastUpdatedCache struct {
+	mu      sync.Mutex
+	conn    *sql.Conn
+	version int64
+	value   string
+	valid   bool
+}
+
+func (c *lastUpdatedCache) get(ctx context.Context, db *sql.DB) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			return "", err
+		}
+		c.conn = conn
+	}
+	var version int64
+	if err := c.conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&version); err != nil {
+		return "", err
+	}
+	if c.valid && version == c.version {
+		return c.value, nil
+	}
+	var updated sql.NullString
+	if err := c.conn.QueryRowContext(ctx, `SELECT MAX(updated) FROM dashboard`).Scan(&updated); err != nil {
+		return "", err
+	}
+	c.version, c.value, c.valid = version, updated.String, true
+	return c.value, nil
+}
+
+func (c *lastUpdatedCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
 }
 
 // legacyFolderList pages folders through 12.4's legacy folder storage:

@@ -1250,3 +1250,44 @@ func mustValue(t *testing.T, db *sql.DB, name string) string {
 	}
 	return v
 }
+
+// TestLegacyListResourceVersionFollowsWrites: the legacy list's
+// resourceVersion is MAX(dashboard.updated) (§8 "List paging"), cached by
+// the stand-in; a save through the API and a write by another process
+// must both show in the next list.
+func TestLegacyListResourceVersionFollowsWrites(t *testing.T) {
+	e := newEnv(t, grafanastandin.SeedSpec{Version: grafanastandin.V12_4, FoldersPerOrg: 1, DashboardsPerOrg: 3, Seed: 5}, grafanastandin.Options{AdminPassword: "pw", Version: grafanastandin.V12_4})
+	listRV := func() string {
+		t.Helper()
+		pages, _ := e.listAll(dashPath("v1beta1", "default"), 2, call{})
+		for _, p := range pages[1:] {
+			if p.Metadata.ResourceVersion != pages[0].Metadata.ResourceVersion {
+				t.Fatalf("pages of one list at resourceVersions %s and %s, with no write between", pages[0].Metadata.ResourceVersion, p.Metadata.ResourceVersion)
+			}
+		}
+		return pages[0].Metadata.ResourceVersion
+	}
+	seeded := listRV()
+
+	if st, b := e.do(call{method: "POST", path: "/api/dashboards/db", body: `{"dashboard":{"uid":"rv-new","title":"New","panels":[]}}`}); st != 200 {
+		t.Fatalf("save: %d %s", st, b)
+	}
+	saved := listRV()
+	if saved == seeded {
+		t.Fatalf("resourceVersion %s unchanged by a save", saved)
+	}
+
+	// Another process writes the database file directly.
+	db, err := sql.Open("sqlite", filepath.Join(e.dir, grafanastandin.DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE dashboard SET updated = '2099-01-02 03:04:05' WHERE uid = 'rv-new'`); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprint(time.Date(2099, 1, 2, 3, 4, 5, 0, time.UTC).UnixMilli() * 1000)
+	if got := listRV(); got != want {
+		t.Fatalf("after another process's write: resourceVersion %s, want %s", got, want)
+	}
+}

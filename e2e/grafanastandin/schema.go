@@ -375,8 +375,11 @@ func openDB(dataDir string, f features) (*sql.DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Immediate transactions avoid the deadlock-prone read-to-write lock upgrade.
-	dsn := "file:" + (&url.URL{Path: abs}).EscapedPath() + "?_pragma=busy_timeout(10000)&_txlock=immediate"
+	// Immediate transactions avoid the deadlock-prone read-to-write lock
+	// upgrade. A page cache of 64 MiB per connection keeps a listed
+	// database in memory (the default 2 MiB rereads it from the file for
+	// every page of a list); it changes nothing in the file.
+	dsn := "file:" + (&url.URL{Path: abs}).EscapedPath() + "?_pragma=busy_timeout(10000)&_pragma=cache_size(-65536)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, err

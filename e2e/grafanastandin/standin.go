@@ -124,6 +124,8 @@ type Server struct {
 	// authOK caches successful basic-auth checks: pbkdf2 per request would
 	// make the stand-in, not the client, the bottleneck of any benchmark.
 	authOK sync.Map // sha256(login\x00password) -> principal
+
+	lastUpdated lastUpdatedCache
 }
 
 type tokenInfo struct {
@@ -411,6 +413,7 @@ func (s *Server) Close() error {
 	}
 	s.stmtDashboard.Close()
 	s.stmtRole.Close()
+	s.lastUpdated.close()
 	s.proj.close()
 	return s.db.Close()
 }

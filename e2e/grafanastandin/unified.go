@@ -27,6 +27,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -150,6 +151,12 @@ func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 // (the column holds it) and no status (conformance §7 "Unified storage").
 // folderVersion is the folder API version objects are written at.
 func (r record) storedObject(folderVersion string) ([]byte, error) {
+	o := r.newObject(folderVersion)
+	return o.appendJSON(nil)
+}
+
+// newObject is r as the object unified storage keeps.
+func (r record) newObject(folderVersion string) object {
 	group, res := r.group()
 	ns := namespaceOf(r.org)
 	o := object{Metadata: objMeta{
@@ -169,29 +176,38 @@ func (r record) storedObject(folderVersion string) ([]byte, error) {
 	if r.folderUID != "" {
 		o.Metadata.Annotations[annoFolder] = r.folderUID
 	}
-	spec := r.spec
-	if len(spec) == 0 {
-		spec = json.RawMessage(`{}`)
+	o.Spec = r.spec
+	if len(o.Spec) == 0 {
+		o.Spec = json.RawMessage(`{}`)
 	}
 	if r.isFolder {
 		o.Kind, o.APIVersion = "Folder", folderGroup+"/"+folderVersion
-		spec = mustJSON(map[string]string{"title": r.title, "description": r.folderDescription})
+		o.Spec = mustJSON(map[string]string{"title": r.title, "description": r.folderDescription})
 	} else {
 		o.Kind, o.APIVersion = "Dashboard", dashboardGroup+"/"+r.storedVersion
 	}
-	// The spec is valid JSON already: spliced in rather than re-encoded.
-	o.Spec = json.RawMessage(`0`)
-	b, err := json.Marshal(o)
+	return o
+}
+
+// appendJSON encodes o as json.Marshal would, splicing in spec and status:
+// they are valid JSON already (the stand-in made or checked them), and
+// json.Marshal would validate and compact every byte of them again.
+func (o *object) appendJSON(dst []byte) ([]byte, error) {
+	head := *o
+	head.Spec, head.Status = json.RawMessage(`0`), nil
+	b, err := json.Marshal(&head)
 	if err != nil {
-		return nil, err
+		return dst, err
 	}
-	head := bytes.TrimSuffix(b, []byte(`"spec":0}`))
-	if len(head) == len(b) {
-		return nil, fmt.Errorf("encoding %s: unexpected layout", r.uid)
+	b, ok := bytes.CutSuffix(b, []byte(`"spec":0}`))
+	if !ok {
+		return dst, fmt.Errorf("encoding %s: unexpected layout", o.Metadata.Name)
 	}
-	out := make([]byte, 0, len(head)+len(spec)+10)
-	out = append(append(append(out, head...), `"spec":`...), spec...)
-	return append(out, '}'), nil
+	dst = append(append(append(dst, b...), `"spec":`...), o.Spec...)
+	if len(o.Status) > 0 {
+		dst = append(append(dst, `,"status":`...), o.Status...)
+	}
+	return append(dst, '}'), nil
 }
 
 // recordFromObject reads a stored object back (the inverse of storedObject).
@@ -226,8 +242,12 @@ func recordFromObject(org int64, isFolder bool, value []byte) (record, error) {
 
 // classicSpec strips what Grafana drops from a legacy model when it turns
 // it into an object: id, version and uid live in the metadata
-// (legacy/sql_dashboards.go @ v12.4.0).
+// (legacy/sql_dashboards.go @ v12.4.0). The rest is served re-encoded:
+// top-level keys sorted, compact.
 func classicSpec(data []byte) (json.RawMessage, error) {
+	if out, ok := classicSpecFast(data); ok {
+		return out, nil
+	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, err
@@ -235,7 +255,156 @@ func classicSpec(data []byte) (json.RawMessage, error) {
 	delete(m, "id")
 	delete(m, "version")
 	delete(m, "uid")
-	return encodeRaw(m), nil
+	// The values above are the stored bytes verbatim.
+	var out bytes.Buffer
+	out.Grow(len(data))
+	err := json.Compact(&out, encodeRaw(m))
+	return out.Bytes(), err
+}
+
+// classicSpecFast does what classicSpec does in one scan of the stored
+// model, for the common case: a compact object whose top-level keys need
+// no re-encoding. ok is false for anything else (classicSpec then decodes).
+// Listing thousands of dashboards is otherwise dominated by decoding them.
+func classicSpecFast(data []byte) (json.RawMessage, bool) {
+	type member struct {
+		key        string
+		start, end int // the member's value
+	}
+	var members []member
+	i := 0
+	if len(data) < 2 || data[0] != '{' {
+		return nil, false
+	}
+	i = 1
+	for {
+		if i >= len(data) || data[i] != '"' {
+			if i < len(data) && data[i] == '}' && len(members) == 0 && i == len(data)-1 {
+				return json.RawMessage(`{}`), true
+			}
+			return nil, false
+		}
+		ks := i + 1
+		ke := ks
+		for ke < len(data) && data[ke] != '"' {
+			if c := data[ke]; c == '\\' || c < 0x20 || c >= 0x80 || c == '<' || c == '>' || c == '&' {
+				return nil, false // json.Marshal would spell the key differently
+			}
+			ke++
+		}
+		if ke+1 >= len(data) || data[ke+1] != ':' {
+			return nil, false
+		}
+		vs := ke + 2
+		ve, ok := skipCompactValue(data, vs)
+		if !ok {
+			return nil, false
+		}
+		members = append(members, member{key: string(data[ks:ke]), start: vs, end: ve})
+		if ve >= len(data) {
+			return nil, false
+		}
+		switch data[ve] {
+		case ',':
+			i = ve + 1
+			continue
+		case '}':
+			if ve != len(data)-1 {
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+		break
+	}
+	// Stable: of duplicate keys the last one wins, as when decoding to a map.
+	slices.SortStableFunc(members, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	out := make([]byte, 0, len(data))
+	out = append(out, '{')
+	n := 0
+	for j, m := range members {
+		if j+1 < len(members) && members[j+1].key == m.key || m.key == "id" || m.key == "version" || m.key == "uid" {
+			continue
+		}
+		if n > 0 {
+			out = append(out, ',')
+		}
+		n++
+		out = append(append(append(append(out, '"'), m.key...), '"', ':'), data[m.start:m.end]...)
+	}
+	return append(out, '}'), true
+}
+
+// skipCompactValue returns the end of the JSON value starting at i, false
+// for whitespace (not compact) or a token or nesting that is malformed.
+func skipCompactValue(data []byte, i int) (int, bool) {
+	start, depth := i, 0
+	var open [64]byte // the brackets open at each depth
+	for i < len(data) {
+		switch c := data[i]; {
+		case c == '"':
+			i++
+			for i < len(data) && data[i] != '"' {
+				if data[i] == '\\' {
+					i++
+				} else if data[i] < 0x20 {
+					return 0, false
+				}
+				i++
+			}
+			if i >= len(data) {
+				return 0, false
+			}
+			i++
+		case c == '{' || c == '[':
+			if depth == len(open) {
+				return 0, false
+			}
+			open[depth] = c
+			depth++
+			i++
+			continue
+		case c == '}' || c == ']':
+			if depth == 0 {
+				return i, c == '}' && i > start // the enclosing object's end
+			}
+			depth--
+			if open[depth] != c-2 { // '{'+2 == '}', '['+2 == ']'
+				return 0, false
+			}
+			i++
+		case c == ',' || c == ':':
+			if depth == 0 {
+				return i, c == ',' && i > start
+			}
+			i++
+			continue
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			return 0, false
+		case c == 't' || c == 'f' || c == 'n':
+			lit := "true"
+			if c == 'f' {
+				lit = "false"
+			} else if c == 'n' {
+				lit = "null"
+			}
+			if !bytes.HasPrefix(data[i:], []byte(lit)) {
+				return 0, false
+			}
+			i += len(lit)
+		case c == '-' || c >= '0' && c <= '9':
+			i++
+			for i < len(data) && (data[i] >= '0' && data[i] <= '9' || data[i] == '.' || data[i] == 'e' || data[i] == 'E' || data[i] == '+' || data[i] == '-') {
+				i++
+			}
+		default:
+			return 0, false
+		}
+		if depth == 0 {
+			return i, true
+		}
+	}
+	return 0, false
 }
 
 // isV2 tells a schema v2 API version from a classic one.

@@ -141,42 +141,66 @@ func (o *Object) StoredVersion() string {
 
 // ListObjects walks every page of a resource list in a namespace (limit
 // and continue, as Kubernetes lists page), calling fn per object in order.
+// The next page is read while fn works through the current one, so that
+// the server's time and the caller's overlap; at most two pages are held.
 func (c *Client) ListObjects(ctx context.Context, group, version, ns, resource string, limit int, fn func(*Object) error) error {
 	path := fmt.Sprintf("/apis/%s/%s/namespaces/%s/%s", group, version, url.PathEscape(ns), resource)
-	cont := ""
-	seen := map[string]bool{}
-	for {
-		q := url.Values{}
-		if limit > 0 {
-			q.Set("limit", strconv.Itoa(limit))
+	ctx, cancel := context.WithCancel(ctx)
+	type page struct {
+		items []*Object
+		err   error
+	}
+	pages := make(chan page) // unbuffered: one page read ahead, no more
+	stopped := make(chan struct{})
+	defer func() {
+		cancel()
+		<-stopped // the reader never outlives the call
+	}()
+	go func() {
+		defer close(stopped)
+		defer close(pages)
+		cont := ""
+		seen := map[string]bool{}
+		for {
+			q := url.Values{}
+			if limit > 0 {
+				q.Set("limit", strconv.Itoa(limit))
+			}
+			if cont != "" {
+				q.Set("continue", cont)
+			}
+			var body objectPage
+			p := page{}
+			if err := c.get(ctx, path, q, &body); err != nil {
+				p.err = fmt.Errorf("listing %s: %w", path, err)
+			} else if next := body.Continue; next != "" && seen[next] {
+				// A server that hands out the same token again would loop forever.
+				p.err = fmt.Errorf("listing %s: the server repeated continue token %q", path, next)
+			}
+			p.items = body.Items
+			select {
+			case pages <- p:
+			case <-ctx.Done():
+				return
+			}
+			if p.err != nil || body.Continue == "" {
+				return
+			}
+			seen[body.Continue] = true
+			cont = body.Continue
 		}
-		if cont != "" {
-			q.Set("continue", cont)
+	}()
+	for p := range pages {
+		if p.err != nil {
+			return p.err
 		}
-		var page struct {
-			Metadata struct {
-				Continue string `json:"continue"`
-			} `json:"metadata"`
-			Items []*Object `json:"items"`
-		}
-		if err := c.get(ctx, path, q, &page); err != nil {
-			return fmt.Errorf("listing %s: %w", path, err)
-		}
-		for _, it := range page.Items {
+		for _, it := range p.items {
 			if err := fn(it); err != nil {
 				return err
 			}
 		}
-		if page.Metadata.Continue == "" {
-			return nil
-		}
-		// A server that hands out the same token again would loop forever.
-		if seen[page.Metadata.Continue] {
-			return fmt.Errorf("listing %s: the server repeated continue token %q", path, page.Metadata.Continue)
-		}
-		seen[page.Metadata.Continue] = true
-		cont = page.Metadata.Continue
 	}
+	return nil
 }
 
 // GetObject reads one object in a version; a missing one matches ErrNotFound.

@@ -419,7 +419,13 @@ func (c *Client) finish(r request, target string, resp *http.Response, out any) 
 		if _, err := buf.ReadFrom(resp.Body); err != nil {
 			return fmt.Errorf("grafana %s %s: reading answer: %w", r.method, target, connErr(err))
 		}
-		if err := json.Unmarshal(buf.Bytes(), out); err != nil {
+		var err error
+		if d, ok := out.(bodyDecoder); ok {
+			err = d.decodeBody(buf.Bytes())
+		} else {
+			err = json.Unmarshal(buf.Bytes(), out)
+		}
+		if err != nil {
 			return fmt.Errorf("grafana %s %s: decoding answer: %w", r.method, target, err)
 		}
 		return nil

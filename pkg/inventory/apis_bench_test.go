@@ -13,8 +13,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/rebind-dev/rebind/e2e/grafanastandin"
 	"github.com/rebind-dev/rebind/pkg/grafana"
@@ -66,36 +69,42 @@ func standinProcess(b *testing.B, orgs, perOrg int) string {
 }
 
 // rawFetch reads every byte the list API serves for the orgs' dashboards,
-// parsing nothing but the continue token: the floor under an inventory.
+// parsing nothing but the continue token, with the orgs side by side as
+// the inventory reads them: the floor under an inventory.
 func rawFetch(ctx context.Context, base string, orgs int) (int64, error) {
-	var total int64
+	var (
+		total atomic.Int64
+		g     errgroup.Group
+	)
 	hc := &http.Client{}
 	for org := int64(1); org <= int64(orgs); org++ {
-		cont := ""
-		for {
-			u := fmt.Sprintf("%s/apis/dashboard.grafana.app/v1beta1/namespaces/%s/dashboards?limit=500", base, grafana.Namespace(org))
-			if cont != "" {
-				u += "&continue=" + url.QueryEscape(cont)
+		g.Go(func() error {
+			cont := ""
+			for {
+				u := fmt.Sprintf("%s/apis/dashboard.grafana.app/v1beta1/namespaces/%s/dashboards?limit=500", base, grafana.Namespace(org))
+				if cont != "" {
+					u += "&continue=" + url.QueryEscape(cont)
+				}
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+				req.SetBasicAuth("admin", "pw")
+				resp, err := hc.Do(req)
+				if err != nil {
+					return err
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 {
+					return fmt.Errorf("%s: %d %v", u, resp.StatusCode, err)
+				}
+				total.Add(int64(len(body)))
+				if cont = continueToken(body); cont == "" {
+					return nil
+				}
 			}
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-			req.SetBasicAuth("admin", "pw")
-			resp, err := hc.Do(req)
-			if err != nil {
-				return 0, err
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil || resp.StatusCode != 200 {
-				return 0, fmt.Errorf("%s: %d %v", u, resp.StatusCode, err)
-			}
-			total += int64(len(body))
-			cont = continueToken(body)
-			if cont == "" {
-				break
-			}
-		}
+		})
 	}
-	return total, nil
+	err := g.Wait()
+	return total.Load(), err
 }
 
 // continueToken finds metadata.continue without decoding the page.

@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,6 +34,10 @@ var errSyntax = errors.New("invalid JSON")
 // canonicalTop appends the canonical form of the top-level object in, with
 // volatile keys dropped and uid/title replaced.
 func canonicalTop(dst, in []byte, uid, title string) ([]byte, error) {
+	return canonicalWith(dst, in, &topOverride{uid: uid, title: title})
+}
+
+func canonicalWith(dst, in []byte, top *topOverride) ([]byte, error) {
 	p := parserPool.Get().(*canonParser)
 	defer func() {
 		p.in = nil
@@ -43,7 +48,7 @@ func canonicalTop(dst, in []byte, uid, title string) ([]byte, error) {
 	if p.pos >= len(p.in) || p.in[p.pos] != '{' {
 		return dst, errors.New("dashboard JSON is not an object")
 	}
-	dst, err := p.object(dst, 0, &topOverride{uid: uid, title: title})
+	dst, err := p.object(dst, 0, top)
 	if err != nil {
 		return dst, err
 	}
@@ -54,7 +59,12 @@ func canonicalTop(dst, in []byte, uid, title string) ([]byte, error) {
 	return dst, nil
 }
 
-type topOverride struct{ uid, title string }
+// topOverride replaces the top-level uid and title; with keepTitle the
+// document's own title (a string or null) is kept and reported in title.
+type topOverride struct {
+	uid, title string
+	keepTitle  bool
+}
 
 func (p *canonParser) skipWS() {
 	for p.pos < len(p.in) {
@@ -104,7 +114,11 @@ func (p *canonParser) value(dst []byte, depth int) ([]byte, error) {
 			}
 			break
 		}
-		n, err := canonicalNumber(string(p.in[start:p.pos]))
+		lit := p.in[start:p.pos]
+		if plainInteger(lit) {
+			return append(dst, lit...), nil // already canonical
+		}
+		n, err := canonicalNumber(string(lit))
 		if err != nil {
 			return dst, err
 		}
@@ -112,6 +126,26 @@ func (p *canonParser) value(dst []byte, depth int) ([]byte, error) {
 	default:
 		return dst, p.fail(fmt.Sprintf("unexpected %q", c))
 	}
+}
+
+// plainInteger says whether a number literal is an integer that
+// canonicalNumber would spell as it is: digits, an optional minus, no
+// leading zero, no "-0", short enough for any decoder to hold exactly.
+// Most numbers in a dashboard (ids, grid positions, sizes) are.
+func plainInteger(lit []byte) bool {
+	d := lit
+	if len(d) > 0 && d[0] == '-' {
+		d = d[1:]
+	}
+	if len(d) == 0 || len(d) > 15 || d[0] == '0' && (len(d) > 1 || len(lit) > 1) {
+		return false
+	}
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *canonParser) literal(dst []byte, lit string) ([]byte, error) {
@@ -204,6 +238,13 @@ func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, e
 		}
 	}
 	if top != nil {
+		if top.keepTitle {
+			title, err := lastString(keys, buf, "title")
+			if err != nil {
+				return dst, err
+			}
+			top.title = title
+		}
 		keys = slices.DeleteFunc(keys, func(m member) bool { return volatileKeys[m.key] || m.key == "uid" || m.key == "title" })
 		for _, kv := range [2][2]string{{"uid", top.uid}, {"title", top.title}} {
 			start := len(buf)
@@ -230,6 +271,26 @@ func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, e
 	dst = append(dst, '}')
 	p.scratch[depth], p.keys[depth] = buf, keys
 	return dst, nil
+}
+
+// lastString decodes the last member named key (the one encoding/json
+// would keep) as a string: "" when absent or null, an error for any other
+// type.
+func lastString(keys []member, buf []byte, key string) (string, error) {
+	for i := len(keys) - 1; i >= 0; i-- {
+		if keys[i].key != key {
+			continue
+		}
+		var s *string
+		if err := json.Unmarshal(buf[keys[i].start:keys[i].end], &s); err != nil {
+			return "", fmt.Errorf("%s: %w", key, err)
+		}
+		if s == nil {
+			return "", nil
+		}
+		return *s, nil
+	}
+	return "", nil
 }
 
 // stringValue returns the unescaped bytes of the string at pos; the slice is

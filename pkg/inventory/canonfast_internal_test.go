@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -16,6 +17,7 @@ func TestFastHashMatchesReference(t *testing.T) {
 		` { "ws" : [ { } , [ ] , { "k" : [ [ { "deep" : 1 } ] ] } ] } `,
 		`{"panels":[{"id":1,"gridPos":{"h":8,"w":12},"targets":[{"expr":"sum(rate(x[5m]))","refId":"A"}]}],"title":"T"}`,
 		"{\"bad utf8\":\"\xff\xfe\"}",
+		`{"ints":[0,-0,1,-1,10,-10,123456789012345,-123456789012345,1234567890123456,9007199254740993,-9007199254740993]}`,
 	}
 	for _, in := range inputs {
 		fast, err1 := HashDashboard([]byte(in), "U", "T")
@@ -32,5 +34,41 @@ func TestFastHashMatchesReference(t *testing.T) {
 	}
 	if _, err := HashDashboard([]byte(strings.Repeat(`{"a":`, 50)+"1"+strings.Repeat("}", 50)), "U", "T"); err != nil {
 		t.Error(err)
+	}
+}
+
+// HashDashboardSpec (one pass, the spec's own title) must agree with
+// decoding the title first and hashing with it, as the legacy path does.
+func TestHashDashboardSpecMatchesTwoPasses(t *testing.T) {
+	inputs := []string{
+		`{}`,
+		`{"title":"plain"}`,
+		`{"title":null,"x":1}`,
+		`{"title":"first","title":"last wins"}`,
+		`{"id":3,"uid":"stale","version":9,"title":"T","panels":[{"title":"not the top one"}]}`,
+		`{"title":"esc \u00e9\"\\ \ud83d\ude00 \ud800"}`,
+		"{\"title\":\"bad \xff utf8\"}",
+		`{"nested":{"title":"deep"}}`,
+	}
+	for _, in := range inputs {
+		var head struct {
+			Title string `json:"title"`
+		}
+		if err := json.Unmarshal([]byte(in), &head); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		want, err := HashDashboard([]byte(in), "U", head.Title)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, title, err := HashDashboardSpec([]byte(in), "U")
+		if err != nil || got != want || title != head.Title {
+			t.Errorf("%s: got %s %q %v, want %s %q", in, got, title, err, want, head.Title)
+		}
+	}
+	for _, bad := range []string{`{"title":1}`, `{"title":["x"]}`, `{"title":"x"`, `[]`} {
+		if _, _, err := HashDashboardSpec([]byte(bad), "U"); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
 	}
 }

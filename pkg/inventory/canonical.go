@@ -37,6 +37,22 @@ func HashDashboard(model []byte, uid, title string) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
+// HashDashboardSpec hashes a dashboard spec as served by /apis like
+// HashDashboard with the object's name as uid and the spec's own title,
+// and returns that title, in one pass over the spec.
+func HashDashboardSpec(spec []byte, uid string) (sum, title string, err error) {
+	bp := hashBufPool.Get().(*[]byte)
+	defer hashBufPool.Put(bp)
+	top := &topOverride{uid: uid, keepTitle: true}
+	out, err := canonicalWith((*bp)[:0], spec, top)
+	*bp = out
+	if err != nil {
+		return "", "", fmt.Errorf("dashboard JSON: %w", err)
+	}
+	h := sha256.Sum256(out)
+	return hex.EncodeToString(h[:]), top.title, nil
+}
+
 var hashBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 // hashDashboardSlow is the reference implementation through encoding/json,

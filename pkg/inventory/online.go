@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/rebind-dev/rebind/pkg/grafana"
 )
@@ -69,25 +70,45 @@ func FromGrafana(ctx context.Context, c *grafana.Client, opts Options) (*Invento
 	if apis.Served() {
 		inv.API = "apis/" + apis.Dashboards
 	}
-	for _, r := range acc.Orgs {
-		var org Org
-		var err error
-		if apis.Served() {
-			org, err = orgFromAPIs(ctx, r.Client, r.Org, apis, opts.PageSize, opts.Progress)
-		} else {
-			org, err = orgFromGrafana(ctx, r.Client, r.Org, workers, log, opts.Progress)
-		}
-		if err == nil {
-			err = itemsFromGrafana(ctx, r.Client, &org)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("org %d (%s): %w", r.Org.ID, r.Org.Name, err)
-		}
-		inv.Orgs = append(inv.Orgs, org)
+	// Orgs are read side by side through /apis, where each is a sequence of
+	// pages (the server works on one org's page while rebind hashes
+	// another's); the per-uid path already keeps workers busy within an org.
+	parallel := 1
+	if apis.Served() {
+		parallel = min(len(acc.Orgs), maxOrgsAtOnce)
+	}
+	inv.Orgs = make([]Org, len(acc.Orgs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
+	for i, r := range acc.Orgs {
+		g.Go(func() error {
+			var org Org
+			var err error
+			if apis.Served() {
+				org, err = orgFromAPIs(gctx, r.Client, r.Org, apis, opts.PageSize, opts.Progress)
+			} else {
+				org, err = orgFromGrafana(gctx, r.Client, r.Org, workers, log, opts.Progress)
+			}
+			if err == nil {
+				err = itemsFromGrafana(gctx, r.Client, &org)
+			}
+			if err != nil {
+				return fmt.Errorf("org %d (%s): %w", r.Org.ID, r.Org.Name, err)
+			}
+			inv.Orgs[i] = org
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	inv.normalize()
 	return inv, nil
 }
+
+// maxOrgsAtOnce bounds the orgs read at once through /apis: each holds up
+// to two pages (a few MB) and one connection.
+const maxOrgsAtOnce = 4
 
 func orgFromGrafana(ctx context.Context, c *grafana.Client, o grafana.Org, workers int, log *zap.Logger, progress func(int64, int)) (Org, error) {
 	org := Org{ID: o.ID, Name: o.Name}
@@ -241,17 +262,11 @@ func schemaFamily(version string) string {
 // (id and version dropped, uid and title from the object), so that a
 // classic dashboard hashes the same through /api, /apis and grafana.db.
 func dashboardFromObject(obj *grafana.Object) (Dashboard, error) {
-	var head struct {
-		Title string `json:"title"`
-	}
-	if err := json.Unmarshal(obj.Spec, &head); err != nil {
-		return Dashboard{}, fmt.Errorf("dashboard %s: %w", obj.Metadata.Name, err)
-	}
-	sum, err := HashDashboard(obj.Spec, obj.Metadata.Name, head.Title)
+	sum, title, err := HashDashboardSpec(obj.Spec, obj.Metadata.Name)
 	if err != nil {
 		return Dashboard{}, fmt.Errorf("dashboard %s: %w", obj.Metadata.Name, err)
 	}
-	d := Dashboard{UID: obj.Metadata.Name, Title: head.Title, FolderUID: obj.Metadata.Annotations[grafana.AnnFolder], Version: obj.Metadata.Generation, SHA256: sum}
+	d := Dashboard{UID: obj.Metadata.Name, Title: title, FolderUID: obj.Metadata.Annotations[grafana.AnnFolder], Version: obj.Metadata.Generation, SHA256: sum}
 	if schemaFamily(obj.StoredVersion()) == "v2" {
 		d.Schema = "v2"
 	}

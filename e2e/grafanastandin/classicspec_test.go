@@ -1,0 +1,65 @@
+package grafanastandin
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+)
+
+// classicSpecSlow is the reference: decode the top level, drop id, version
+// and uid, re-encode with sorted keys, compact.
+func classicSpecSlow(data []byte) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	delete(m, "id")
+	delete(m, "version")
+	delete(m, "uid")
+	var out bytes.Buffer
+	err := json.Compact(&out, encodeRaw(m))
+	return out.Bytes(), err
+}
+
+// The one-scan path must serve exactly what decoding and re-encoding
+// serves, and leave to it whatever it cannot handle.
+func TestClassicSpecFastMatchesDecoding(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		fast bool // the one-scan path takes it
+	}{
+		{`{}`, true},
+		{`{"id":1,"uid":"u","version":3,"title":"T"}`, true},
+		{`{"title":"T","panels":[{"id":1,"gridPos":{"h":8}},{"id":2}],"b":true,"a":null,"n":-1.5e3}`, true},
+		{`{"z":1,"z":2,"a":"x"}`, true},
+		{`{"s":"with \"escapes\" \\ and } ] , : inside"}`, true},
+		{`{"nested":{"id":7,"uid":"kept below the top"}}`, true},
+		{`{ "title": "spaced" }`, false},
+		{`{"title":"T","panels":[ ]}`, false},
+		{`{"t\u00e9":"key needs re-encoding"}`, false},
+		{`{"a<b":"html-escaped by json.Marshal"}`, false},
+		{`{"é":1}`, false},
+		{`{"a":tru}`, false},
+		{`{"a":[}`, false},
+		{`{"a":{]}`, false},
+		{`{"a":}`, false},
+		{`{"a":1,}`, false},
+		{`{"a":1} `, false},
+		{`[1]`, false},
+		{`{"a":"unterminated}`, false},
+	} {
+		got, ok := classicSpecFast([]byte(tc.in))
+		if ok != tc.fast {
+			t.Errorf("%s: fast path took it: %v, want %v", tc.in, ok, tc.fast)
+			continue
+		}
+		want, err := classicSpecSlow([]byte(tc.in))
+		if ok && (err != nil || !bytes.Equal(got, want)) {
+			t.Errorf("%s: fast %s, decoding %s (%v)", tc.in, got, want, err)
+		}
+		served, err2 := classicSpec([]byte(tc.in))
+		if !bytes.Equal(served, want) || (err == nil) != (err2 == nil) {
+			t.Errorf("%s: classicSpec %s %v, want %s %v", tc.in, served, err2, want, err)
+		}
+	}
+}

@@ -1,0 +1,323 @@
+package grafana
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// bodyDecoder is an answer that decodes its own body. finish hands it the
+// bytes instead of running encoding/json, which would validate a page of
+// dashboards in full and then scan and copy every spec a second time.
+type bodyDecoder interface {
+	decodeBody(body []byte) error
+}
+
+// objectPage is one page of an /apis list. Its objects' specs are slices
+// of the page's own copy of the body, not validated here: every consumer
+// parses them (folders through encoding/json, dashboards through the
+// inventory's canonical parser), and an invalid spec fails there.
+type objectPage struct {
+	Continue string
+	Items    []*Object
+}
+
+func (p *objectPage) decodeBody(body []byte) error {
+	s := &jsonScanner{b: append([]byte(nil), body...)}
+	err := s.object(func(key []byte) error {
+		switch string(key) {
+		case "metadata":
+			v, err := s.span()
+			if err != nil {
+				return err
+			}
+			var meta struct {
+				Continue string `json:"continue"`
+			}
+			if err := json.Unmarshal(v, &meta); err != nil {
+				return fmt.Errorf("list metadata: %w", err)
+			}
+			p.Continue = meta.Continue
+			return nil
+		case "items":
+			return s.array(func() error {
+				v, err := s.span()
+				if err != nil {
+					return err
+				}
+				o, err := decodeObject(v)
+				if err != nil {
+					return fmt.Errorf("item %d: %w", len(p.Items), err)
+				}
+				p.Items = append(p.Items, o)
+				return nil
+			})
+		}
+		return s.value()
+	})
+	if err == nil {
+		err = s.end()
+	}
+	return err
+}
+
+// decodeObject reads an object's small fields with encoding/json and keeps
+// its spec as it came.
+func decodeObject(b []byte) (*Object, error) {
+	o := &Object{}
+	s := &jsonScanner{b: b}
+	err := s.object(func(key []byte) error {
+		v, err := s.span()
+		if err != nil {
+			return err
+		}
+		switch string(key) {
+		case "apiVersion":
+			err = json.Unmarshal(v, &o.APIVersion)
+		case "kind":
+			err = json.Unmarshal(v, &o.Kind)
+		case "metadata":
+			err = json.Unmarshal(v, &o.Metadata)
+		case "spec":
+			o.Spec = json.RawMessage(v)
+		case "status":
+			err = json.Unmarshal(v, &o.Status)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		return nil
+	})
+	if err == nil {
+		err = s.end()
+	}
+	return o, err
+}
+
+// jsonScanner walks JSON structure without building values: objects and
+// arrays by grammar, strings to their closing quote, numbers and literals
+// by their characters (not their spelling). It finds where values start and end; whoever needs
+// a value decodes (and so fully validates) that slice.
+type jsonScanner struct {
+	b     []byte
+	i     int
+	depth int
+}
+
+var errJSONSyntax = errors.New("invalid JSON")
+
+func (s *jsonScanner) fail(what string) error {
+	return fmt.Errorf("%w: %s at offset %d", errJSONSyntax, what, s.i)
+}
+
+func (s *jsonScanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// end accepts only whitespace after the value.
+func (s *jsonScanner) end() error {
+	s.ws()
+	if s.i != len(s.b) {
+		return s.fail("trailing data")
+	}
+	return nil
+}
+
+// maxDepth bounds nesting, as encoding/json does (10000), so that a
+// hostile answer cannot exhaust the stack.
+const maxDepth = 10000
+
+// object calls fn with each member's key (decoded when it holds an
+// escape); fn must consume the member's value from s, nil skips them.
+func (s *jsonScanner) object(fn func(key []byte) error) error {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '{' {
+		return s.fail("expected an object")
+	}
+	if s.depth++; s.depth > maxDepth {
+		return s.fail("nested too deep")
+	}
+	defer func() { s.depth-- }()
+	s.i++
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+		return nil
+	}
+	for {
+		s.ws()
+		ks, ke, err := s.str()
+		if err != nil {
+			return err
+		}
+		key := s.b[ks+1 : ke-1]
+		for _, c := range key {
+			if c == '\\' {
+				var k string
+				if err := json.Unmarshal(s.b[ks:ke], &k); err != nil {
+					return s.fail("bad key")
+				}
+				key = []byte(k)
+				break
+			}
+		}
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			return s.fail("expected :")
+		}
+		s.i++
+		s.ws()
+		if fn == nil {
+			err = s.value()
+		} else {
+			err = fn(key)
+		}
+		if err != nil {
+			return err
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return s.fail("unterminated object")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return nil
+		default:
+			return s.fail("expected , or }")
+		}
+	}
+}
+
+// array calls fn for each element; fn must consume it from s, nil skips
+// them.
+func (s *jsonScanner) array(fn func() error) error {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '[' {
+		return s.fail("expected an array")
+	}
+	if s.depth++; s.depth > maxDepth {
+		return s.fail("nested too deep")
+	}
+	defer func() { s.depth-- }()
+	s.i++
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == ']' {
+		s.i++
+		return nil
+	}
+	for {
+		s.ws()
+		var err error
+		if fn == nil {
+			err = s.value()
+		} else {
+			err = fn()
+		}
+		if err != nil {
+			return err
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return s.fail("unterminated array")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			return nil
+		default:
+			return s.fail("expected , or ]")
+		}
+	}
+}
+
+// span skips one value and returns it.
+func (s *jsonScanner) span() ([]byte, error) {
+	s.ws()
+	start := s.i
+	if err := s.value(); err != nil {
+		return nil, err
+	}
+	return s.b[start:s.i], nil
+}
+
+// value skips one value starting at s.i (no leading whitespace).
+func (s *jsonScanner) value() error {
+	if s.i >= len(s.b) {
+		return s.fail("unexpected end")
+	}
+	switch c := s.b[s.i]; {
+	case c == '{':
+		return s.object(nil)
+	case c == '[':
+		return s.array(nil)
+	case c == '"':
+		_, _, err := s.str()
+		return err
+	case c == 't':
+		return s.literal("true")
+	case c == 'f':
+		return s.literal("false")
+	case c == 'n':
+		return s.literal("null")
+	case c == '-' || c >= '0' && c <= '9':
+		s.i++
+		for s.i < len(s.b) {
+			c := s.b[s.i]
+			if c >= '0' && c <= '9' || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-' {
+				s.i++
+				continue
+			}
+			break
+		}
+		return nil
+	}
+	return s.fail("unexpected character")
+}
+
+func (s *jsonScanner) literal(lit string) error {
+	if len(s.b)-s.i < len(lit) || string(s.b[s.i:s.i+len(lit)]) != lit {
+		return s.fail("bad literal")
+	}
+	s.i += len(lit)
+	return nil
+}
+
+// str skips a string, returning its span with the quotes. Control
+// characters are left to whoever decodes the value.
+func (s *jsonScanner) str() (start, end int, err error) {
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return 0, 0, s.fail("expected a string")
+	}
+	start = s.i
+	s.i++
+	for {
+		q := bytes.IndexByte(s.b[s.i:], '"')
+		if q < 0 {
+			s.i = len(s.b)
+			return 0, 0, s.fail("unterminated string")
+		}
+		s.i += q
+		// The quote is escaped when an odd number of backslashes precede it.
+		n := 0
+		for j := s.i - 1; j > start && s.b[j] == '\\'; j-- {
+			n++
+		}
+		s.i++
+		if n%2 == 0 {
+			return start, s.i, nil
+		}
+	}
+}

@@ -1,0 +1,78 @@
+package grafana
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The page scanner must read what encoding/json reads from the same page
+// (specs compared as JSON values: the scanner keeps them as they came), and
+// refuse what encoding/json refuses.
+func TestObjectPageMatchesEncodingJSON(t *testing.T) {
+	pages := []string{
+		`{"kind":"DashboardList","metadata":{"continue":"abc","resourceVersion":"7"},"items":[]}`,
+		`{"items":[{"apiVersion":"dashboard.grafana.app/v1beta1","kind":"Dashboard","metadata":{"name":"a","generation":3,"annotations":{"grafana.app/folder":"f"},"labels":{"x":"y"}},"spec":{"title":"A","panels":[{"id":1}]},"status":{}}],"metadata":{}}`,
+		" {\n \"metadata\" : { } ,\n \"items\" : [ { \"metadata\" : { \"name\" : \"sp\" } , \"spec\" : { \"title\" : \"spaced \\\"out\\\"\" , \"n\" : [ 1 , -2.5e3 , true , false , null ] } } ] } \n",
+		`{"items":[{"metadata":{"name":"conv"},"apiVersion":"dashboard.grafana.app/v1beta1","spec":{"elements":{}},"status":{"conversion":{"storedVersion":"v2beta1","failed":false}}}]}`,
+		`{"items":[{"metadata":{"name":"nullspec"},"spec":null},{"metadata":{"name":"dup"},"spec":{"a":1},"spec":{"b":2}}]}`,
+		`{"items":[{"metadata":{"name":"backslashes"},"spec":{"p":"c:\\","q":"\"x\\\"","r":"\\\\"}}]}`,
+		`{"items":[{"\u006detadata":{"name":"escaped key"},"spec":{"title":"\u00e9\ud83d\ude00"}}],"unknown":{"deep":[[[{"x":"]}"}]]]}}`,
+	}
+	for _, page := range pages {
+		var want struct {
+			Metadata struct {
+				Continue string `json:"continue"`
+			} `json:"metadata"`
+			Items []*Object `json:"items"`
+		}
+		if err := json.Unmarshal([]byte(page), &want); err != nil {
+			t.Fatalf("%s: %v", page, err)
+		}
+		var got objectPage
+		if err := got.decodeBody([]byte(page)); err != nil {
+			t.Errorf("%s: %v", page, err)
+			continue
+		}
+		if got.Continue != want.Metadata.Continue || len(got.Items) != len(want.Items) {
+			t.Errorf("%s: continue %q, %d items; want %q, %d", page, got.Continue, len(got.Items), want.Metadata.Continue, len(want.Items))
+			continue
+		}
+		for i := range got.Items {
+			g, w := *got.Items[i], *want.Items[i]
+			if !sameJSON(t, g.Spec, w.Spec) {
+				t.Errorf("%s: item %d spec %s, want %s", page, i, g.Spec, w.Spec)
+			}
+			g.Spec, w.Spec = nil, nil
+			if !reflect.DeepEqual(g, w) {
+				t.Errorf("%s: item %d %+v, want %+v", page, i, g, w)
+			}
+		}
+	}
+
+	for _, bad := range []string{
+		``, `[]`, `{"items":[}`, `{"items":[{"spec":{"a":tru}}]}`, `{"items":[{"spec":{"a":1}]}`,
+		`{"items":[{"spec":{"a":"x}}]}`, `{"items":[]} x`, `{"metadata":{"continue":1}}`,
+		`{"items":[{"metadata":{"name":5}}]}`, `{"items":[{"spec":{"a" 1}}]}`, `{"items":[1,]}`,
+		`{"items":[{"spec":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}]}`,
+	} {
+		var got objectPage
+		if err := got.decodeBody([]byte(bad)); err == nil {
+			t.Errorf("%.60q accepted", bad)
+		}
+	}
+}
+
+func sameJSON(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var x, y bytes.Buffer
+	if err := json.Compact(&x, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Compact(&y, b); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(x.Bytes(), y.Bytes())
+}
