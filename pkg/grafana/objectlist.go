@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"unicode/utf8"
 )
 
 // bodyDecoder is an answer that decodes its own body. finish hands it the
@@ -62,27 +64,62 @@ func (p *objectPage) decodeBody(body []byte) error {
 	return err
 }
 
-// decodeObject reads an object's small fields with encoding/json and keeps
-// its spec as it came.
+// decodeBody keeps the dashboard model as it came (its one consumer, the
+// inventory's hash, parses it in full) and decodes only meta: running
+// encoding/json over the model cost more than hashing it.
+func (d *Dashboard) decodeBody(body []byte) error {
+	s := &jsonScanner{b: append([]byte(nil), body...)}
+	err := s.object(func(key []byte) error {
+		switch string(key) {
+		case "dashboard":
+			v, err := s.span()
+			d.Dashboard = json.RawMessage(v)
+			return err
+		case "meta":
+			v, err := s.span()
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(v, &d.Meta); err != nil {
+				return fmt.Errorf("meta: %w", err)
+			}
+			return nil
+		}
+		return s.value()
+	})
+	if err == nil {
+		err = s.end()
+	}
+	return err
+}
+
+// decodeObject reads an object's small fields and keeps its spec as it
+// came. Keys match case-sensitively, as Kubernetes' own decoder
+// (sigs.k8s.io/json) matches them, not case-folded as encoding/json does.
 func decodeObject(b []byte) (*Object, error) {
 	o := &Object{}
 	s := &jsonScanner{b: b}
 	err := s.object(func(key []byte) error {
-		v, err := s.span()
-		if err != nil {
-			return err
-		}
+		var err error
 		switch string(key) {
 		case "apiVersion":
-			err = json.Unmarshal(v, &o.APIVersion)
+			err = s.stringInto(&o.APIVersion)
 		case "kind":
-			err = json.Unmarshal(v, &o.Kind)
+			err = s.stringInto(&o.Kind)
 		case "metadata":
-			err = json.Unmarshal(v, &o.Metadata)
+			err = s.objectMeta(&o.Metadata)
 		case "spec":
-			o.Spec = json.RawMessage(v)
+			var v []byte
+			if v, err = s.span(); err == nil {
+				o.Spec = json.RawMessage(v)
+			}
 		case "status":
-			err = json.Unmarshal(v, &o.Status)
+			var v []byte
+			if v, err = s.span(); err == nil {
+				err = json.Unmarshal(v, &o.Status)
+			}
+		default:
+			err = s.value()
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
@@ -93,6 +130,115 @@ func decodeObject(b []byte) (*Object, error) {
 		err = s.end()
 	}
 	return o, err
+}
+
+// objectMeta reads the metadata fields rebind uses and skips the rest
+// (managedFields can be most of an object's metadata).
+func (s *jsonScanner) objectMeta(m *ObjectMeta) error {
+	if s.null() {
+		return nil
+	}
+	return s.object(func(key []byte) error {
+		var err error
+		switch string(key) {
+		case "name":
+			err = s.stringInto(&m.Name)
+		case "namespace":
+			err = s.stringInto(&m.Namespace)
+		case "generation":
+			err = s.int64Into(&m.Generation)
+		case "annotations":
+			err = s.stringMap(&m.Annotations)
+		case "labels":
+			err = s.stringMap(&m.Labels)
+		default:
+			err = s.value()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		return nil
+	})
+}
+
+// null consumes a null literal if one stands at the cursor.
+func (s *jsonScanner) null() bool {
+	s.ws()
+	if len(s.b)-s.i >= 4 && string(s.b[s.i:s.i+4]) == "null" {
+		s.i += 4
+		return true
+	}
+	return false
+}
+
+// stringInto decodes a string as encoding/json would into a string field:
+// null leaves it as it is, anything but a string is an error.
+func (s *jsonScanner) stringInto(dst *string) error {
+	if s.null() {
+		return nil
+	}
+	start, end, err := s.str()
+	if err != nil {
+		return err
+	}
+	raw := s.b[start+1 : end-1]
+	if plainString(raw) {
+		*dst = string(raw)
+		return nil
+	}
+	// Escapes, control characters and invalid UTF-8 take encoding/json's
+	// rules, replacement characters included.
+	return json.Unmarshal(s.b[start:end], dst)
+}
+
+// plainString says whether a string's raw bytes decode to themselves: no
+// escapes, no control characters, valid UTF-8.
+func plainString(raw []byte) bool {
+	for _, c := range raw {
+		if c < 0x20 || c == '\\' {
+			return false
+		}
+	}
+	return utf8.Valid(raw)
+}
+
+func (s *jsonScanner) int64Into(dst *int64) error {
+	if s.null() {
+		return nil
+	}
+	v, err := s.span()
+	if err != nil {
+		return err
+	}
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil {
+		return fmt.Errorf("%s is not an integer", v)
+	}
+	*dst = n
+	return nil
+}
+
+// stringMap decodes an object of strings; null makes the map nil, as
+// encoding/json does, and a null value is the empty string.
+func (s *jsonScanner) stringMap(dst *map[string]string) error {
+	if s.null() {
+		*dst = nil
+		return nil
+	}
+	m := *dst
+	if m == nil {
+		m = map[string]string{}
+	}
+	err := s.object(func(key []byte) error {
+		var v string
+		if err := s.stringInto(&v); err != nil {
+			return err
+		}
+		m[string(key)] = v
+		return nil
+	})
+	*dst = m
+	return err
 }
 
 // jsonScanner walks JSON structure without building values: objects and

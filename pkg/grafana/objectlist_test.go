@@ -20,6 +20,9 @@ func TestObjectPageMatchesEncodingJSON(t *testing.T) {
 		`{"items":[{"metadata":{"name":"nullspec"},"spec":null},{"metadata":{"name":"dup"},"spec":{"a":1},"spec":{"b":2}}]}`,
 		`{"items":[{"metadata":{"name":"backslashes"},"spec":{"p":"c:\\","q":"\"x\\\"","r":"\\\\"}}]}`,
 		`{"items":[{"\u006detadata":{"name":"escaped key"},"spec":{"title":"\u00e9\ud83d\ude00"}}],"unknown":{"deep":[[[{"x":"]}"}]]]}}`,
+		`{"items":[{"metadata":{"name":"m","namespace":"org-2","generation":-0,"uid":"u","managedFields":[{"manager":"x","fieldsV1":{"f:spec":{}}}],"annotations":{"a":"caf\u00e9","b":null,"c":"plain"},"labels":null},"kind":null,"spec":{}}]}`,
+		"{\"items\":[{\"metadata\":{\"name\":\"bad \xff utf8 \u00e9 Ã©\",\"annotations\":{\"k\":\"\\ttab\"}},\"apiVersion\":\"v\\/1\"}]}",
+		`{"items":[{"metadata":null,"spec":{}},{"metadata":{"name":null,"generation":null,"annotations":{}}}]}`,
 	}
 	for _, page := range pages {
 		var want struct {
@@ -55,7 +58,8 @@ func TestObjectPageMatchesEncodingJSON(t *testing.T) {
 	for _, bad := range []string{
 		``, `[]`, `{"items":[}`, `{"items":[{"spec":{"a":tru}}]}`, `{"items":[{"spec":{"a":1}]}`,
 		`{"items":[{"spec":{"a":"x}}]}`, `{"items":[]} x`, `{"metadata":{"continue":1}}`,
-		`{"items":[{"metadata":{"name":5}}]}`, `{"items":[{"spec":{"a" 1}}]}`, `{"items":[1,]}`,
+		`{"items":[{"metadata":{"name":5}}]}`, `{"items":[{"metadata":{"generation":"3"}}]}`, `{"items":[{"metadata":{"generation":1.5}}]}`,
+		`{"items":[{"metadata":{"annotations":{"a":1}}}]}`, `{"items":[{"metadata":{"labels":[]}}]}`, "{\"items\":[{\"metadata\":{\"name\":\"ctl\x01\"}}]}", `{"items":[{"spec":{"a" 1}}]}`, `{"items":[1,]}`,
 		`{"items":[{"spec":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}]}`,
 	} {
 		var got objectPage
@@ -65,8 +69,42 @@ func TestObjectPageMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
+// A dashboard answer of /api/dashboards/uid must read as with
+// encoding/json: the model as it came, meta decoded.
+func TestDashboardAnswerMatchesEncodingJSON(t *testing.T) {
+	answers := []string{
+		`{"meta":{"type":"db","slug":"a","version":7,"folderUid":"f","folderTitle":"F","provisioned":true,"created":"2026-01-02T03:04:05Z","updated":"2026-01-02T03:04:06Z","canEdit":true},"dashboard":{"uid":"a","title":"A","panels":[{"id":1,"title":"]}\""}]}}`,
+		` { "dashboard" : { "title" : "\u00e9" } , "meta" : { } } `,
+		`{"dashboard":null,"meta":{"folderUid":null}}`,
+		`{"dashboard":{"a":1},"dashboard":{"b":2},"extra":[1,{"x":[]}]}`,
+	}
+	for _, a := range answers {
+		var want Dashboard
+		if err := json.Unmarshal([]byte(a), &want); err != nil {
+			t.Fatalf("%s: %v", a, err)
+		}
+		var got Dashboard
+		if err := got.decodeBody([]byte(a)); err != nil {
+			t.Errorf("%s: %v", a, err)
+			continue
+		}
+		if !sameJSON(t, got.Dashboard, want.Dashboard) || got.Meta != want.Meta {
+			t.Errorf("%s: got %s %+v, want %s %+v", a, got.Dashboard, got.Meta, want.Dashboard, want.Meta)
+		}
+	}
+	for _, bad := range []string{``, `[]`, `{"dashboard":{"a":}`, `{"meta":{"version":"7"}}`, `{"dashboard":{}} x`, `{"meta":{"created":"yesterday"}}`} {
+		var d Dashboard
+		if err := d.decodeBody([]byte(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
 func sameJSON(t *testing.T, a, b []byte) bool {
 	t.Helper()
+	if a == nil || b == nil {
+		return a == nil && b == nil // an object without a spec
+	}
 	var x, y bytes.Buffer
 	if err := json.Compact(&x, a); err != nil {
 		t.Fatal(err)

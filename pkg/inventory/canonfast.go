@@ -1,10 +1,13 @@
 package inventory
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf16"
@@ -20,11 +23,26 @@ type canonParser struct {
 	scratch [][]byte // per depth: canonical member values of the object being built
 	keys    [][]member
 	str     []byte
+	// escapedKeys holds the decoded form of keys spelled with escapes (and
+	// the replaced uid/title); all other keys are read from in where they
+	// stand, so a member costs no allocation.
+	escapedKeys []byte
 }
 
+// member is one object member: its key (in in, or in escapedKeys when
+// escaped) and its canonical value in the level's scratch.
 type member struct {
-	key        string
-	start, end int
+	keyStart, keyEnd int32
+	escaped          bool
+	plainKey         bool // prints as it stands: ASCII, nothing to escape
+	start, end       int
+}
+
+func (p *canonParser) key(m member) []byte {
+	if m.escaped {
+		return p.escapedKeys[m.keyStart:m.keyEnd]
+	}
+	return p.in[m.keyStart:m.keyEnd]
 }
 
 var parserPool = sync.Pool{New: func() any { return &canonParser{} }}
@@ -43,7 +61,7 @@ func canonicalWith(dst, in []byte, top *topOverride) ([]byte, error) {
 		p.in = nil
 		parserPool.Put(p)
 	}()
-	p.in, p.pos = in, 0
+	p.in, p.pos, p.escapedKeys = in, 0, p.escapedKeys[:0]
 	p.skipWS()
 	if p.pos >= len(p.in) || p.in[p.pos] != '{' {
 		return dst, errors.New("dashboard JSON is not an object")
@@ -92,9 +110,14 @@ func (p *canonParser) value(dst []byte, depth int) ([]byte, error) {
 	case c == '[':
 		return p.array(dst, depth)
 	case c == '"':
-		s, err := p.stringValue()
+		s, plain, err := p.stringValue()
 		if err != nil {
 			return dst, err
+		}
+		if plain {
+			dst = append(dst, '"')
+			dst = append(dst, s...)
+			return append(dst, '"'), nil
 		}
 		return appendCanonString(dst, s), nil
 	case c == 't':
@@ -117,6 +140,18 @@ func (p *canonParser) value(dst []byte, depth int) ([]byte, error) {
 		lit := p.in[start:p.pos]
 		if plainInteger(lit) {
 			return append(dst, lit...), nil // already canonical
+		}
+		if bytes.ContainsAny(lit, ".eE") {
+			// Parsed as encoding/json's UseNumber decoder then
+			// canonicalNumber would, without the intermediate strings.
+			f, err := strconv.ParseFloat(string(lit), 64)
+			if err != nil {
+				return dst, fmt.Errorf("canonical JSON: bad number %q", lit)
+			}
+			if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+				return strconv.AppendInt(dst, int64(f), 10), nil
+			}
+			return strconv.AppendFloat(dst, f, 'g', -1, 64), nil
 		}
 		n, err := canonicalNumber(string(lit))
 		if err != nil {
@@ -205,11 +240,18 @@ func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, e
 			if p.pos >= len(p.in) || p.in[p.pos] != '"' {
 				return dst, p.fail("expected object key")
 			}
-			k, err := p.stringValue()
+			keyStart := p.pos + 1
+			k, plain, err := p.stringValue()
 			if err != nil {
 				return dst, err
 			}
-			key := string(k)
+			m := member{keyStart: int32(keyStart), keyEnd: int32(keyStart + len(k)), plainKey: plain}
+			if p.pos-1-keyStart != len(k) { // unescaped into p.str: keep a copy
+				m.escaped = true
+				m.keyStart = int32(len(p.escapedKeys))
+				p.escapedKeys = append(p.escapedKeys, k...)
+				m.keyEnd = int32(len(p.escapedKeys))
+			}
 			p.skipWS()
 			if p.pos >= len(p.in) || p.in[p.pos] != ':' {
 				return dst, p.fail("expected :")
@@ -221,7 +263,8 @@ func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, e
 			if buf, err = p.value(buf, depth+1); err != nil {
 				return dst, err
 			}
-			keys = append(keys, member{key: key, start: start, end: len(buf)})
+			m.start, m.end = start, len(buf)
+			keys = append(keys, m)
 			p.skipWS()
 			if p.pos >= len(p.in) {
 				return dst, p.fail("unterminated object")
@@ -239,32 +282,45 @@ func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, e
 	}
 	if top != nil {
 		if top.keepTitle {
-			title, err := lastString(keys, buf, "title")
+			title, err := p.lastString(keys, buf, "title")
 			if err != nil {
 				return dst, err
 			}
 			top.title = title
 		}
-		keys = slices.DeleteFunc(keys, func(m member) bool { return volatileKeys[m.key] || m.key == "uid" || m.key == "title" })
+		keys = slices.DeleteFunc(keys, func(m member) bool {
+			k := string(p.key(m)) // no allocation: compared and looked up only
+			return volatileKeys[k] || k == "uid" || k == "title"
+		})
 		for _, kv := range [2][2]string{{"uid", top.uid}, {"title", top.title}} {
-			start := len(buf)
+			m := member{keyStart: int32(len(p.escapedKeys)), escaped: true, plainKey: true}
+			p.escapedKeys = append(p.escapedKeys, kv[0]...)
+			m.keyEnd = int32(len(p.escapedKeys))
+			m.start = len(buf)
 			buf = appendCanonString(buf, []byte(kv[1]))
-			keys = append(keys, member{key: kv[0], start: start, end: len(buf)})
+			m.end = len(buf)
+			keys = append(keys, m)
 		}
 	}
 	// Stable, so that of duplicate keys the last one wins, as with encoding/json.
-	slices.SortStableFunc(keys, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	slices.SortStableFunc(keys, func(a, b member) int { return bytes.Compare(p.key(a), p.key(b)) })
 	dst = append(dst, '{')
 	n := 0
 	for i, m := range keys {
-		if i+1 < len(keys) && keys[i+1].key == m.key {
+		if i+1 < len(keys) && bytes.Equal(p.key(keys[i+1]), p.key(m)) {
 			continue
 		}
 		if n > 0 {
 			dst = append(dst, ',')
 		}
 		n++
-		dst = appendCanonString(dst, []byte(m.key))
+		if m.plainKey {
+			dst = append(dst, '"')
+			dst = append(dst, p.key(m)...)
+			dst = append(dst, '"')
+		} else {
+			dst = appendCanonString(dst, p.key(m))
+		}
 		dst = append(dst, ':')
 		dst = append(dst, buf[m.start:m.end]...)
 	}
@@ -276,13 +332,18 @@ func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, e
 // lastString decodes the last member named key (the one encoding/json
 // would keep) as a string: "" when absent or null, an error for any other
 // type.
-func lastString(keys []member, buf []byte, key string) (string, error) {
+func (p *canonParser) lastString(keys []member, buf []byte, key string) (string, error) {
 	for i := len(keys) - 1; i >= 0; i-- {
-		if keys[i].key != key {
+		if string(p.key(keys[i])) != key {
 			continue
 		}
+		v := buf[keys[i].start:keys[i].end]
+		// A canonical string without escapes is its own bytes in quotes.
+		if len(v) >= 2 && v[0] == '"' && bytes.IndexByte(v, '\\') < 0 {
+			return string(v[1 : len(v)-1]), nil
+		}
 		var s *string
-		if err := json.Unmarshal(buf[keys[i].start:keys[i].end], &s); err != nil {
+		if err := json.Unmarshal(v, &s); err != nil {
 			return "", fmt.Errorf("%s: %w", key, err)
 		}
 		if s == nil {
@@ -294,23 +355,26 @@ func lastString(keys []member, buf []byte, key string) (string, error) {
 }
 
 // stringValue returns the unescaped bytes of the string at pos; the slice is
-// valid until the next call.
-func (p *canonParser) stringValue() ([]byte, error) {
+// valid until the next call. plain says the string was written without
+// escapes in printable ASCII, so its canonical form is itself in quotes.
+func (p *canonParser) stringValue() (s []byte, plain bool, err error) {
 	p.pos++ // opening quote
 	start := p.pos
+	var high byte
 	for p.pos < len(p.in) {
 		c := p.in[p.pos]
 		if c == '"' {
 			s := p.in[start:p.pos]
 			p.pos++
-			return s, nil
+			return s, high < utf8.RuneSelf, nil
 		}
 		if c == '\\' {
 			break
 		}
 		if c < 0x20 {
-			return nil, p.fail("control character in string")
+			return nil, false, p.fail("control character in string")
 		}
+		high |= c
 		p.pos++
 	}
 	out := append(p.str[:0], p.in[start:p.pos]...)
@@ -320,9 +384,9 @@ func (p *canonParser) stringValue() ([]byte, error) {
 		case c == '"':
 			p.pos++
 			p.str = out
-			return out, nil
+			return out, false, nil
 		case c < 0x20:
-			return nil, p.fail("control character in string")
+			return nil, false, p.fail("control character in string")
 		case c != '\\':
 			out = append(out, c)
 			p.pos++
@@ -349,7 +413,7 @@ func (p *canonParser) stringValue() ([]byte, error) {
 		case 'u':
 			r, ok := p.hex4()
 			if !ok {
-				return nil, p.fail("bad \\u escape")
+				return nil, false, p.fail("bad \\u escape")
 			}
 			if utf16.IsSurrogate(r) {
 				r2 := utf8.RuneError
@@ -370,10 +434,10 @@ func (p *canonParser) stringValue() ([]byte, error) {
 			}
 			out = utf8.AppendRune(out, r)
 		default:
-			return nil, p.fail("bad escape")
+			return nil, false, p.fail("bad escape")
 		}
 	}
-	return nil, p.fail("unterminated string")
+	return nil, false, p.fail("unterminated string")
 }
 
 func (p *canonParser) hex4() (rune, bool) {
