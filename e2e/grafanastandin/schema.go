@@ -385,6 +385,10 @@ func openDB(dataDir string, f features) (*sql.DB, error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(4)
+	// As many kept idle as may be open: closing and reopening connections
+	// (and re-preparing statements, and refilling the page cache) under
+	// concurrent requests cost more than the queries.
+	db.SetMaxIdleConns(4)
 	if err := migrate(context.Background(), db, f); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("grafanastandin: preparing %s for Grafana %s: %w", abs, f.v, err)

@@ -267,21 +267,34 @@ func classicSpec(data []byte) (json.RawMessage, error) {
 // no re-encoding. ok is false for anything else (classicSpec then decodes).
 // Listing thousands of dashboards is otherwise dominated by decoding them.
 func classicSpecFast(data []byte) (json.RawMessage, bool) {
-	type member struct {
-		key        string
-		start, end int // the member's value
+	members, ok := compactTopMembers(data)
+	if !ok {
+		return nil, false
 	}
-	var members []member
-	i := 0
+	members = slices.DeleteFunc(members, func(m topMember) bool { return m.key == "id" || m.key == "version" || m.key == "uid" })
+	return writeTopMembers(members), true
+}
+
+// topMember is a top-level member of a stored model: its key and its
+// value's bytes as they stand.
+type topMember struct {
+	key   string
+	value []byte
+}
+
+// compactTopMembers splits a compact JSON object into its members, false
+// for anything the fast paths must leave to encoding/json: whitespace,
+// keys json.Marshal would spell differently, malformed tokens or nesting.
+func compactTopMembers(data []byte) ([]topMember, bool) {
 	if len(data) < 2 || data[0] != '{' {
 		return nil, false
 	}
-	i = 1
-	for {
+	if string(data) == "{}" {
+		return nil, true
+	}
+	var members []topMember
+	for i := 1; ; {
 		if i >= len(data) || data[i] != '"' {
-			if i < len(data) && data[i] == '}' && len(members) == 0 && i == len(data)-1 {
-				return json.RawMessage(`{}`), true
-			}
 			return nil, false
 		}
 		ks := i + 1
@@ -297,13 +310,10 @@ func classicSpecFast(data []byte) (json.RawMessage, bool) {
 		}
 		vs := ke + 2
 		ve, ok := skipCompactValue(data, vs)
-		if !ok {
+		if !ok || ve >= len(data) {
 			return nil, false
 		}
-		members = append(members, member{key: string(data[ks:ke]), start: vs, end: ve})
-		if ve >= len(data) {
-			return nil, false
-		}
+		members = append(members, topMember{key: string(data[ks:ke]), value: data[vs:ve]})
 		switch data[ve] {
 		case ',':
 			i = ve + 1
@@ -312,27 +322,35 @@ func classicSpecFast(data []byte) (json.RawMessage, bool) {
 			if ve != len(data)-1 {
 				return nil, false
 			}
+			return members, true
 		default:
 			return nil, false
 		}
-		break
 	}
-	// Stable: of duplicate keys the last one wins, as when decoding to a map.
-	slices.SortStableFunc(members, func(a, b member) int { return strings.Compare(a.key, b.key) })
-	out := make([]byte, 0, len(data))
+}
+
+// writeTopMembers writes members as encodeRaw writes a decoded map: keys
+// sorted, of duplicates the last one (as decoding to a map keeps it).
+func writeTopMembers(members []topMember) []byte {
+	slices.SortStableFunc(members, func(a, b topMember) int { return strings.Compare(a.key, b.key) })
+	n := 2
+	for _, m := range members {
+		n += len(m.key) + len(m.value) + 4
+	}
+	out := make([]byte, 0, n)
 	out = append(out, '{')
-	n := 0
+	first := true
 	for j, m := range members {
-		if j+1 < len(members) && members[j+1].key == m.key || m.key == "id" || m.key == "version" || m.key == "uid" {
+		if j+1 < len(members) && members[j+1].key == m.key {
 			continue
 		}
-		if n > 0 {
+		if !first {
 			out = append(out, ',')
 		}
-		n++
-		out = append(append(append(append(out, '"'), m.key...), '"', ':'), data[m.start:m.end]...)
+		first = false
+		out = append(append(append(append(out, '"'), m.key...), '"', ':'), m.value...)
 	}
-	return append(out, '}'), true
+	return append(out, '}')
 }
 
 // skipCompactValue returns the end of the JSON value starting at i, false
@@ -820,6 +838,10 @@ func openProjection(ctx context.Context, main *sql.DB, f features) (*projection,
 		return nil, err
 	}
 	p.db.SetMaxOpenConns(4)
+	// As many kept idle as may be open: closing and reopening connections
+	// (and re-preparing statements, and refilling the page cache) under
+	// concurrent requests cost more than the queries.
+	p.db.SetMaxIdleConns(4)
 	if err := p.fill(ctx, main, f); err != nil {
 		p.close()
 		return nil, fmt.Errorf("grafanastandin: projecting unified storage: %w", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -76,11 +77,7 @@ func (d *Dashboard) decodeBody(body []byte) error {
 			d.Dashboard = json.RawMessage(v)
 			return err
 		case "meta":
-			v, err := s.span()
-			if err != nil {
-				return err
-			}
-			if err := json.Unmarshal(v, &d.Meta); err != nil {
+			if err := s.dashboardMeta(&d.Meta); err != nil {
 				return fmt.Errorf("meta: %w", err)
 			}
 			return nil
@@ -91,6 +88,67 @@ func (d *Dashboard) decodeBody(body []byte) error {
 		err = s.end()
 	}
 	return err
+}
+
+// dashboardMeta reads the fields of DashboardMeta and skips the rest.
+func (s *jsonScanner) dashboardMeta(m *DashboardMeta) error {
+	if s.null() {
+		return nil
+	}
+	return s.object(func(key []byte) error {
+		var err error
+		switch string(key) {
+		case "type":
+			err = s.stringInto(&m.Type)
+		case "slug":
+			err = s.stringInto(&m.Slug)
+		case "url":
+			err = s.stringInto(&m.URL)
+		case "created":
+			err = s.timeInto(&m.Created)
+		case "updated":
+			err = s.timeInto(&m.Updated)
+		case "version":
+			err = s.int64Into(&m.Version)
+		case "folderId":
+			err = s.int64Into(&m.FolderID)
+		case "folderUid":
+			err = s.stringInto(&m.FolderUID)
+		case "folderTitle":
+			err = s.stringInto(&m.FolderTitle)
+		case "provisioned":
+			err = s.boolInto(&m.Provisioned)
+		default:
+			err = s.value()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		return nil
+	})
+}
+
+func (s *jsonScanner) timeInto(dst *time.Time) error {
+	v, err := s.span()
+	if err != nil {
+		return err
+	}
+	return dst.UnmarshalJSON(v) // null leaves it as it is
+}
+
+func (s *jsonScanner) boolInto(dst *bool) error {
+	v, err := s.span()
+	switch {
+	case err != nil:
+		return err
+	case string(v) == "true":
+		*dst = true
+	case string(v) == "false":
+		*dst = false
+	case string(v) != "null":
+		return fmt.Errorf("%s is not a boolean", v)
+	}
+	return nil
 }
 
 // decodeObject reads an object's small fields and keeps its spec as it

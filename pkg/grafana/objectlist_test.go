@@ -77,6 +77,8 @@ func TestDashboardAnswerMatchesEncodingJSON(t *testing.T) {
 		` { "dashboard" : { "title" : "\u00e9" } , "meta" : { } } `,
 		`{"dashboard":null,"meta":{"folderUid":null}}`,
 		`{"dashboard":{"a":1},"dashboard":{"b":2},"extra":[1,{"x":[]}]}`,
+		`{"dashboard":{},"meta":{"type":null,"created":null,"provisioned":null,"folderId":null,"url":"/d/x?a=1\u0026b","slug":"caf\u00e9","folderTitle":"\"q\"","provisioned":false}}`,
+		`{"meta":null,"dashboard":{}}`,
 	}
 	for _, a := range answers {
 		var want Dashboard
@@ -92,7 +94,8 @@ func TestDashboardAnswerMatchesEncodingJSON(t *testing.T) {
 			t.Errorf("%s: got %s %+v, want %s %+v", a, got.Dashboard, got.Meta, want.Dashboard, want.Meta)
 		}
 	}
-	for _, bad := range []string{``, `[]`, `{"dashboard":{"a":}`, `{"meta":{"version":"7"}}`, `{"dashboard":{}} x`, `{"meta":{"created":"yesterday"}}`} {
+	for _, bad := range []string{``, `[]`, `{"dashboard":{"a":}`, `{"meta":{"version":"7"}}`, `{"dashboard":{}} x`, `{"meta":{"created":"yesterday"}}`,
+		`{"meta":{"provisioned":"true"}}`, `{"meta":{"provisioned":1}}`, `{"meta":{"folderId":1.5}}`, `{"meta":{"slug":7}}`, `{"meta":[]}`} {
 		var d Dashboard
 		if err := d.decodeBody([]byte(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
