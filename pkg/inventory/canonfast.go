@@ -99,7 +99,14 @@ func (p *canonParser) fail(what string) error {
 	return fmt.Errorf("%w: %s at offset %d", errSyntax, what, p.pos)
 }
 
+// maxDepth bounds nesting as encoding/json does: a hostile answer must
+// not exhaust the stack (the list decoder leaves specs to this parser).
+const maxDepth = 10000
+
 func (p *canonParser) value(dst []byte, depth int) ([]byte, error) {
+	if depth > maxDepth {
+		return dst, p.fail("nested too deep")
+	}
 	p.skipWS()
 	if p.pos >= len(p.in) {
 		return dst, p.fail("unexpected end")

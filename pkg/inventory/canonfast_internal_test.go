@@ -35,6 +35,16 @@ func TestFastHashMatchesReference(t *testing.T) {
 	if _, err := HashDashboard([]byte(strings.Repeat(`{"a":`, 50)+"1"+strings.Repeat("}", 50)), "U", "T"); err != nil {
 		t.Error(err)
 	}
+	// Nesting as deep as encoding/json allows is hashed; deeper is refused,
+	// not a stack exhausted.
+	if _, err := HashDashboard([]byte(`{"a":`+strings.Repeat("[", 9998)+strings.Repeat("]", 9998)+"}"), "U", "T"); err != nil {
+		t.Error(err)
+	}
+	for _, deep := range []string{`{"a":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + "}", `{"a":` + strings.Repeat("[", 5_000_000)} {
+		if _, err := HashDashboard([]byte(deep), "U", "T"); err == nil || !strings.Contains(err.Error(), "too deep") {
+			t.Errorf("%d bytes of nesting: %v", len(deep), err)
+		}
+	}
 }
 
 // HashDashboardSpec (one pass, the spec's own title) must agree with
