@@ -119,6 +119,36 @@ func (h *Helm) Upgrade(ctx context.Context, name string, values map[string]any, 
 	return rel, nil
 }
 
+// UpgradeTo records a new revision with an earlier revision's chart and
+// values, rendered afresh: `helm rollback` without replaying the old
+// manifest. A chart that renders an object from the live cluster (the
+// Grafana chart's claim volumeName, looked up) then renders what is there
+// now, where the old manifest would ask to change an immutable field.
+// It does not wait.
+func (h *Helm) UpgradeTo(ctx context.Context, name string, revision int, description string) error {
+	old, err := action.NewGet(h.cfg).Run(name)
+	if err == nil && old.Version != revision {
+		get := action.NewGet(h.cfg)
+		get.Version = revision
+		old, err = get.Run(name)
+	}
+	if err != nil {
+		return fmt.Errorf("reading revision %d of Helm release %s/%s: %w", revision, h.namespace, name, err)
+	}
+	up := action.NewUpgrade(h.cfg)
+	up.Namespace = h.namespace
+	up.ResetValues = true
+	up.Description = description
+	up.Timeout = 5 * time.Minute
+	up.MaxHistory = 10
+	rel, err := up.RunWithContext(ctx, name, old.Chart, old.Config)
+	if err != nil {
+		return fmt.Errorf("helm upgrade %s with the chart and values of revision %d: %w", name, revision, err)
+	}
+	h.log.Info("release returned to an earlier revision's values", zap.String("release", name), zap.Int("fromRevision", revision), zap.Int("revision", rel.Version), zap.String("why", description))
+	return nil
+}
+
 // Rollback points the release back at an earlier revision, as `helm
 // rollback NAME REVISION` does: Helm records a new revision with that
 // revision's chart and values and patches the objects to its manifest.

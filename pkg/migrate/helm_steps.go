@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 	"helm.sh/helm/v3/pkg/release"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/rebind-dev/rebind/pkg/helmredeploy"
 	"github.com/rebind-dev/rebind/pkg/plan"
@@ -32,6 +33,9 @@ const keyHelmUpgraded = "helm/upgraded"
 // directly from the saved manifest, or rendered by a Helm upgrade.
 func redeployFor(e *env) plan.Step {
 	if e.spec.Target.IsDeployment() {
+		if e.spec.Redeploy == RedeployHelm {
+			return helmRedeployDeploymentStep{e}
+		}
 		return redeployDeploymentStep{e}
 	}
 	if e.spec.Redeploy == RedeployHelm {
@@ -120,6 +124,80 @@ func (s helmRedeployStep) Undo(ctx context.Context) error {
 	return (redeployStep{s.env}).Undo(ctx)
 }
 
+// helmRedeployDeploymentStep starts a Deployment-mode release again with a
+// `helm upgrade` whose values render the claim rebind created (the chart's
+// pvc.yaml: volumeName, storageClassName, size), so that the release
+// record and the cluster agree and the user's next upgrade is a no-op for
+// the claim. The Deployment itself is kept throughout (scaled to 0).
+type helmRedeployDeploymentStep struct{ *env }
+
+func (s helmRedeployDeploymentStep) ID() string { return "redeploy" }
+func (s helmRedeployDeploymentStep) Describe() string {
+	return fmt.Sprintf("helm upgrade release %s (its chart and values, plus persistence values for claim %s on the new volume), scale Deployment %s back to %d and wait until Ready",
+		s.spec.Target.Release, s.spec.Target.Ordinals[0].Claim, s.spec.name(), s.spec.replicas())
+}
+func (s helmRedeployDeploymentStep) Precondition(ctx context.Context) error {
+	if err := (redeployDeploymentStep{s.env}).Precondition(ctx); err != nil {
+		return err
+	}
+	_, _, err := s.helmRelease()
+	return err
+}
+func (s helmRedeployDeploymentStep) Apply(ctx context.Context) error {
+	// Helm patches the claim from the rendered spec: it must be Bound to
+	// the new volume first, or the patch would race the binder.
+	if err := s.waitClaimsBound(ctx); err != nil {
+		return err
+	}
+	h, err := s.helm()
+	if err != nil {
+		return err
+	}
+	upgraded, err := s.upgradedByUs(h)
+	if err != nil {
+		return err
+	}
+	if !upgraded {
+		if err := s.j.SetValue(ctx, keyHelmUpgraded, "true"); err != nil {
+			return err
+		}
+		values, _ := helmValues(s.spec, s.env)
+		if _, err := h.Upgrade(ctx, s.spec.Target.Release, values, fmt.Sprintf("rebind run %s: persistence on the migrated volume", s.spec.RunID)); err != nil {
+			return err
+		}
+	}
+	// Helm's three-way merge puts back the chart's replica count, but a
+	// chart value (autoscaling) may leave it out: rebind starts what it
+	// stopped either way.
+	return s.startDeployment(ctx)
+}
+// upgradedByUs says whether a resumed run's upgrade already went through:
+// the release is deployed at the one revision after the recorded one.
+func (s helmRedeployDeploymentStep) upgradedByUs(h *helmredeploy.Helm) (bool, error) {
+	if s.value(keyHelmUpgraded) == "" {
+		return false, nil
+	}
+	rev, err := strconv.Atoi(s.value(keyHelmRevision))
+	if err != nil {
+		return false, fmt.Errorf("release revision before the upgrade was not recorded: %w", err)
+	}
+	cur, err := h.Release(s.spec.Target.Release)
+	if err != nil {
+		return false, err
+	}
+	return cur.Version == rev+1 && cur.Info != nil && cur.Info.Status == release.StatusDeployed, nil
+}
+
+func (s helmRedeployDeploymentStep) Check(ctx context.Context) error {
+	return redeployDeploymentStep{s.env}.Check(ctx)
+}
+
+// Undo stops the pods again; the helm-revision step's undo then rolls the
+// release back once the original claim is restored.
+func (s helmRedeployDeploymentStep) Undo(ctx context.Context) error {
+	return redeployDeploymentStep{s.env}.Undo(ctx)
+}
+
 // helmRevisionStep records the release's revision before anything changes.
 // It comes before the StatefulSet is deleted, so its undo runs after the
 // original StatefulSet is back: `helm rollback` to that revision then finds
@@ -177,7 +255,22 @@ func (s helmRevisionStep) Undo(ctx context.Context) error {
 		s.env.warnings = append(s.env.warnings, w)
 		return nil
 	}
-	return h.Rollback(s.spec.Target.Release, rev, "rebind rollback of run "+s.spec.RunID)
+	why := "rebind rollback of run " + s.spec.RunID
+	if !s.spec.Target.IsDeployment() {
+		return h.Rollback(s.spec.Target.Release, rev, why)
+	}
+	// Deployment mode: the chart renders the claim itself. Replaying the
+	// old manifest would drop the volumeName rebind's revision set, which
+	// a bound claim refuses (immutable spec); rendering the old values
+	// again looks the restored claim's volumeName up (pvc.yaml,
+	// lookupVolumeName) and matches it.
+	if err := h.UpgradeTo(ctx, s.spec.Target.Release, rev, why); err != nil {
+		w := fmt.Sprintf("the volume is back but Helm release %s/%s could not return to the values of revision %d (%v): its values still name the migrated volume; run `helm upgrade %s <chart> -n %s --reuse-values --set persistence.volumeName=%s,persistence.storageClassName=%s` so that it renders the restored claim",
+			s.spec.ns(), s.spec.Target.Release, rev, err, s.spec.Target.Release, s.spec.ns(), s.spec.Target.Ordinals[0].PV.Name, ptr.Deref(s.spec.Target.Ordinals[0].PVC.Spec.StorageClassName, ""))
+		s.log.Warn("Helm release not returned", zap.Error(err))
+		s.env.warnings = append(s.env.warnings, w)
+	}
+	return nil
 }
 
 // HelmPermissions are the rights --redeploy helm adds: Helm reads and writes
@@ -192,6 +285,8 @@ func HelmPermissions(ns string, o Options) []preflight.Permission {
 	return []preflight.Permission{
 		p("list", "", "secrets"), p("create", "", "secrets"), p("update", "", "secrets"), p("patch", "", "secrets"),
 		p("patch", "", "services"), p("patch", "apps", "statefulsets"),
+		// Deployment mode: the chart renders the Deployment and its claim.
+		p("patch", "apps", "deployments"), p("patch", "", "persistentvolumeclaims"),
 	}
 }
 
@@ -230,6 +325,9 @@ func (m *Migrate) checkHelm(o Options, spec *Spec, r *preflight.Report) {
 // redeployWarnings are what the user must act on after the run.
 func redeployWarnings(s *Spec) []string {
 	if s.Target.IsDeployment() {
+		if s.Redeploy == RedeployHelm {
+			return nil // rebind's upgrade applied the values, Recreate included
+		}
 		var w []string
 		if s.Target.Release != "" && helmManaged(s.Target.Ordinals[0].PVC) {
 			w = append(w, fmt.Sprintf("claim %s was recreated on a new volume: run the next `helm upgrade %s` with the Helm values above (or --values-out FILE), or Helm renders the old claim spec and the upgrade fails on the immutable field", s.Target.Ordinals[0].Claim, s.Target.Release))

@@ -193,9 +193,6 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 		if o.Strategy == VeleroRestore {
 			r.Add("--strategy velero-restore", "is not supported yet for a Deployment-mode release ("+stsRef+")", "use --strategy restore (same CSI driver), or switch the release to persistence.type=statefulset first")
 		}
-		if o.Redeploy == RedeployHelm {
-			r.Add("--redeploy helm", "is not supported yet for a Deployment-mode release ("+stsRef+"): rebind keeps the Deployment and swaps its claim", "drop --redeploy helm and run the next `helm upgrade` with the values rebind prints (--values-out)")
-		}
 	}
 	// Velero and Helm (velero_steps.go, helm_steps.go).
 	if err := m.checkVelero(ctx, o, spec, &r); err != nil {
