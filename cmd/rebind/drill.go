@@ -264,8 +264,19 @@ func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger) (func(
 						url = c.String(flagGrafanaURL)
 					}
 				}
-				if url == "" {
-					url = strings.NewReplacer("{pod}", pod, "{service}", t.StatefulSet.Spec.ServiceName, "{namespace}", ns).Replace(tmpl)
+				switch {
+				case url != "":
+				case t.IsDeployment() && tmpl == defaultURLTemplate:
+					// A Deployment's pods change names: its "pod" is the
+					// workload, reached through the chart's Service.
+					url = defaultGrafanaURL(pod, ns)
+				default:
+					// A pod's DNS name is under its governing Service.
+					svc := t.Service
+					if t.StatefulSet != nil {
+						svc = t.StatefulSet.Spec.ServiceName
+					}
+					url = strings.NewReplacer("{pod}", pod, "{service}", svc, "{namespace}", ns).Replace(tmpl)
 				}
 				a, err := authFor(t)
 				if err != nil {

@@ -344,8 +344,13 @@ func TestDrillPreflightRefuses(t *testing.T) {
 
 func assertEvent(t *testing.T, r *release, reason, typ, contains string) {
 	t.Helper()
+	assertEventOn(t, r, "StatefulSet", reason, typ, contains)
+}
+
+func assertEventOn(t *testing.T, r *release, kind, reason, typ, contains string) {
+	t.Helper()
 	evs, err := sb.Kube.CoreV1().Events(r.Rel.Namespace).List(context.Background(), metav1.ListOptions{
-		FieldSelector: "involvedObject.kind=StatefulSet,involvedObject.name=" + r.Rel.FullName() + ",reason=" + reason})
+		FieldSelector: "involvedObject.kind=" + kind + ",involvedObject.name=" + r.Rel.FullName() + ",reason=" + reason})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,21 +359,40 @@ func assertEvent(t *testing.T, r *release, reason, typ, contains string) {
 			return
 		}
 	}
-	t.Errorf("no %s event %s containing %q on StatefulSet %s/%s: %+v", typ, reason, contains, r.Rel.Namespace, r.Rel.FullName(), evs.Items)
+	t.Errorf("no %s event %s containing %q on %s %s/%s: %+v", typ, reason, contains, kind, r.Rel.Namespace, r.Rel.FullName(), evs.Items)
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// TestDrillRefusesDeploymentMode: drills of the chart's Deployment mode
-// are not built yet; refused, naming the Deployment, creating nothing.
-func TestDrillRefusesDeploymentMode(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+// TestDrillDeploymentMode: the chart's Deployment mode drills offline (its
+// claim snapshotted, restored into the scratch namespace, the restored
+// grafana.db compared with what production served), the Event lands on the
+// Deployment and nothing is left; online is refused, naming --offline,
+// before anything is created.
+func TestDrillDeploymentMode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 2)
+	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 4)
 	before := takeState(t, r.Rel.Namespace)
+
 	res := newDrill(t, nil).Run(ctx, r.options())
-	if res.Outcome != drill.Refused || !strings.Contains(res.Error, "Deployment "+r.Rel.Namespace+"/grafana") {
-		t.Fatalf("outcome %s: %s", res.Outcome, res.Error)
+	if res.Outcome != drill.Refused || !strings.Contains(res.Error, "Deployment "+r.Rel.Namespace+"/grafana") || !strings.Contains(res.Error, "--offline") {
+		t.Fatalf("online: outcome %s: %s", res.Outcome, res.Error)
 	}
 	assertNothingLeft(t, before)
+
+	o := r.options()
+	o.Offline = true
+	res = newDrill(t, nil).Run(ctx, o)
+	if res.Outcome != drill.Passed {
+		t.Fatalf("offline: outcome %s: %s", res.Outcome, res.Error)
+	}
+	if res.Checked != r.total() || res.Lost != 0 || len(res.Verification) != 1 || !res.Verification[0].OK {
+		t.Errorf("checked %d lost %d verdicts %+v, want %d checked", res.Checked, res.Lost, res.Verification, r.total())
+	}
+	if len(res.Snapshots) != 1 || !res.Snapshots[0].Taken || res.Snapshots[0].RestoredPV == "" {
+		t.Errorf("snapshots %+v", res.Snapshots)
+	}
+	assertNothingLeft(t, before, res)
+	assertEventOn(t, r, "Deployment", drill.ReasonSucceeded, corev1.EventTypeNormal, "PASSED")
 }

@@ -182,13 +182,13 @@ func (d *Drill) deleteContent(ctx context.Context, o Options, name string) error
 	}, describeContent)
 }
 
-// Event reasons on the production StatefulSet.
+// Event reasons on the production workload.
 const (
 	ReasonSucceeded = "DrillSucceeded"
 	ReasonFailed    = "DrillFailed"
 )
 
-// emitEvent records the outcome on the production StatefulSet, where
+// emitEvent records the outcome on the production workload, where
 // `kubectl describe` and event exporters see it. Best effort: a missing
 // event never changes the drill's outcome.
 func (d *Drill) emitEvent(parent context.Context, t *discovery.Target, res *Result) {
@@ -205,8 +205,8 @@ func (d *Drill) emitEvent(parent context.Context, t *discovery.Target, res *Resu
 	now := metav1.Now()
 	ev := &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{GenerateName: t.Name() + ".drill-", Namespace: t.Namespace, Labels: map[string]string{LabelManagedBy: ManagedBy, LabelRun: res.RunID}},
-		InvolvedObject: corev1.ObjectReference{Kind: "StatefulSet", APIVersion: "apps/v1", Namespace: t.Namespace, Name: t.Name(),
-			UID: t.StatefulSet.UID, ResourceVersion: t.StatefulSet.ResourceVersion},
+		InvolvedObject: corev1.ObjectReference{Kind: t.KindName(), APIVersion: "apps/v1", Namespace: t.Namespace, Name: t.Name(),
+			UID: t.Object().GetUID(), ResourceVersion: t.Object().GetResourceVersion()},
 		Reason: reason, Message: msg, Type: typ,
 		Source:         corev1.EventSource{Component: "rebind-drill"},
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
@@ -214,7 +214,7 @@ func (d *Drill) emitEvent(parent context.Context, t *discovery.Target, res *Resu
 		Action: "Drill",
 	}
 	if _, err := d.Clients.Kube.CoreV1().Events(t.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		d.log().Warn("could not record the drill's Event on the StatefulSet", zap.String("target", res.Target()), zap.Error(err))
+		d.log().Warn("could not record the drill's Event on the workload", zap.String("target", res.Target()), zap.Error(err))
 	}
 }
 

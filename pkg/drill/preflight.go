@@ -32,7 +32,7 @@ func (d *Drill) preflight(ctx context.Context, o Options, t *discovery.Target, s
 	for i := range r.Problems {
 		r.Problems[i].Fix = "grant it to the user or ServiceAccount running rebind drill (see manifests/rbac-drill.yaml)"
 	}
-	stsRef := fmt.Sprintf("StatefulSet %s/%s", t.Namespace, t.Name())
+	stsRef := fmt.Sprintf("%s %s/%s", t.KindName(), t.Namespace, t.Name())
 	if t.Replicas() == 0 {
 		r.Add(stsRef, "has 0 replicas: there is no running Grafana to compare the restore with", "scale it up, or drill it when it runs")
 		return nil, r.Err()
