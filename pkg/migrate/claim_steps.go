@@ -50,6 +50,9 @@ func (s releaseClaimStep) Precondition(ctx context.Context) error {
 // the old claim is gone, so the deletions of all ordinals overlap.
 func (s releaseClaimStep) Apply(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
+	if err := s.recordPriorClaimRef(ctx); err != nil {
+		return err
+	}
 	uid := o.PVC.UID
 	err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Delete(ctx, o.Claim, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
@@ -57,6 +60,25 @@ func (s releaseClaimStep) Apply(ctx context.Context) error {
 	}
 	return nil
 }
+// recordPriorClaimRef notes, while Grafana still serves, the claimRef a
+// kept volume has before its reservation changes it (reserveStep's undo
+// puts it back), so that the reservation, which happens while Grafana is
+// down, writes one thing less.
+func (s releaseClaimStep) recordPriorClaimRef(ctx context.Context) error {
+	o := s.spec.Target.Ordinals[s.ord]
+	if s.spec.Strategy != Reuse {
+		return nil
+	}
+	if pv, err := s.pvFor(s.ord); err != nil || pv != o.PV.Name {
+		return nil // another volume (--from-pv): reserveStep records it
+	}
+	pv, err := s.getPV(ctx, o.PV.Name)
+	if err != nil {
+		return err
+	}
+	return s.j.SetValue(ctx, keyClaimRef(o.PV.Name), claimRefJSON(pv))
+}
+
 func (s releaseClaimStep) Check(ctx context.Context) error {
 	o := s.spec.Target.Ordinals[s.ord]
 	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, o.Claim, metav1.GetOptions{})

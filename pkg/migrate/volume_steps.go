@@ -302,16 +302,24 @@ func (s reserveStep) Apply(ctx context.Context) error {
 			return err
 		}
 	}
-	prior := ""
-	if pv.Spec.ClaimRef != nil {
-		b, _ := json.Marshal(pv.Spec.ClaimRef)
-		prior = string(b)
-	}
-	if err := s.j.SetValue(ctx, keyClaimRef(pvName), prior); err != nil {
+	// SetValue keeps the first claimRef recorded: a resumed run's own
+	// reservation is not what the undo must put back. For a kept volume
+	// it was recorded before the outage (releaseClaimStep), and this
+	// writes nothing.
+	if err := s.j.SetValue(ctx, keyClaimRef(pvName), claimRefJSON(pv)); err != nil {
 		return err
 	}
 	return volume.Reserve(ctx, s.c.Kube, pvName, s.spec.ns(), s.spec.Target.Ordinals[s.ord].Claim, false)
 }
+// claimRefJSON is a PV's claimRef as the journal keeps it ("" for none).
+func claimRefJSON(pv *corev1.PersistentVolume) string {
+	if pv.Spec.ClaimRef == nil {
+		return ""
+	}
+	b, _ := json.Marshal(pv.Spec.ClaimRef)
+	return string(b)
+}
+
 func (s reserveStep) Check(ctx context.Context) error {
 	pvName, pv, err := s.targetPV(ctx, s.ord)
 	if err != nil {
