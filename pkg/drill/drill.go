@@ -368,6 +368,8 @@ func (d *Drill) RunAll(ctx context.Context, targets []Options, parallel int) []*
 		parallel = 1
 	}
 	results := make([]*Result, len(targets))
+	// The targets ask the same cluster-wide access questions: once each.
+	ctx = preflight.WithAccessReviewer(ctx, &preflight.AccessReviewer{Kube: d.Clients.Kube})
 	sem := make(chan struct{}, parallel)
 	var mu sync.Mutex
 	serial := map[string]*sync.Mutex{}

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	authv1 "k8s.io/api/authorization/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -83,19 +81,20 @@ func (p Permission) String() string {
 // CheckAccess asks the API server, for every permission, whether the
 // current user has it (SelfSubjectAccessReview), so a missing verb is found
 // before the first change rather than half-way through a migration.
+// Within a context carrying an AccessReviewer for the same client (a
+// fleet of drills), answers are shared.
 func CheckAccess(ctx context.Context, k kubernetes.Interface, perms []Permission, r *Report) error {
-	for _, p := range perms {
-		review := &authv1.SelfSubjectAccessReview{Spec: authv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authv1.ResourceAttributes{Namespace: p.Namespace, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Subresource, Name: p.Name},
-		}}
-		got, err := k.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
-		if err != nil {
-			return fmt.Errorf("asking the API server for access (SelfSubjectAccessReview): %w", err)
-		}
-		if !got.Status.Allowed {
-			r.Add("RBAC", "not allowed to "+p.String(),
-				"grant it to the user or ServiceAccount running rebind (see manifests/rbac-migrate.yaml)")
-		}
+	if a, ok := ctx.Value(reviewerKey{}).(*AccessReviewer); ok && a.Kube == k {
+		return a.Check(ctx, perms, r)
 	}
-	return nil
+	return (&AccessReviewer{Kube: k}).Check(ctx, perms, r)
+}
+
+type reviewerKey struct{}
+
+// WithAccessReviewer makes CheckAccess share a's answers under ctx: for
+// runs that ask the same questions side by side, not for a process that
+// lives on (access granted or revoked later must be seen).
+func WithAccessReviewer(ctx context.Context, a *AccessReviewer) context.Context {
+	return context.WithValue(ctx, reviewerKey{}, a)
 }
