@@ -60,6 +60,7 @@ func (s releaseClaimStep) Apply(ctx context.Context) error {
 	}
 	return nil
 }
+
 // recordPriorClaimRef notes, while Grafana still serves, the claimRef a
 // kept volume has before its reservation changes it (reserveStep's undo
 // puts it back), so that the reservation, which happens while Grafana is

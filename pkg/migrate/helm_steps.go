@@ -171,6 +171,7 @@ func (s helmRedeployDeploymentStep) Apply(ctx context.Context) error {
 	// stopped either way.
 	return s.startDeployment(ctx)
 }
+
 // upgradedByUs says whether a resumed run's upgrade already went through:
 // the release is deployed at the one revision after the recorded one.
 func (s helmRedeployDeploymentStep) upgradedByUs(h *helmredeploy.Helm) (bool, error) {

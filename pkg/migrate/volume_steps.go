@@ -311,6 +311,7 @@ func (s reserveStep) Apply(ctx context.Context) error {
 	}
 	return volume.Reserve(ctx, s.c.Kube, pvName, s.spec.ns(), s.spec.Target.Ordinals[s.ord].Claim, false)
 }
+
 // claimRefJSON is a PV's claimRef as the journal keeps it ("" for none).
 func claimRefJSON(pv *corev1.PersistentVolume) string {
 	if pv.Spec.ClaimRef == nil {
