@@ -129,6 +129,9 @@ func runDrill(c *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("no StatefulSet matches --selector %q", sel), exitUsage)
 		}
 	}
+	if clients, err = clients.ForParallelRuns(min(c.Int("parallel"), len(targets))); err != nil {
+		return err
+	}
 	create := c.Bool("create-scratch-namespace")
 	scratch := c.String("scratch-namespace")
 	switch {

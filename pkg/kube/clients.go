@@ -75,3 +75,22 @@ func New(cfg *rest.Config) (*Clients, error) {
 	}
 	return &Clients{Config: cfg, Kube: kube, Snap: snap, Dynamic: dyn, Namespace: "default"}, nil
 }
+
+// ForParallelRuns returns clients whose rate limit grows with the number
+// of runs sharing them (a fleet of drills): each run keeps what one run
+// gets alone, up to a ceiling that spares the API server.
+func (c *Clients) ForParallelRuns(n int) (*Clients, error) {
+	const perRun, ceiling = 50, 400
+	if n <= 1 || c.Config == nil {
+		return c, nil
+	}
+	cfg := rest.CopyConfig(c.Config)
+	cfg.QPS = float32(min(perRun*n, ceiling))
+	cfg.Burst = int(2 * cfg.QPS)
+	out, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	out.Namespace = c.Namespace
+	return out, nil
+}

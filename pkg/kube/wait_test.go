@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -53,5 +54,27 @@ func TestWaitsListConsistently(t *testing.T) {
 				t.Errorf("listed with resourceVersion %q (match %q): a cached, possibly stale read", o.ResourceVersion, o.ResourceVersionMatch)
 			}
 		})
+	}
+}
+
+// A fleet's clients keep one run's rate for each run, up to a ceiling.
+func TestForParallelRuns(t *testing.T) {
+	base, err := New(&rest.Config{Host: "https://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		runs  int
+		qps   float32
+		burst int
+		same  bool
+	}{{1, 50, 100, true}, {4, 200, 400, false}, {48, 400, 800, false}} {
+		c, err := base.ForParallelRuns(tc.runs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Config.QPS != tc.qps || c.Config.Burst != tc.burst || (c == base) != tc.same {
+			t.Errorf("%d runs: qps %v burst %d (same clients %v), want %v %d %v", tc.runs, c.Config.QPS, c.Config.Burst, c == base, tc.qps, tc.burst, tc.same)
+		}
 	}
 }
