@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 60m
 SANDBOX_STATE := .sandbox
 SANDBOX_BIN   := $(SANDBOX_STATE)/bin/sandbox
 
-.PHONY: all build test unit e2e bench demo lint sandbox sandbox-down sandbox-bin clean
+.PHONY: all build test unit e2e bench bench-fleet demo lint sandbox sandbox-down sandbox-bin clean
 
 all: build
 
@@ -36,6 +36,10 @@ e2e:
 ## bench: every benchmark once, with its figures
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) ./pkg/inventory/ ./e2e/migrate/ ./e2e/sandbox/
+
+## bench-fleet: a fleet of 48 drilled releases at --parallel 8, and per target at 1
+bench-fleet:
+	$(GO) test -run '^$$' -bench DrillFleet -benchtime 1x -timeout $(TEST_TIMEOUT) ./e2e/drill/
 
 ## demo: start the sandbox, deploy a seeded Grafana, restore it into another StorageClass, verify
 demo: build

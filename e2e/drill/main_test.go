@@ -39,7 +39,7 @@ type release struct{ *e2eutil.Grafana }
 
 // deployGrafana deploys a release in rel.Namespace (a new namespace when "")
 // and seeds each ordinal's volume with its own dashboards.
-func deployGrafana(t *testing.T, rel fixtures.Release, perOrg int) *release {
+func deployGrafana(t testing.TB, rel fixtures.Release, perOrg int) *release {
 	t.Helper()
 	return &release{e2eutil.DeploySeeded(t, sb, rel, grafanastandin.SeedSpec{Orgs: 2, FoldersPerOrg: 2, DashboardsPerOrg: perOrg, Seed: 200})}
 }
@@ -61,7 +61,7 @@ func (r *release) total() int {
 // newDrill wires a drill the way the CLI does, except that pods are reached
 // through the sandbox's per-pod URLs and credentials come from the chart's
 // Secret in production.
-func newDrill(t *testing.T, clients *kube.Clients, orgTokens ...string) *drill.Drill {
+func newDrill(t testing.TB, clients *kube.Clients, orgTokens ...string) *drill.Drill {
 	if clients == nil {
 		var err error
 		if clients, err = kube.New(sb.RESTConfig); err != nil {
