@@ -145,7 +145,8 @@ func runDrill(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err.Error(), exitUsage)
 	}
-	progress := progressWriter(c)
+	progress, ctx, done := progressOutput(c)
+	defer done()
 	d := &drill.Drill{Clients: clients, Checker: checker, Out: progress, Log: log}
 	if root := c.Path("offline-volume-root"); root != "" {
 		d.DBReader = volumeRootReader(root)
@@ -160,7 +161,8 @@ func runDrill(c *cli.Context) error {
 		})
 	}
 	start := time.Now()
-	results := d.RunAll(c.Context, opts, c.Int("parallel"))
+	results := d.RunAll(ctx, opts, c.Int("parallel"))
+	done()
 	sum := drillSummary{Results: results, Targets: len(results), Duration: time.Since(start).Seconds()}
 	for _, r := range results {
 		switch r.Outcome {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
+	"golang.org/x/term"
 
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/grafana"
@@ -22,6 +25,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/report"
 	"github.com/rebind-dev/rebind/pkg/velero"
 	"github.com/rebind-dev/rebind/pkg/verify"
+	"github.com/rebind-dev/rebind/pkg/waits"
 )
 
 const targetCategory = "Target"
@@ -107,7 +111,9 @@ func rollbackCommand() *cli.Command {
 				return err
 			}
 			defer func() { _ = log.Sync() }()
-			m := &migrate.Migrate{Clients: clients, Out: progressWriter(c), Log: log}
+			out, ctx, done := progressOutput(c)
+			defer done()
+			m := &migrate.Migrate{Clients: clients, Out: out, Log: log}
 			name := c.String("statefulset")
 			if d := c.String("deployment"); d != "" {
 				if name != "" {
@@ -118,7 +124,8 @@ func rollbackCommand() *cli.Command {
 			if name == "" {
 				return cli.Exit("rollback needs --statefulset NAME or --deployment NAME (the workload the migration moved)", exitUsage)
 			}
-			rep, err := m.Rollback(c.Context, ns, name)
+			rep, err := m.Rollback(ctx, ns, name)
+			done()
 			return finishReport(c, rep, err)
 		},
 	}
@@ -140,6 +147,15 @@ func progressWriter(c *cli.Context) *os.File {
 		return os.Stderr
 	}
 	return os.Stdout
+}
+
+// progressOutput is where a command's human progress goes, with its long waits
+// shown (live on a terminal, as plain lines otherwise) for the runs under
+// the returned context; done clears the live line.
+func progressOutput(c *cli.Context) (out io.Writer, ctx context.Context, done func()) {
+	f := progressWriter(c)
+	p := waits.NewPrinter(f, term.IsTerminal(int(f.Fd())))
+	return p, waits.With(c.Context, p), p.Close
 }
 
 func runMigrate(c *cli.Context, mode migrate.Mode) error {
@@ -171,8 +187,10 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	if err != nil {
 		return cli.Exit(err.Error(), exitUsage)
 	}
-	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: progressWriter(c), Log: log}
-	rep, err := m.Run(c.Context, o, mode)
+	out, ctx, done := progressOutput(c)
+	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: out, Log: log}
+	rep, err := m.Run(ctx, o, mode)
+	done()
 	if rep != nil && rep.Outcome == report.Succeeded {
 		if path := c.Path("values-out"); path != "" && len(rep.HelmValues) > 0 {
 			if werr := os.WriteFile(path, []byte(report.ValuesYAML(rep.HelmValues)), 0o644); werr != nil {

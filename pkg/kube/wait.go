@@ -7,6 +7,7 @@ import (
 	"time"
 
 	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	"github.com/rebind-dev/rebind/pkg/waits"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -44,6 +45,7 @@ type Condition[T runtime.Object] func(obj T, exists bool) (done bool, err error)
 // of client-go's UntilWithSync, whose cache-sync poll adds 100 ms to every
 // wait: a migration makes a dozen waits while Grafana is down.
 func Until[T runtime.Object](ctx context.Context, timeout time.Duration, what string, lw cache.ListerWatcher, cond Condition[T], describe func(T) string) (T, error) {
+	defer waits.Begin(ctx, what)()
 	var zero, last T
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -209,6 +211,7 @@ func SnapshotLW(snap snapclient.Interface, ns, name string) cache.ListerWatcher 
 // UntilSet watches every object lw selects until cond holds for the set,
 // keyed by name. Like Until it lists once and watches from there.
 func UntilSet[T runtime.Object](ctx context.Context, timeout time.Duration, what string, lw cache.ListerWatcher, cond func(map[string]T) (bool, error), describe func(map[string]T) string) (map[string]T, error) {
+	defer waits.Begin(ctx, what)()
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	lwc := cache.ToListerWatcherWithContext(lw)

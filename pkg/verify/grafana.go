@@ -13,6 +13,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/app"
 	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/inventory"
+	"github.com/rebind-dev/rebind/pkg/waits"
 )
 
 // Grafana is the app.Checker for Grafana.
@@ -57,6 +58,7 @@ func (g *Grafana) Kind() string { return "grafana" }
 // credentials work: a refused password never heals by waiting, so it is
 // returned at once with its fix.
 func (g *Grafana) Ready(ctx context.Context, pod string) error {
+	defer waits.Begin(ctx, "Grafana of "+pod+" to answer")()
 	c, err := g.ClientFor(pod)
 	if err != nil {
 		return err
