@@ -1,8 +1,6 @@
 package helm_test
 
 import (
-	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -99,21 +97,7 @@ func TestDeploymentModeHelmRollback(t *testing.T) {
 			r := installDeployment(t, 4)
 			origPV := r.claim().Spec.VolumeName
 			base := r.Inventory(0)
-			m := r.Migrator()
-			killed := errors.New("killed by test")
-			m.AfterStep = func(_ context.Context, id string) error {
-				if id == tc.killAfter {
-					return killed
-				}
-				return nil
-			}
-			_, err := m.Run(r.Ctx, r.targeting(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm}), migrate.Apply)
-			if tc.killAfter == "" && err != nil {
-				t.Fatal(err)
-			}
-			if tc.killAfter != "" && !errors.Is(err, killed) {
-				t.Fatalf("want killed, got %v", err)
-			}
+			r.migrateKilledAfter(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm}, tc.killAfter)
 			rep, err := r.Migrator().Rollback(r.Ctx, r.Rel.Namespace, r.Rel.FullName())
 			if err != nil {
 				t.Fatal(err)

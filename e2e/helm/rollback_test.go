@@ -31,22 +31,7 @@ func TestHelmRedeployRollback(t *testing.T) {
 			origPV := r.BoundPV(0).Name
 			base := r.Inventory(0)
 
-			m := r.Migrator()
-			killed := errors.New("killed by test")
-			m.AfterStep = func(_ context.Context, id string) error {
-				if id == tc.killAfter {
-					return killed
-				}
-				return nil
-			}
-			o := r.targeting(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm})
-			_, err := m.Run(r.Ctx, o, migrate.Apply)
-			if tc.killAfter == "" && err != nil {
-				t.Fatal(err)
-			}
-			if tc.killAfter != "" && !errors.Is(err, killed) {
-				t.Fatalf("want killed, got %v", err)
-			}
+			r.migrateKilledAfter(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm}, tc.killAfter)
 			if rel, err := r.helm.Release(r.Rel.Name); err != nil || rel.Version != 2 {
 				t.Fatalf("before the rollback: revision %v (%v), want rebind's 2", rel, err)
 			}
@@ -80,6 +65,27 @@ func TestHelmRedeployRollback(t *testing.T) {
 			// no-op for the StatefulSet.
 			r.assertUpgradeKeeps(nil)
 		})
+	}
+}
+
+// migrateKilledAfter runs a migration that stops right after step
+// killAfter was recorded, as a killed process would ("" runs it through).
+func (r *release) migrateKilledAfter(o migrate.Options, killAfter string) {
+	r.T.Helper()
+	m := r.Migrator()
+	killed := errors.New("killed by test")
+	m.AfterStep = func(_ context.Context, id string) error {
+		if id == killAfter {
+			return killed
+		}
+		return nil
+	}
+	_, err := m.Run(r.Ctx, r.targeting(o), migrate.Apply)
+	if killAfter == "" && err != nil {
+		r.T.Fatal(err)
+	}
+	if killAfter != "" && !errors.Is(err, killed) {
+		r.T.Fatalf("want killed after %s, got %v", killAfter, err)
 	}
 }
 

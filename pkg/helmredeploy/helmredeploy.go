@@ -105,18 +105,25 @@ func (h *Helm) Upgrade(ctx context.Context, name string, values map[string]any, 
 	if err != nil {
 		return nil, err
 	}
-	up := action.NewUpgrade(h.cfg)
-	up.Namespace = h.namespace
+	up := h.newUpgrade(description)
 	up.ReuseValues = true
-	up.Description = description
-	up.Timeout = 5 * time.Minute
-	up.MaxHistory = 10
 	rel, err := up.RunWithContext(ctx, name, cur.Chart, values)
 	if err != nil {
 		return nil, fmt.Errorf("helm upgrade %s (chart %s-%s, revision %d): %w", name, cur.Chart.Metadata.Name, cur.Chart.Metadata.Version, cur.Version, err)
 	}
 	h.log.Info("release upgraded", zap.String("release", name), zap.Int("revision", rel.Version))
 	return rel, nil
+}
+
+// newUpgrade is an upgrade in the release's namespace that keeps ten
+// revisions and does not wait (the caller waits for what it cares about).
+func (h *Helm) newUpgrade(description string) *action.Upgrade {
+	up := action.NewUpgrade(h.cfg)
+	up.Namespace = h.namespace
+	up.Description = description
+	up.Timeout = 5 * time.Minute
+	up.MaxHistory = 10
+	return up
 }
 
 // UpgradeTo records a new revision with an earlier revision's chart and
@@ -126,21 +133,14 @@ func (h *Helm) Upgrade(ctx context.Context, name string, values map[string]any, 
 // now, where the old manifest would ask to change an immutable field.
 // It does not wait.
 func (h *Helm) UpgradeTo(ctx context.Context, name string, revision int, description string) error {
-	old, err := action.NewGet(h.cfg).Run(name)
-	if err == nil && old.Version != revision {
-		get := action.NewGet(h.cfg)
-		get.Version = revision
-		old, err = get.Run(name)
-	}
+	get := action.NewGet(h.cfg)
+	get.Version = revision
+	old, err := get.Run(name)
 	if err != nil {
 		return fmt.Errorf("reading revision %d of Helm release %s/%s: %w", revision, h.namespace, name, err)
 	}
-	up := action.NewUpgrade(h.cfg)
-	up.Namespace = h.namespace
+	up := h.newUpgrade(description)
 	up.ResetValues = true
-	up.Description = description
-	up.Timeout = 5 * time.Minute
-	up.MaxHistory = 10
 	rel, err := up.RunWithContext(ctx, name, old.Chart, old.Config)
 	if err != nil {
 		return fmt.Errorf("helm upgrade %s with the chart and values of revision %d: %w", name, revision, err)
