@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 60m
 SANDBOX_STATE := .sandbox
 SANDBOX_BIN   := $(SANDBOX_STATE)/bin/sandbox
 
-.PHONY: all build test unit e2e bench demo lint sandbox sandbox-down sandbox-bin clean
+.PHONY: all build test unit e2e bench faults demo lint sandbox sandbox-down sandbox-bin clean
 
 all: build
 
@@ -36,6 +36,14 @@ e2e:
 ## bench: every benchmark once, with its figures
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout $(TEST_TIMEOUT) ./pkg/inventory/ ./e2e/migrate/ ./e2e/sandbox/
+
+## faults: the fault matrix: SIGKILL the real binary at random instants inside
+## the steps of every strategy (FAULTS_KILLS each, seeded: FAULTS_SEED replays
+## a run), re-run until it converges; prints kills, converged, lost per strategy
+FAULTS_KILLS ?= 30
+faults:
+	REBIND_FAULTS_KILLS=$(FAULTS_KILLS) REBIND_FAULTS_SEED=$(FAULTS_SEED) \
+		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^TestFaultMatrix$$' -v ./e2e/faults/
 
 ## demo: start the sandbox, deploy a seeded Grafana, restore it into another StorageClass, verify
 demo: build
