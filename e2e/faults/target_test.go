@@ -342,7 +342,11 @@ func (tg *target) dataCheck(ctx context.Context) (lostDashboards, lostPVs int, p
 	for i, base := range tg.baseline {
 		c, err := tg.Client(tg.Rel.Pod(i))
 		if err == nil {
-			err = tg.Checker().Ready(ctx, tg.Rel.Pod(i))
+			// Bounded: a run that never brought Grafana back must fail
+			// the episode, not hang it.
+			rctx, cancel := context.WithTimeout(ctx, timeouts.Verify)
+			err = tg.Checker().Ready(rctx, tg.Rel.Pod(i))
+			cancel()
 		}
 		var cur *inventory.Inventory
 		if err == nil {
