@@ -55,7 +55,9 @@ var strategies = []strategy{
 		args: func(string) []string {
 			return []string{"--strategy", "restore", "--to-storage-class", "premium", "--redeploy", "helm"}
 		}},
-	{name: "deployment", rel: fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true},
+	{name: "deployment-reuse", rel: fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true, StorageClass: "standard"},
+		args: func(string) []string { return []string{"--strategy", "reuse"} }},
+	{name: "deployment-restore", rel: fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true},
 		args: func(string) []string { return []string{"--strategy", "restore", "--to-storage-class", "premium"} }},
 }
 
