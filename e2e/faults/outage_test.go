@@ -150,7 +150,8 @@ func runWithFault(t *testing.T, st strategy, f fault, extraArgs ...string) []run
 }
 
 // TestAPIServerRestartMidRun restarts kube-apiserver (SIGTERM, down 2 s,
-// started again with the same flags and data) while rebind is inside a
+// started again with the same flags and data; then kube-scheduler) while
+// rebind is inside a
 // step: a snapshot wait, the start of the outage, the wait for the
 // redeploy. The run either rides it out (watches re-list) or stops
 // half-way saying so, and the re-run finishes.
@@ -169,7 +170,16 @@ func TestAPIServerRestartMidRun(t *testing.T) {
 			runWithFault(t, strategyNamed(t, "restore"), fault{step: step, break_: func(ctx context.Context, _ *target) error {
 				// Let the step begin its writes or its wait first.
 				time.Sleep(20 * time.Millisecond)
-				return sb.RestartComponent(ctx, sandbox.ComponentAPIServer, 2*time.Second)
+				if err := sb.RestartComponent(ctx, sandbox.ComponentAPIServer, 2*time.Second); err != nil {
+					return err
+				}
+				// kube-scheduler 1.37 here sometimes keeps a pod deleted
+				// while the API server was down in its cache ("Scheduler
+				// cache is corrupted") and never schedules the pod that
+				// replaces it; restarting it with the API server, as a
+				// control-plane rolling restart does, keeps the test about
+				// rebind.
+				return sb.RestartComponent(ctx, sandbox.ComponentScheduler, 0)
 			}})
 		})
 	}

@@ -12,6 +12,7 @@ const (
 	ComponentAPIServer          = "kube-apiserver"
 	ComponentSnapshotController = "snapshot-controller"
 	ComponentControllerManager  = "kube-controller-manager"
+	ComponentScheduler          = "kube-scheduler"
 )
 
 // StopComponent stops one control-plane process the way an operator or a
