@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 60m
 SANDBOX_STATE := .sandbox
 SANDBOX_BIN   := $(SANDBOX_STATE)/bin/sandbox
 
-.PHONY: all build test unit e2e bench bench-fleet demo lint sandbox sandbox-down sandbox-bin clean
+.PHONY: all build test unit e2e bench bench-fleet faults demo lint sandbox sandbox-down sandbox-bin clean
 
 all: build
 
@@ -40,6 +40,15 @@ bench:
 ## bench-fleet: a fleet of 48 drilled releases at --parallel 8, and per target at 1
 bench-fleet:
 	$(GO) test -run '^$$' -bench DrillFleet -benchtime 1x -timeout $(TEST_TIMEOUT) ./e2e/drill/
+
+## faults: the fault matrix: SIGKILL the real binary at random instants inside
+## the steps of every strategy (FAULTS_KILLS each, seeded: FAULTS_SEED replays
+## a run), re-run until it converges; prints kills, converged, lost per strategy;
+## then the API server, Grafana and snapshot-controller outages
+FAULTS_KILLS ?= 30
+faults:
+	REBIND_FAULTS_KILLS=$(FAULTS_KILLS) REBIND_FAULTS_SEED=$(FAULTS_SEED) \
+		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/faults/
 
 ## demo: start the sandbox, deploy a seeded Grafana, restore it into another StorageClass, verify
 demo: build

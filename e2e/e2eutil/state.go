@@ -2,13 +2,21 @@ package e2eutil
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
+
+	"github.com/rebind-dev/rebind/pkg/velero"
 )
 
 // WorkloadLines fingerprints what a migration of g mutates, a line an
@@ -74,7 +82,18 @@ func (g *Grafana) Journals() int {
 }
 
 // ClusterState fingerprints every object a migration could touch, to prove
-// that a refused run changed nothing.
+// that a refused run changed nothing: the workloads, claims and claimed PVs
+// (labels and annotations included), the pods, Leases, journals,
+// VolumeSnapshots and their contents, and the Velero Backups and Restores of
+// the namespace.
+//
+// Left out on purpose, because they change without anyone acting on the
+// objects: resourceVersion and managedFields of everything but the
+// StatefulSet (the status writers of the controllers, kwok and the snapshot
+// controller bump them on their own schedule; the StatefulSet's rv is kept
+// because nothing but a writer of its spec or rebind touches it once Ready),
+// every timestamp (a live Lease holder renews RenewTime; conditions carry
+// transition times), and pod conditions (kwok rewrites them).
 func (g *Grafana) ClusterState() string {
 	g.T.Helper()
 	lines := g.WorkloadLines(
@@ -82,15 +101,120 @@ func (g *Grafana) ClusterState() string {
 			return fmt.Sprintf("sts %s uid=%s rv=%s replicas=%d", s.Name, s.UID, s.ResourceVersion, ptr.Deref(s.Spec.Replicas, 1))
 		},
 		func(pv corev1.PersistentVolume) string {
-			return fmt.Sprintf("%s phase=%s", PVLine(pv), pv.Status.Phase)
+			return fmt.Sprintf("%s phase=%s labels=%v annotations=%v", PVLine(pv), pv.Status.Phase, pv.Labels, pv.Annotations)
 		})
 	lines = append(lines, fmt.Sprintf("journals %d", g.Journals()))
-	snaps, err := g.SB.Snap.SnapshotV1().VolumeSnapshots(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{})
+	lines = append(lines, g.podLines()...)
+	lines = append(lines, g.leaseLines()...)
+	lines = append(lines, g.snapshotLines()...)
+	lines = append(lines, g.veleroLines()...)
+	return Fingerprint(lines)
+}
+
+// podLines: a refused run must not stop, start or move a pod.
+func (g *Grafana) podLines() []string {
+	pods, err := g.SB.Kube.CoreV1().Pods(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{})
 	if err != nil {
 		g.T.Fatal(err)
 	}
-	lines = append(lines, fmt.Sprintf("snapshots %d", len(snaps.Items)))
-	return Fingerprint(lines)
+	var out []string
+	for _, p := range pods.Items {
+		var claims []string
+		for _, v := range p.Spec.Volumes {
+			if v.PersistentVolumeClaim != nil {
+				claims = append(claims, v.PersistentVolumeClaim.ClaimName)
+			}
+		}
+		out = append(out, fmt.Sprintf("pod %s uid=%s node=%s phase=%s deleting=%t claims=%v", p.Name, p.UID, p.Spec.NodeName, p.Status.Phase, p.DeletionTimestamp != nil, claims))
+	}
+	return out
+}
+
+// leaseLines: taking a Lease is a change even when nothing else happens
+// (it blocks the next run). RenewTime is left out: a live holder renews it.
+func (g *Grafana) leaseLines() []string {
+	leases, err := g.SB.Kube.CoordinationV1().Leases(g.Rel.Namespace).List(g.Ctx, metav1.ListOptions{})
+	if err != nil {
+		g.T.Fatal(err)
+	}
+	var out []string
+	for _, l := range leases.Items {
+		acquired := ""
+		if l.Spec.AcquireTime != nil {
+			// Acquiring is the event; its instant only identifies it.
+			acquired = l.Spec.AcquireTime.UTC().Format(time.RFC3339Nano)
+		}
+		out = append(out, fmt.Sprintf("lease %s uid=%s holder=%q acquired=%s transitions=%d labels=%v annotations=%v",
+			l.Name, l.UID, ptr.Deref(l.Spec.HolderIdentity, ""), acquired, ptr.Deref(l.Spec.LeaseTransitions, 0), l.Labels, l.Annotations))
+	}
+	return out
+}
+
+// snapshotLines covers the namespace's VolumeSnapshots and every content
+// bound (or pre-provisioned) for one of them: a content is cluster-scoped
+// and outlives its snapshot when its deletionPolicy is Retain.
+func (g *Grafana) snapshotLines() []string {
+	ns := g.Rel.Namespace
+	snaps, err := g.SB.Snap.SnapshotV1().VolumeSnapshots(ns).List(g.Ctx, metav1.ListOptions{})
+	if err != nil {
+		g.T.Fatal(err)
+	}
+	out := []string{fmt.Sprintf("snapshots %d", len(snaps.Items))}
+	for _, s := range snaps.Items {
+		ready, content := false, ""
+		if s.Status != nil {
+			ready, content = ptr.Deref(s.Status.ReadyToUse, false), ptr.Deref(s.Status.BoundVolumeSnapshotContentName, "")
+		}
+		out = append(out, fmt.Sprintf("snapshot %s uid=%s source=%s/%s ready=%t content=%s deleting=%t labels=%v",
+			s.Name, s.UID, ptr.Deref(s.Spec.Source.PersistentVolumeClaimName, ""), ptr.Deref(s.Spec.Source.VolumeSnapshotContentName, ""),
+			ready, content, s.DeletionTimestamp != nil, s.Labels))
+	}
+	contents, err := g.SB.Snap.SnapshotV1().VolumeSnapshotContents().List(g.Ctx, metav1.ListOptions{})
+	if err != nil {
+		g.T.Fatal(err)
+	}
+	for _, c := range contents.Items {
+		if c.Spec.VolumeSnapshotRef.Namespace != ns {
+			continue
+		}
+		handle, ready := "", false
+		if c.Status != nil {
+			handle, ready = ptr.Deref(c.Status.SnapshotHandle, ""), ptr.Deref(c.Status.ReadyToUse, false)
+		}
+		out = append(out, fmt.Sprintf("content %s uid=%s ref=%s/%s policy=%s handle=%s ready=%t deleting=%t labels=%v",
+			c.Name, c.UID, c.Spec.VolumeSnapshotRef.Name, c.Spec.VolumeSnapshotRef.UID, c.Spec.DeletionPolicy, handle, ready, c.DeletionTimestamp != nil, c.Labels))
+	}
+	return out
+}
+
+// veleroLines covers the Backups of the namespace and the Restores from or
+// into it, in Velero's namespace. The sandbox installs Velero's CRDs also
+// without a Velero server; a cluster without them has nothing to compare.
+func (g *Grafana) veleroLines() []string {
+	ns := g.Rel.Namespace
+	var out []string
+	for _, r := range []struct {
+		kind string
+		gvr  schema.GroupVersionResource
+	}{{"backup", velero.BackupsGVR}, {"restore", velero.RestoresGVR}} {
+		list, err := g.Clients.Dynamic.Resource(r.gvr).Namespace(velero.DefaultNamespace).List(g.Ctx, metav1.ListOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			g.T.Fatal(err)
+		}
+		for _, u := range list.Items {
+			included, _, _ := unstructured.NestedStringSlice(u.Object, "spec", "includedNamespaces")
+			mapping, _, _ := unstructured.NestedStringMap(u.Object, "spec", "namespaceMapping")
+			if !slices.Contains(included, ns) && !slices.Contains(slices.Collect(maps.Values(mapping)), ns) {
+				continue
+			}
+			phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+			out = append(out, fmt.Sprintf("velero %s %s uid=%s phase=%s labels=%v", r.kind, u.GetName(), u.GetUID(), phase, u.GetLabels()))
+		}
+	}
+	return out
 }
 
 // PVLine renders what keeps or destroys a claimed PV's data.

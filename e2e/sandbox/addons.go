@@ -123,6 +123,14 @@ func (s *Sandbox) ThrottleGrafana(ns, pod string, d time.Duration, retryAfter in
 	return s.addons.runner.Throttle(ns, pod, d, retryAfter)
 }
 
+// UnavailableGrafana makes the pod's Grafana URL answer 503 with nginx's
+// error page for d (Retry-After when retryAfter > 0), as a proxy in front of
+// Grafana does while Grafana restarts or its limit_req trips. It outlives
+// pod re-creation under the same name and may be set before the pod exists.
+func (s *Sandbox) UnavailableGrafana(ns, pod string, d time.Duration, retryAfter int) error {
+	return s.addons.runner.Unavailable(ns, pod, d, retryAfter)
+}
+
 // StorageRoot is the storage agent's root: volumes/<handle> and
 // snapshots/<handle> below it.
 func (s *Sandbox) StorageRoot() string { return filepath.Join(s.Dir, "storage") }

@@ -19,6 +19,9 @@ import (
 // test binary never leaves a control plane behind.
 type child struct {
 	name    string
+	bin     string
+	args    []string
+	env     []string
 	cmd     *exec.Cmd
 	logPath string
 	log     *os.File
@@ -31,7 +34,9 @@ func startChild(dir, name, bin string, args []string, env []string) (*child, err
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.Create(logPath)
+	// Appended to: a component restarted by a test keeps the story of its
+	// first life in the same file.
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +49,7 @@ func startChild(dir, name, bin string, args []string, env []string) (*child, err
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	c := &child{name: name, cmd: cmd, logPath: logPath, log: f, done: make(chan struct{})}
+	c := &child{name: name, bin: bin, args: args, env: env, cmd: cmd, logPath: logPath, log: f, done: make(chan struct{})}
 	go func() {
 		c.err = cmd.Wait()
 		f.Close()

@@ -310,3 +310,44 @@ func BenchmarkWarmStart(b *testing.B) {
 		}
 	}
 }
+
+// TestComponentRestart stops and starts components in place, as the fault
+// tests do mid-run: only that component's process changes, the API answers
+// again with the same data, and stopping a stopped or starting a running
+// component is refused.
+func TestComponentRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	ns := sb.NewNamespace(t)
+	for _, name := range []string{sandbox.ComponentAPIServer, sandbox.ComponentSnapshotController} {
+		before := sb.PIDs()
+		if err := sb.RestartComponent(ctx, name, time.Second); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		after := sb.PIDs()
+		changed := 0
+		for i := range before {
+			if before[i] != after[i] {
+				changed++
+			}
+		}
+		if changed != 1 || len(after) != len(before) {
+			t.Errorf("%s: %d processes changed (%v -> %v), want 1", name, changed, before, after)
+		}
+		if _, err := sb.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+			t.Errorf("after restarting %s the namespace made before is not readable: %v", name, err)
+		}
+	}
+	if err := sb.StartComponent(ctx, sandbox.ComponentSnapshotController); err == nil {
+		t.Error("starting a running component was not refused")
+	}
+	if err := sb.StopComponent(sandbox.ComponentSnapshotController, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.StopComponent(sandbox.ComponentSnapshotController, time.Second); err == nil {
+		t.Error("stopping a stopped component was not refused")
+	}
+	if err := sb.StartComponent(ctx, sandbox.ComponentSnapshotController); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -149,6 +149,75 @@ func (h *Helm) UpgradeTo(ctx context.Context, name string, revision int, descrip
 	return nil
 }
 
+// ForeignPendingError is a release whose last revision is pending and was
+// not started by the caller: someone else's helm command may still be
+// running, so it is left alone.
+type ForeignPendingError struct {
+	Namespace, Name string
+	Revision        int
+	Status          release.Status
+}
+
+func (e *ForeignPendingError) Error() string {
+	return fmt.Sprintf("Helm release %s/%s revision %d is %s and was not started by this rebind run: another helm command may be running; wait for it, or if it was killed, `helm rollback %s -n %s` and re-run",
+		e.Namespace, e.Name, e.Revision, e.Status, e.Name, e.Namespace)
+}
+
+// FailPending marks the release's last revision failed when it is still
+// pending and is the caller's: the upgrade that wrote it was killed (a
+// pending revision's process never comes back to finish it), and Helm
+// refuses every later upgrade of a release whose last revision is pending
+// ("another operation is in progress"). The caller's is revision, carrying
+// values among its values: Helm writes the description only when it
+// finishes ("Preparing upgrade" until then), so the values tell whose it
+// is. This is what `helm rollback` after a killed upgrade amounts to,
+// limited to the revision the caller started. It reports whether it changed
+// anything; a pending revision that is not the caller's is a
+// *ForeignPendingError.
+func (h *Helm) FailPending(name string, revision int, values map[string]any, why string) (bool, error) {
+	last, err := h.cfg.Releases.Last(name)
+	if err != nil {
+		return false, fmt.Errorf("reading Helm release %s/%s: %w", h.namespace, name, err)
+	}
+	if !last.Info.Status.IsPending() {
+		return false, nil
+	}
+	if last.Version != revision || !contains(last.Config, values) {
+		return false, &ForeignPendingError{Namespace: h.namespace, Name: name, Revision: last.Version, Status: last.Info.Status}
+	}
+	last.SetStatus(release.StatusFailed, why)
+	if err := h.cfg.Releases.Update(last); err != nil {
+		return false, fmt.Errorf("marking Helm release %s/%s revision %d failed: %w", h.namespace, name, last.Version, err)
+	}
+	h.log.Warn("interrupted upgrade marked failed", zap.String("release", name), zap.Int("revision", last.Version))
+	return true, nil
+}
+
+// contains reports whether every leaf of want is in got with the same
+// value. Leaves compare by their printed form: values read back from a
+// release record are JSON-decoded, so numbers come back as float64.
+func contains(got, want map[string]any) bool {
+	for k, w := range want {
+		g, ok := got[k]
+		if !ok {
+			return false
+		}
+		wm, wIsMap := w.(map[string]any)
+		gm, gIsMap := g.(map[string]any)
+		switch {
+		case wIsMap && gIsMap:
+			if !contains(gm, wm) {
+				return false
+			}
+		case wIsMap || gIsMap:
+			return false
+		case fmt.Sprint(g) != fmt.Sprint(w):
+			return false
+		}
+	}
+	return true
+}
+
 // Rollback points the release back at an earlier revision, as `helm
 // rollback NAME REVISION` does: Helm records a new revision with that
 // revision's chart and values and patches the objects to its manifest.

@@ -94,11 +94,19 @@ func (s helmRedeployStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	values, _ := helmValues(s.spec, s.env)
+	if s.value(keyHelmUpgraded) != "" {
+		// An earlier attempt of this run started the upgrade and was
+		// killed inside it: its revision stays pending for ever and Helm
+		// would refuse this one.
+		if err := s.failOwnPending(h, values); err != nil {
+			return err
+		}
+	}
 	if err := s.j.SetValue(ctx, keyHelmUpgraded, "true"); err != nil {
 		return err
 	}
-	values, _ := helmValues(s.spec, s.env)
-	rel, err := h.Upgrade(ctx, s.spec.Target.Release, values, fmt.Sprintf("rebind run %s: persistence on the migrated volumes", s.spec.RunID))
+	rel, err := h.Upgrade(ctx, s.spec.Target.Release, values, s.helmDescription())
 	if err != nil {
 		return err
 	}
@@ -158,11 +166,18 @@ func (s helmRedeployDeploymentStep) Apply(ctx context.Context) error {
 		return err
 	}
 	if !upgraded {
+		values, _ := helmValues(s.spec, s.env)
+		if s.value(keyHelmUpgraded) != "" {
+			// An earlier attempt was killed inside Helm's upgrade: its
+			// revision stays pending for ever and Helm would refuse this one.
+			if err := s.failOwnPending(h, values); err != nil {
+				return err
+			}
+		}
 		if err := s.j.SetValue(ctx, keyHelmUpgraded, "true"); err != nil {
 			return err
 		}
-		values, _ := helmValues(s.spec, s.env)
-		if _, err := h.Upgrade(ctx, s.spec.Target.Release, values, fmt.Sprintf("rebind run %s: persistence on the migrated volume", s.spec.RunID)); err != nil {
+		if _, err := h.Upgrade(ctx, s.spec.Target.Release, values, s.helmDescription()); err != nil {
 			return err
 		}
 	}
@@ -197,6 +212,30 @@ func (s helmRedeployDeploymentStep) Check(ctx context.Context) error {
 // release back once the original claim is restored.
 func (s helmRedeployDeploymentStep) Undo(ctx context.Context) error {
 	return redeployDeploymentStep{s.env}.Undo(ctx)
+}
+
+// helmDescription is the description of rebind's upgrade revision.
+func (e *env) helmDescription() string {
+	return fmt.Sprintf("rebind run %s: persistence on the migrated volumes", e.spec.RunID)
+}
+
+// failOwnPending marks failed the revision rebind's killed upgrade left
+// pending: the revision right after the one recorded before the run,
+// carrying rebind's values. Anything else pending is someone else's and
+// stops the step.
+func (e *env) failOwnPending(h *helmredeploy.Helm, values map[string]any) error {
+	rev, err := strconv.Atoi(e.value(keyHelmRevision))
+	if err != nil {
+		return fmt.Errorf("the Helm revision before the run is not recorded: %w", err)
+	}
+	fixed, err := h.FailPending(e.spec.Target.Release, rev+1, values, e.helmDescription()+" (interrupted: the rebind process running it was killed; marked failed by the next run)")
+	if err != nil || !fixed {
+		return err
+	}
+	w := fmt.Sprintf("Helm release %s/%s: revision %d, the upgrade of the interrupted run, was left pending-upgrade; rebind marked it failed (Helm refuses to upgrade a release with a pending revision)", e.spec.ns(), e.spec.Target.Release, rev+1)
+	e.log.Warn("interrupted Helm upgrade marked failed", zap.String("release", e.spec.Target.Release), zap.Int("revision", rev+1))
+	e.warnings = append(e.warnings, w)
+	return nil
 }
 
 // helmRevisionStep records the release's revision before anything changes.
@@ -246,6 +285,14 @@ func (s helmRevisionStep) Undo(ctx context.Context) error {
 	}
 	if cur.Version == rev {
 		return nil
+	}
+	if s.value(keyHelmUpgraded) != "" && cur.Version == rev+1 && cur.Info.Status.IsPending() {
+		// rebind's upgrade was killed inside Helm: its revision is
+		// pending, which is failed in all but name.
+		values, _ := helmValues(s.spec, s.env)
+		if err := s.failOwnPending(h, values); err != nil {
+			return err
+		}
 	}
 	if cur.Version != rev+1 || s.value(keyHelmUpgraded) == "" {
 		// Not an error: the volumes are back, and failing here would stop
