@@ -18,6 +18,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/migrate"
+	"github.com/rebind-dev/rebind/pkg/podproxy"
 	"github.com/rebind-dev/rebind/pkg/preflight"
 	"github.com/rebind-dev/rebind/pkg/report"
 	"github.com/rebind-dev/rebind/pkg/velero"
@@ -64,7 +65,8 @@ func migrateFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "wait-timeout", Value: migrate.DefaultTimeouts().Wait, Usage: "limit of each wait for claims, pods and deletions"},
 		&cli.DurationFlag{Name: "snapshot-timeout", Value: migrate.DefaultTimeouts().Snapshot, Usage: "limit of each wait for a snapshot or a restored volume"},
 		&cli.DurationFlag{Name: "verify-timeout", Value: migrate.DefaultTimeouts().Verify, Usage: "limit for Grafana to answer after the redeploy"},
-		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one pod's Grafana (repeatable); default: --grafana-url, else the pod's in-cluster DNS name"},
+		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one pod's Grafana (repeatable); default: --grafana-url, else --grafana-access"},
+		grafanaAccessFlag(),
 		outputFlag(),
 	)
 	return append(append(flags, grafanaFlags()...), allowEmptyFlag())
@@ -167,10 +169,11 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	if root := c.Path("offline-volume-root"); root != "" {
 		o.ReadDB = volumeRootReader(root)
 	}
-	checker, err := grafanaChecker(c, clients, ns, log)
+	checker, viaProxy, err := grafanaChecker(c, clients, ns, log)
 	if err != nil {
 		return cli.Exit(err.Error(), exitUsage)
 	}
+	o.GrafanaPodProxy = viaProxy && !o.SkipVerify
 	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: progressWriter(c), Log: log}
 	rep, err := m.Run(c.Context, o, mode)
 	if rep != nil && rep.Outcome == report.Succeeded {
@@ -183,14 +186,39 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	return finishReport(c, rep, err)
 }
 
-// grafanaChecker reaches each pod's Grafana. Credentials come from the
-// flags, or by default from the chart's admin Secret (<fullname>, found by
-// discovery), read only when the first pod is contacted.
-func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.Logger) (*verify.Grafana, error) {
+// grafanaChecker reaches each pod's Grafana: at its --grafana-pod-url, else
+// --grafana-url, else through the API server's pod proxy or at its cluster
+// DNS name (--grafana-access). viaProxy says the pod proxy may be used.
+// Credentials come from the flags, or by default from the chart's admin
+// Secret (<fullname>, found by discovery), read only when the first pod is
+// contacted.
+func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.Logger) (_ *verify.Grafana, viaProxy bool, _ error) {
 	podURLs, err := grafanaPodURLs(c)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
+	viaProxy, err = usePodProxy(c)
+	if err != nil {
+		return nil, false, err
+	}
+	viaProxy = viaProxy && c.String(flagGrafanaURL) == ""
+	var (
+		px    *podproxy.Proxy
+		ports = &grafanaPorts{clients: clients, ns: ns, ports: map[string]int32{}}
+	)
+	if viaProxy {
+		if len(c.StringSlice(flagGrafanaToken)) > 0 && len(podURLs) == 0 {
+			return nil, false, fmt.Errorf("--%s cannot be used through the API server's pod proxy: %w", flagGrafanaToken, grafana.ErrTokenNeedsHeader)
+		}
+		if px, err = podproxy.New(clients.Config, clients.Kube); err != nil {
+			return nil, false, err
+		}
+		fmt.Fprintln(progressWriter(c), "Grafana: reached through the API server's pod proxy (pods/<pod>:<port>/proxy) as the kubeconfig's user")
+	}
+	// Preflight asks for the pod proxy rights only when every pod goes
+	// through it; with some --grafana-pod-url given, a missing right shows
+	// as the API server's 403 when a pod without one is reached.
+	viaProxy = viaProxy && len(podURLs) == 0
 	var (
 		mu   sync.Mutex
 		auth *grafanaAuth
@@ -217,19 +245,25 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 			if url == "" {
 				url = c.String(flagGrafanaURL)
 			}
-			if url == "" {
-				url = defaultGrafanaURL(pod, ns)
-			}
 			a, err := authFor(pod)
 			if err != nil {
 				return nil, err
 			}
-			return grafana.New(a.options(c, url, log))
+			opts := a.options(c, url, log)
+			switch {
+			case url != "":
+			case px != nil:
+				opts.URL, opts.Transport = podProxyTarget(c.Context, px, ports, ns, pod)
+				opts.SessionLogin = true
+			default:
+				opts.URL = defaultGrafanaURL(pod, ns)
+			}
+			return grafana.New(opts)
 		},
 		Inventory:          inventory.Options{OrgIDs: c.Int64Slice(flagGrafanaOrgID), Logger: log},
 		AllowEmptyBaseline: c.Bool("allow-empty-baseline"),
 		PollInterval:       500 * time.Millisecond,
-	}, nil
+	}, viaProxy, nil
 }
 
 // workloadOf is the workload name behind a checker's pod key.

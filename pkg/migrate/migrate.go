@@ -122,6 +122,9 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	var access preflight.Report
 	perms := append(Permissions(ns, o.Strategy), VeleroPermissions(o)...)
 	perms = append(perms, HelmPermissions(ns, o)...)
+	if o.GrafanaPodProxy {
+		perms = append(perms, PodProxyPermissions(ns)...)
+	}
 	if err := preflight.CheckAccess(ctx, m.Clients.Kube, perms, &access); err != nil {
 		return finish(report.Failed, err)
 	}

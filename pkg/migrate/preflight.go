@@ -68,6 +68,17 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 	return perms
 }
 
+// PodProxyPermissions are what reaching Grafana through the API server's
+// pod proxy takes: get for its API reads, create for the POST /login that
+// opens a Grafana session (the proxy removes the Authorization header).
+// manifests/rbac-migrate.yaml grants them.
+func PodProxyPermissions(ns string) []preflight.Permission {
+	return []preflight.Permission{
+		{Verb: "get", Resource: "pods", Subresource: "proxy", Namespace: ns},
+		{Verb: "create", Resource: "pods", Subresource: "proxy", Namespace: ns},
+	}
+}
+
 // JournalPermissions are the rights on the journal's Secret, named after
 // the workload (journal.Name): read when a journal is loaded, deleted when
 // a new run replaces a finished one. manifests/rbac-migrate.yaml grants
