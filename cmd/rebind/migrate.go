@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rebind-dev/rebind/pkg/discovery"
+	"github.com/rebind-dev/rebind/pkg/events"
 	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/inventory"
 	"github.com/rebind-dev/rebind/pkg/journal"
@@ -26,6 +27,13 @@ import (
 )
 
 const targetCategory = "Target"
+
+// Events on the workload name rebind as their source; the process waits
+// this long at exit for them to be written.
+const (
+	eventComponent    = "rebind"
+	eventFlushTimeout = 5 * time.Second
+)
 
 func targetFlags() []cli.Flag {
 	return []cli.Flag{
@@ -109,7 +117,9 @@ func rollbackCommand() *cli.Command {
 				return err
 			}
 			defer func() { _ = log.Sync() }()
-			m := &migrate.Migrate{Clients: clients, Out: progressWriter(c), Log: log}
+			rec := events.New(clients.Kube, eventComponent)
+			defer rec.Close(eventFlushTimeout)
+			m := &migrate.Migrate{Clients: clients, Out: progressWriter(c), Log: log, Events: rec}
 			name := c.String("statefulset")
 			if d := c.String("deployment"); d != "" {
 				if name != "" {
@@ -174,7 +184,9 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 		return cli.Exit(err.Error(), exitUsage)
 	}
 	o.GrafanaPodProxy = viaProxy && !o.SkipVerify
-	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: progressWriter(c), Log: log}
+	rec := events.New(clients.Kube, eventComponent)
+	defer rec.Close(eventFlushTimeout)
+	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: progressWriter(c), Log: log, Events: rec}
 	rep, err := m.Run(c.Context, o, mode)
 	if rep != nil && rep.Outcome == report.Succeeded {
 		if path := c.Path("values-out"); path != "" && len(rep.HelmValues) > 0 {
