@@ -57,4 +57,3 @@ func TestCloseWaitsForEveryEvent(t *testing.T) {
 		})
 	}
 }
-
