@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/urfave/cli/v2"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rebind-dev/rebind/pkg/kube"
@@ -41,49 +40,64 @@ func usePodProxy(c *cli.Context) (bool, error) {
 	}
 }
 
-// grafanaPort is the chart's Grafana container port (container and port
-// both named grafana), read from the live workload, else 3000. Cached per
-// key: after the first answer the workload may be gone for the swap.
-type grafanaPorts struct {
+// grafanaTargets finds what a checker key names (a StatefulSet pod, or a
+// Deployment whose pods change names) and the chart's Grafana container
+// port there (container and port both named grafana), from the live
+// workload, else 3000. Cached per key: after the first answer the workload
+// may be gone for the swap.
+type grafanaTargets struct {
 	clients *kube.Clients
 	ns      string
 	mu      sync.Mutex
-	ports   map[string]int32
+	known   map[string]grafanaTarget
 }
 
-func (g *grafanaPorts) port(ctx context.Context, key string) int32 {
+type grafanaTarget struct {
+	deployment bool
+	port       int32
+}
+
+func (g *grafanaTargets) lookup(ctx context.Context, key string) grafanaTarget {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if p, ok := g.ports[key]; ok {
-		return p
+	if t, ok := g.known[key]; ok {
+		return t
 	}
 	const def = 3000
-	p := int32(def)
-	found := false
+	apps := g.clients.Kube.AppsV1()
+	// A key with an ordinal is a StatefulSet pod, unless no such
+	// StatefulSet exists and a Deployment has the key's name.
 	if w := workloadOf(key); w != key {
-		if sts, err := g.clients.Kube.AppsV1().StatefulSets(g.ns).Get(ctx, w, metav1.GetOptions{}); err == nil {
-			p, found = podproxy.ContainerPort(&sts.Spec.Template.Spec, "grafana", "grafana", def), true
-		} else if pod, err := g.clients.Kube.CoreV1().Pods(g.ns).Get(ctx, key, metav1.GetOptions{}); err == nil {
-			p, found = podproxy.ContainerPort(&pod.Spec, "grafana", "grafana", def), true
+		if sts, err := apps.StatefulSets(g.ns).Get(ctx, w, metav1.GetOptions{}); err == nil {
+			return g.keep(key, grafanaTarget{port: podproxy.ContainerPort(&sts.Spec.Template.Spec, "grafana", "grafana", def)})
 		}
-	} else if d, err := g.clients.Kube.AppsV1().Deployments(g.ns).Get(ctx, key, metav1.GetOptions{}); err == nil {
-		p, found = podproxy.ContainerPort(&d.Spec.Template.Spec, "grafana", "grafana", def), true
-	} else if !apierrors.IsNotFound(err) {
-		return p // not cached: a later call may read it
 	}
-	if found {
-		g.ports[key] = p
+	d, err := apps.Deployments(g.ns).Get(ctx, key, metav1.GetOptions{})
+	if err == nil {
+		return g.keep(key, grafanaTarget{deployment: true, port: podproxy.ContainerPort(&d.Spec.Template.Spec, "grafana", "grafana", def)})
 	}
-	return p
+	if workloadOf(key) == key {
+		// Not cached: a later call may read it.
+		return grafanaTarget{deployment: true, port: def}
+	}
+	if pod, err := g.clients.Kube.CoreV1().Pods(g.ns).Get(ctx, key, metav1.GetOptions{}); err == nil {
+		return g.keep(key, grafanaTarget{port: podproxy.ContainerPort(&pod.Spec, "grafana", "grafana", def)})
+	}
+	return grafanaTarget{port: def}
+}
+
+func (g *grafanaTargets) keep(key string, t grafanaTarget) grafanaTarget {
+	g.known[key] = t
+	return t
 }
 
 // podProxyTarget is the pod-proxy URL and transport of a checker's key: a
-// StatefulSet pod by name, or a Deployment (its name) resolved to its
-// current pod on every request.
-func podProxyTarget(ctx context.Context, px *podproxy.Proxy, ports *grafanaPorts, ns, key string) (string, http.RoundTripper) {
-	port := ports.port(ctx, key)
-	if workloadOf(key) == key {
-		return px.Deployment(ns, key, port)
+// StatefulSet pod by name, or a Deployment resolved to its current pod on
+// every request.
+func podProxyTarget(ctx context.Context, px *podproxy.Proxy, targets *grafanaTargets, ns, key string) (string, http.RoundTripper) {
+	t := targets.lookup(ctx, key)
+	if t.deployment {
+		return px.Deployment(ns, key, t.port)
 	}
-	return px.Pod(ns, key, port)
+	return px.Pod(ns, key, t.port)
 }

@@ -215,8 +215,8 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 	}
 	viaProxy = viaProxy && c.String(flagGrafanaURL) == ""
 	var (
-		px    *podproxy.Proxy
-		ports = &grafanaPorts{clients: clients, ns: ns, ports: map[string]int32{}}
+		px      *podproxy.Proxy
+		targets = &grafanaTargets{clients: clients, ns: ns, known: map[string]grafanaTarget{}}
 	)
 	if viaProxy {
 		if len(c.StringSlice(flagGrafanaToken)) > 0 && len(podURLs) == 0 {
@@ -225,7 +225,9 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 		if px, err = podproxy.New(clients.Config, clients.Kube); err != nil {
 			return nil, false, err
 		}
-		fmt.Fprintln(progressWriter(c), "Grafana: reached through the API server's pod proxy (pods/<pod>:<port>/proxy) as the kubeconfig's user")
+		if len(podURLs) == 0 {
+			fmt.Fprintln(progressWriter(c), "Grafana: reached through the API server's pod proxy (pods/<pod>:<port>/proxy) as the kubeconfig's user")
+		}
 	}
 	// Preflight asks for the pod proxy rights only when every pod goes
 	// through it; with some --grafana-pod-url given, a missing right shows
@@ -265,7 +267,7 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 			switch {
 			case url != "":
 			case px != nil:
-				opts.URL, opts.Transport = podProxyTarget(c.Context, px, ports, ns, pod)
+				opts.URL, opts.Transport = podProxyTarget(c.Context, px, targets, ns, pod)
 				opts.SessionLogin = true
 			default:
 				opts.URL = defaultGrafanaURL(pod, ns)
