@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/inventory"
 	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/report"
 	"github.com/rebind-dev/rebind/pkg/verify"
 )
 
@@ -54,6 +56,8 @@ func drillFlags() []cli.Flag {
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Category: resultsCategory, Usage: "text, or json for one report per target on stdout"},
 		&cli.PathFlag{Name: "metrics-file", Category: resultsCategory, Usage: "write Prometheus text metrics here (node_exporter textfile collector); replaced atomically"},
 		&cli.StringFlag{Name: "pushgateway-url", Category: resultsCategory, Usage: "push each target's metrics to this Prometheus Pushgateway (job rebind_drill, grouped by namespace and statefulset)"},
+		&cli.StringFlag{Name: "metrics-addr", Category: resultsCategory, Usage: "serve the drill metrics at http://`HOST:PORT`/metrics for Prometheus to scrape while rebind runs (with --every: a long-running drill)"},
+		&cli.DurationFlag{Name: "every", Category: drillCategory, Usage: "repeat the drills of every target each `DURATION` until interrupted (a long-running drill, e.g. a Deployment scraped through --metrics-addr) instead of running once"},
 		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one production pod's Grafana (repeatable)"},
 		&cli.StringFlag{Name: "grafana-url-template", Category: grafanaCategory, Value: defaultURLTemplate, Usage: "URL of a pod's Grafana, production or restored copy; {pod}, {service} and {namespace} are replaced"},
 	)
@@ -160,11 +164,49 @@ func runDrill(c *cli.Context) error {
 				Verify: c.Duration("verify-timeout"), Cleanup: c.Duration("cleanup-timeout")},
 		})
 	}
+	metrics := drill.NewMetrics()
+	if addr := c.String("metrics-addr"); addr != "" {
+		srv, err := report.ServeMetrics(addr, metrics.Gatherer())
+		if err != nil {
+			return cli.Exit(err.Error(), exitUsage)
+		}
+		defer func() { _ = srv.Close() }()
+		fmt.Fprintf(progress, "drill: metrics at http://%s/metrics\n", srv.Addr())
+	}
+	every := c.Duration("every")
+	if every < 0 {
+		return cli.Exit("--every must be positive", exitUsage)
+	}
+	for {
+		code, err := drillRound(ctx, c, progress, d, opts, metrics, log)
+		if every == 0 || err != nil {
+			if err == nil && code != 0 {
+				return cli.Exit("", code)
+			}
+			return err
+		}
+		t := time.NewTimer(every)
+		select {
+		case <-c.Context.Done():
+			t.Stop()
+			// Interrupted between rounds: the last round's verdict stands.
+			if code != 0 {
+				return cli.Exit("", code)
+			}
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// drillRound drills every target once, records the results in metrics,
+// publishes and prints them, and returns the exit code they call for.
+func drillRound(ctx context.Context, c *cli.Context, progress io.Writer, d *drill.Drill, opts []drill.Options, metrics *drill.Metrics, log *zap.Logger) (int, error) {
 	start := time.Now()
 	results := d.RunAll(ctx, opts, c.Int("parallel"))
-	done()
 	sum := drillSummary{Results: results, Targets: len(results), Duration: time.Since(start).Seconds()}
 	for _, r := range results {
+		metrics.Observe(r, nil)
 		switch r.Outcome {
 		case drill.Passed:
 			sum.Passed++
@@ -183,7 +225,7 @@ func runDrill(c *cli.Context) error {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(sum); err != nil {
-			return err
+			return 0, err
 		}
 	} else {
 		for _, r := range results {
@@ -195,11 +237,11 @@ func runDrill(c *cli.Context) error {
 
 	switch {
 	case sum.Failed+sum.Errors > 0:
-		return cli.Exit("", exitFailed)
+		return exitFailed, nil
 	case sum.Refused > 0:
-		return cli.Exit("", exitUsage)
+		return exitUsage, nil
 	}
-	return nil
+	return 0, nil
 }
 
 // publishDrillMetrics writes the metrics file and pushes to the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -69,17 +70,17 @@ func inventoryCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "inventory",
 		Usage: "record every dashboard and folder of a Grafana (by content hash) to a JSON file",
-		Description: "Online through the HTTP API (--grafana-url) or offline from a grafana.db file (--db).\n" +
+		Description: "Online through the HTTP API (--grafana-url) or offline from a grafana.db file (--from-db).\n" +
 			"Keep the file: `rebind verify --baseline FILE` proves later that nothing was lost.",
 		Flags: append(grafanaFlags(),
-			&cli.PathFlag{Name: "db", Usage: "read this grafana.db directly instead of the API (opened read-only)"},
+			renamedPathFlag("from-db", "db", "read this grafana.db `FILE` directly instead of the API (opened read-only)"),
 			&cli.PathFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the inventory here (default: stdout)"},
 			workersFlag(),
 			dbStorageFlag(),
 			apiFlag(),
 		),
 		Action: func(c *cli.Context) error {
-			inv, err := takeInventory(c, c.String(flagGrafanaURL), c.Path("db"))
+			inv, err := takeInventory(c, c.String(flagGrafanaURL), c.Path("from-db"))
 			if err != nil {
 				return cli.Exit(err.Error(), exitVerifyError)
 			}
@@ -101,7 +102,7 @@ func inventoryCommand() *cli.Command {
 func takeInventory(c *cli.Context, url, db string) (*inventory.Inventory, error) {
 	switch {
 	case url != "" && db != "":
-		return nil, errors.New("give either a Grafana URL or --db, not both")
+		return nil, errors.New("give either a Grafana URL or a grafana.db, not both")
 	case db != "":
 		st := inventory.Storage(c.String("db-storage"))
 		switch st {
@@ -124,7 +125,7 @@ func takeInventory(c *cli.Context, url, db string) (*inventory.Inventory, error)
 		}
 		return inventory.FromGrafana(c.Context, client, inventoryOptions(c, log))
 	default:
-		return nil, fmt.Errorf("give --%s or --db", flagGrafanaURL)
+		return nil, fmt.Errorf("give --%s or a grafana.db (inventory --from-db, verify --current-db)", flagGrafanaURL)
 	}
 }
 
@@ -133,13 +134,13 @@ func verifyCommand() *cli.Command {
 		Name:  "verify",
 		Usage: "prove that a Grafana still holds every dashboard of a baseline, unchanged",
 		Description: "The current state is --grafana-url (or --current-db). The baseline is one of --baseline FILE\n" +
-			"(from `rebind inventory`), --against-url (another live Grafana, same credentials) or --db FILE.\n" +
+			"(from `rebind inventory`), --against-url (another live Grafana, same credentials) or --baseline-db FILE.\n" +
 			"Exit code 0: every dashboard matches; 1: something was lost, changed or moved; 2: could not verify.\n" +
 			"Dashboards only in the current Grafana are reported but do not fail verification.",
 		Flags: append(grafanaFlags(),
 			&cli.PathFlag{Name: "baseline", Usage: "inventory `FILE` written by \"rebind inventory\""},
 			&cli.StringFlag{Name: "against-url", Usage: "a second live Grafana to use as the baseline"},
-			&cli.PathFlag{Name: "db", Usage: "a grafana.db to use as the baseline"},
+			renamedPathFlag("baseline-db", "db", "a grafana.db `FILE` to use as the baseline"),
 			&cli.PathFlag{Name: "current-db", Usage: "check this grafana.db instead of --grafana-url"},
 			&cli.PathFlag{Name: "json", Usage: "also write the full comparison as JSON to this file"},
 			workersFlag(),
@@ -180,7 +181,7 @@ func verifyCommand() *cli.Command {
 }
 
 func verifyBaseline(c *cli.Context) (*inventory.Inventory, error) {
-	file, against, db := c.Path("baseline"), c.String("against-url"), c.Path("db")
+	file, against, db := c.Path("baseline"), c.String("against-url"), c.Path("baseline-db")
 	n := 0
 	for _, v := range []string{file, against, db} {
 		if v != "" {
@@ -188,10 +189,42 @@ func verifyBaseline(c *cli.Context) (*inventory.Inventory, error) {
 		}
 	}
 	if n != 1 {
-		return nil, errors.New("give exactly one of --baseline, --against-url and --db")
+		return nil, errors.New("give exactly one of --baseline, --against-url and --baseline-db")
 	}
 	if file != "" {
 		return inventory.LoadFile(file)
 	}
 	return takeInventory(c, against, db)
+}
+
+// renamedPathFlag is a flag whose old spelling stays as an alias. "--db"
+// named the source in inventory but the baseline in verify; each command
+// now says which, and the old spelling works with a warning.
+func renamedPathFlag(name, old, usage string) cli.Flag {
+	return &cli.PathFlag{Name: name, Aliases: []string{old}, Usage: usage + " (--" + old + " is the deprecated old spelling)",
+		Action: func(c *cli.Context, _ cli.Path) error {
+			// Set by either name; only the command line says which.
+			if usedSpelling(commandArgs(c), old) {
+				fmt.Fprintf(c.App.ErrWriter, "warning: --%s is deprecated for `%s %s`: use --%s\n", old, c.App.Name, c.Command.Name, name)
+			}
+			return nil
+		}}
+}
+
+// usedSpelling says whether args hold the flag spelled name (-name or
+// --name, with or without =value), before a "--" end of flags.
+func usedSpelling(args []string, name string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		trimmed := strings.TrimLeft(a, "-")
+		if len(a)-len(trimmed) == 0 || len(a)-len(trimmed) > 2 {
+			continue
+		}
+		if trimmed == name || strings.HasPrefix(trimmed, name+"=") {
+			return true
+		}
+	}
+	return false
 }

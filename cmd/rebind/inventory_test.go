@@ -21,14 +21,16 @@ import (
 func runApp(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	var out bytes.Buffer
+	full := append([]string{"rebind"}, args...)
 	app := &cli.App{
 		Name:           "rebind",
 		Writer:         &out,
 		ErrWriter:      &out,
 		Commands:       []*cli.Command{inventoryCommand(), verifyCommand()},
 		ExitErrHandler: func(*cli.Context, error) {}, // keep the test process alive
+		Metadata:       map[string]any{argsKey: full},
 	}
-	err := app.Run(append([]string{"rebind"}, args...))
+	err := app.Run(full)
 	if err == nil {
 		return 0, out.String()
 	}
@@ -63,7 +65,10 @@ func TestInventoryAndVerify(t *testing.T) {
 	}{
 		{"inventory online", []string{"inventory", "--grafana-url", srv.URL, "-o", base}, "", 0, []string{"2 orgs, 4 folders, 30 dashboards"}},
 		{"verify against file", []string{"verify", "--grafana-url", srv.URL, "--baseline", base}, "", 0, []string{"RESULT: OK", "30 identical"}},
-		{"verify against db", []string{"verify", "--grafana-url", srv.URL, "--db", dbPath}, "", 0, []string{"RESULT: OK"}},
+		{"verify against db", []string{"verify", "--grafana-url", srv.URL, "--baseline-db", dbPath}, "", 0, []string{"RESULT: OK"}},
+		{"verify against db, old spelling", []string{"verify", "--grafana-url", srv.URL, "--db", dbPath}, "", 0, []string{"RESULT: OK", "warning: --db is deprecated for `rebind verify`: use --baseline-db"}},
+		{"inventory offline", []string{"inventory", "--from-db", dbPath}, "", 0, []string{`"dashboards"`}},
+		{"inventory offline, old spelling", []string{"inventory", "--db=" + dbPath}, "", 0, []string{"warning: --db is deprecated for `rebind inventory`: use --from-db"}},
 		{"verify against second grafana", []string{"verify", "--grafana-url", srv.URL, "--against-url", srv.URL}, "", 0, []string{"RESULT: OK"}},
 		{"offline current", []string{"verify", "--current-db", dbPath, "--baseline", base}, "", 0, []string{"RESULT: OK"}},
 		{"bad password", []string{"verify", "--grafana-url", srv.URL, "--baseline", base, "--grafana-password", "nope"}, "", 2, []string{"password-auth.failed"}},
@@ -97,6 +102,9 @@ func TestInventoryAndVerify(t *testing.T) {
 				if !strings.Contains(out, w) {
 					t.Errorf("output lacks %q:\n%s", w, out)
 				}
+			}
+			if deprecated := strings.Contains(strings.Join(st.args, " "), "-db"); !deprecated && strings.Contains(out, "deprecated") {
+				t.Errorf("a warning without the old spelling:\n%s", out)
 			}
 			// The --grafana-password warning names the variable; its value
 			// must never show.
@@ -141,6 +149,24 @@ func TestGrafanaSecretFlag(t *testing.T) {
 		code, o := runApp(t, "inventory", "--grafana-url", srv.URL, "--grafana-secret", tt.secret, "-o", out)
 		if code != tt.wantCode || !strings.Contains(o, tt.want) || strings.Contains(o, "new-random") {
 			t.Errorf("%s: exit %d:\n%s", tt.secret, code, o)
+		}
+	}
+}
+
+func TestUsedSpelling(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"rebind", "verify", "--db", "x"}, true},
+		{[]string{"rebind", "verify", "-db=x"}, true},
+		{[]string{"rebind", "verify", "--baseline-db", "x"}, false},
+		{[]string{"rebind", "verify", "--dbx", "x"}, false},
+		{[]string{"rebind", "verify", "--", "--db"}, false},
+		{[]string{"rebind", "db"}, false},
+	} {
+		if got := usedSpelling(tc.args, "db"); got != tc.want {
+			t.Errorf("%v: %v, want %v", tc.args, got, tc.want)
 		}
 	}
 }

@@ -45,6 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(stdout, stderr)
+	app.Metadata = map[string]any{argsKey: args}
 	// Invoked as a kubectl plugin, kubectl runs "kubectl-rebind".
 	if filepath.Base(args[0]) == "kubectl-rebind" {
 		app.Name = "kubectl rebind"
@@ -79,6 +80,16 @@ func init() {
 		}
 		return log
 	}
+}
+
+// argsKey keeps the command line in the App's Metadata: a flag's Action
+// cannot tell by which of its names it was set.
+const argsKey = "args"
+
+// commandArgs is the command line rebind was started with.
+func commandArgs(c *cli.Context) []string {
+	args, _ := c.App.Metadata[argsKey].([]string)
+	return args
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {

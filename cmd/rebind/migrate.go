@@ -16,11 +16,13 @@ import (
 	"golang.org/x/term"
 
 	"github.com/rebind-dev/rebind/pkg/discovery"
+	"github.com/rebind-dev/rebind/pkg/events"
 	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/inventory"
 	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/migrate"
+	"github.com/rebind-dev/rebind/pkg/podproxy"
 	"github.com/rebind-dev/rebind/pkg/preflight"
 	"github.com/rebind-dev/rebind/pkg/report"
 	"github.com/rebind-dev/rebind/pkg/velero"
@@ -29,6 +31,13 @@ import (
 )
 
 const targetCategory = "Target"
+
+// Events on the workload name rebind as their source; the process waits
+// this long at exit for them to be written.
+const (
+	eventComponent    = "rebind"
+	eventFlushTimeout = 5 * time.Second
+)
 
 func targetFlags() []cli.Flag {
 	return []cli.Flag{
@@ -68,7 +77,8 @@ func migrateFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "wait-timeout", Value: migrate.DefaultTimeouts().Wait, Usage: "limit of each wait for claims, pods and deletions"},
 		&cli.DurationFlag{Name: "snapshot-timeout", Value: migrate.DefaultTimeouts().Snapshot, Usage: "limit of each wait for a snapshot or a restored volume"},
 		&cli.DurationFlag{Name: "verify-timeout", Value: migrate.DefaultTimeouts().Verify, Usage: "limit for Grafana to answer after the redeploy"},
-		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one pod's Grafana (repeatable); default: --grafana-url, else the pod's in-cluster DNS name"},
+		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one pod's Grafana (repeatable); default: --grafana-url, else --grafana-access"},
+		grafanaAccessFlag(),
 		outputFlag(),
 	)
 	return append(append(flags, grafanaFlags()...), allowEmptyFlag())
@@ -111,9 +121,11 @@ func rollbackCommand() *cli.Command {
 				return err
 			}
 			defer func() { _ = log.Sync() }()
+			rec := events.New(clients.Kube, eventComponent)
+			defer rec.Close(eventFlushTimeout)
 			out, ctx, done := progressOutput(c)
 			defer done()
-			m := &migrate.Migrate{Clients: clients, Out: out, Log: log}
+			m := &migrate.Migrate{Clients: clients, Out: out, Log: log, Events: rec}
 			name := c.String("statefulset")
 			if d := c.String("deployment"); d != "" {
 				if name != "" {
@@ -183,12 +195,15 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	if root := c.Path("offline-volume-root"); root != "" {
 		o.ReadDB = volumeRootReader(root)
 	}
-	checker, err := grafanaChecker(c, clients, ns, log)
+	checker, viaProxy, err := grafanaChecker(c, clients, ns, log)
 	if err != nil {
 		return cli.Exit(err.Error(), exitUsage)
 	}
+	o.GrafanaPodProxy = viaProxy && !o.SkipVerify
+	rec := events.New(clients.Kube, eventComponent)
+	defer rec.Close(eventFlushTimeout)
 	out, ctx, done := progressOutput(c)
-	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: out, Log: log}
+	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: out, Log: log, Events: rec}
 	rep, err := m.Run(ctx, o, mode)
 	done()
 	if rep != nil && rep.Outcome == report.Succeeded {
@@ -201,14 +216,41 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	return finishReport(c, rep, err)
 }
 
-// grafanaChecker reaches each pod's Grafana. Credentials come from the
-// flags, or by default from the chart's admin Secret (<fullname>, found by
-// discovery), read only when the first pod is contacted.
-func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.Logger) (*verify.Grafana, error) {
+// grafanaChecker reaches each pod's Grafana: at its --grafana-pod-url, else
+// --grafana-url, else through the API server's pod proxy or at its cluster
+// DNS name (--grafana-access). viaProxy says the pod proxy may be used.
+// Credentials come from the flags, or by default from the chart's admin
+// Secret (<fullname>, found by discovery), read only when the first pod is
+// contacted.
+func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.Logger) (_ *verify.Grafana, viaProxy bool, _ error) {
 	podURLs, err := grafanaPodURLs(c)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
+	viaProxy, err = usePodProxy(c)
+	if err != nil {
+		return nil, false, err
+	}
+	viaProxy = viaProxy && c.String(flagGrafanaURL) == ""
+	var (
+		px      *podproxy.Proxy
+		targets = &grafanaTargets{clients: clients, ns: ns, known: map[string]grafanaTarget{}}
+	)
+	if viaProxy {
+		if len(c.StringSlice(flagGrafanaToken)) > 0 && len(podURLs) == 0 {
+			return nil, false, fmt.Errorf("--%s cannot be used through the API server's pod proxy: %w", flagGrafanaToken, grafana.ErrTokenNeedsHeader)
+		}
+		if px, err = podproxy.New(clients.Config, clients.Kube); err != nil {
+			return nil, false, err
+		}
+		if len(podURLs) == 0 {
+			fmt.Fprintln(progressWriter(c), "Grafana: reached through the API server's pod proxy (pods/<pod>:<port>/proxy) as the kubeconfig's user")
+		}
+	}
+	// Preflight asks for the pod proxy rights only when every pod goes
+	// through it; with some --grafana-pod-url given, a missing right shows
+	// as the API server's 403 when a pod without one is reached.
+	viaProxy = viaProxy && len(podURLs) == 0
 	var (
 		mu   sync.Mutex
 		auth *grafanaAuth
@@ -235,19 +277,25 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 			if url == "" {
 				url = c.String(flagGrafanaURL)
 			}
-			if url == "" {
-				url = defaultGrafanaURL(pod, ns)
-			}
 			a, err := authFor(pod)
 			if err != nil {
 				return nil, err
 			}
-			return grafana.New(a.options(c, url, log))
+			opts := a.options(c, url, log)
+			switch {
+			case url != "":
+			case px != nil:
+				opts.URL, opts.Transport = podProxyTarget(c.Context, px, targets, ns, pod)
+				opts.SessionLogin = true
+			default:
+				opts.URL = defaultGrafanaURL(pod, ns)
+			}
+			return grafana.New(opts)
 		},
 		Inventory:          inventory.Options{OrgIDs: c.Int64Slice(flagGrafanaOrgID), Logger: log},
 		AllowEmptyBaseline: c.Bool("allow-empty-baseline"),
 		PollInterval:       500 * time.Millisecond,
-	}, nil
+	}, viaProxy, nil
 }
 
 // workloadOf is the workload name behind a checker's pod key.

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/manifests"
 	"github.com/rebind-dev/rebind/pkg/drill"
@@ -332,5 +333,41 @@ func TestRBACManifestsAsServiceAccount(t *testing.T) {
 				t.Fatalf("%s as ServiceAccount %s: %v", tc.name, fullSA, err)
 			}
 		})
+	}
+}
+
+// TestMigratePodProxyAsServiceAccount runs the binary as the ServiceAccount
+// of manifests/rbac-migrate.yaml with a token kubeconfig and no Grafana
+// URL: the token is the Authorization header the API server takes for
+// itself, Grafana's session cookie passes its pod proxy, and every
+// dashboard is verified. Without `get pods/proxy` preflight refuses,
+// naming it, before anything changes.
+func TestMigratePodProxyAsServiceAccount(t *testing.T) {
+	bin := e2eutil.BuildRebind(t)
+	ns := sb.NewNamespace(t)
+	full := applyRBAC(t, "rbac-migrate.yaml", ns, "full-"+ns, nil)
+	less := applyRBAC(t, "rbac-migrate.yaml", ns, "less-"+ns, &dropVerb{"Role", "rebind-migrate", "pods/proxy", "get"})
+	r := deployGrafana(t, fixtures.Release{Name: "grafana", Namespace: ns, Replicas: 1}, 4)
+	run := func(sa string) e2eutil.CLIResult {
+		t.Helper()
+		kc, err := sb.ServiceAccountKubeconfig(context.Background(), ns, sa)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e2eutil.RunRebind(t, bin, kc, "migrate", "-n", ns, "--release", "grafana", "--strategy", "restore",
+			"-o", "json", "--wait-timeout", "1m", "--snapshot-timeout", "1m", "--verify-timeout", "1m")
+	}
+	before := takeState(t, ns)
+	if res := run(less); res.Code != 2 || !strings.Contains(res.Stderr, "not allowed to get pods/proxy in namespace "+ns) {
+		t.Fatalf("without get pods/proxy: exit %d, want 2 naming it:\n%s", res.Code, res.Stderr)
+	}
+	assertNothingLeft(t, before)
+	res := run(full)
+	if res.Code != 0 {
+		t.Fatalf("as %s: exit %d\n%s\n%s", full, res.Code, res.Stdout, res.Stderr)
+	}
+	rep := res.Report(t)
+	if len(rep.Verification) != 1 || !rep.Verification[0].OK || rep.Verification[0].Checked != r.total() {
+		t.Fatalf("verification %+v, want %d dashboards verified", rep.Verification, r.total())
 	}
 }

@@ -93,6 +93,7 @@ func (s *Server) prepare() error {
 func (s *Server) routes() {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /api/health", s.health) // GET patterns match HEAD too
+	m.HandleFunc("POST /login", s.login)
 	m.Handle("GET /api/search", s.auth(s.search))
 	m.Handle("GET /api/dashboards/uid/{uid}", s.auth(s.getDashboard))
 	m.Handle("POST /api/dashboards/db", s.auth(s.saveDashboard))
@@ -290,8 +291,14 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 				return
 			}
 		default:
-			s.unauthorized(w)
-			return
+			// Without an Authorization header Grafana falls back to the
+			// login session cookie; an unknown or expired one is a 401.
+			sp, has, ok := s.session(r)
+			if !has || !ok {
+				s.unauthorized(w)
+				return
+			}
+			p = sp
 		}
 
 		want := requestedOrg(r)

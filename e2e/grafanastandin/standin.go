@@ -124,6 +124,8 @@ type Server struct {
 	// authOK caches successful basic-auth checks: pbkdf2 per request would
 	// make the stand-in, not the client, the bottleneck of any benchmark.
 	authOK sync.Map // sha256(login\x00password) -> principal
+	// sessions: login session token -> principal (session.go).
+	sessions sync.Map
 
 	lastUpdated lastUpdatedCache
 }

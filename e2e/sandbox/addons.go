@@ -45,6 +45,7 @@ func (s *Sandbox) startAddons(context.Context) error {
 	}
 	runner := grafanarunner.New(grafanarunner.Config{Kube: kube, VolumeDir: agent.VolumeDir, Log: s.logger})
 	s.addons = addonState{agent: agent, runner: runner}
+	s.podNet.setRoute(runner.PodAddress)
 
 	// Not derived from Start's context: that one ends when Start returns,
 	// the agents must live until Stop.

@@ -86,6 +86,7 @@ type Sandbox struct {
 	addonWG     sync.WaitGroup
 	addonErrs   []error
 	addons      addonState
+	podNet      *podNetwork
 }
 
 // Start builds what is missing, starts every component and returns once the
@@ -247,7 +248,13 @@ func (s *Sandbox) startProcesses(ctx context.Context, bins Binaries) error {
 		return err
 	}
 
-	// kube-apiserver
+	// kube-apiserver, reaching pod IPs through the sandbox's pod network
+	// (podnet.go).
+	if s.podNet, err = newPodNetwork(); err != nil {
+		return err
+	}
+	podNetEnv := []string{"HTTP_PROXY=" + s.podNet.proxyURL(), "http_proxy=" + s.podNet.proxyURL(),
+		"NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost"}
 	if err := s.start("kube-apiserver", bins["kube-apiserver"], []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
@@ -264,7 +271,7 @@ func (s *Sandbox) startProcesses(ctx context.Context, bins Binaries) error {
 		// publish an unusable kubernetes endpoint and fight over it.
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
-	}, nil); err != nil {
+	}, podNetEnv); err != nil {
 		return err
 	}
 	if err := s.waitReadyz(ctx, s.Kube.Discovery().RESTClient()); err != nil {
@@ -419,6 +426,11 @@ func (s *Sandbox) stop(removeDir bool) error {
 	errs := s.stopAddons()
 	for i := len(children) - 1; i >= 0; i-- {
 		children[i].stop(5 * time.Second)
+	}
+	if s.podNet != nil {
+		if err := s.podNet.close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	s.rss.sample()
 	s.rss.close()

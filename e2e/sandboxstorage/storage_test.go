@@ -299,6 +299,9 @@ func TestGrafanaRunnerServesBoundVolume(t *testing.T) {
 	if sb.PodURL(ns, "grafana-0") != url {
 		t.Fatal("PodURL changed")
 	}
+	// The real API server's pod proxy reaches the same Grafana at the pod's
+	// IP, through the sandbox's pod network.
+	viaPodProxy(ctx, t, ns, "grafana-0", "api/health", http.StatusOK)
 
 	// A re-created pod keeps the URL and is served from the same claim.
 	pods := sb.Kube.CoreV1().Pods(ns)
@@ -325,6 +328,7 @@ func TestGrafanaRunnerServesBoundVolume(t *testing.T) {
 		t.Fatal("PodURL changed across pod re-creation")
 	}
 	waitHTTP(ctx, t, url+"/api/dashboards/uid/seeded-uid", user, password, http.StatusOK)
+	viaPodProxy(ctx, t, ns, "grafana-0", "api/health", http.StatusOK)
 
 	// Scaled to zero: no pod, so no backend.
 	scale, err := sets.GetScale(ctx, "grafana", metav1.GetOptions{})
@@ -337,6 +341,28 @@ func TestGrafanaRunnerServesBoundVolume(t *testing.T) {
 	}
 	untilGone(ctx, t, "pod grafana-0", podLW, &corev1.Pod{}, 2*time.Minute)
 	waitHTTP(ctx, t, url+"/api/health", "", "", http.StatusBadGateway)
+	viaPodProxy(ctx, t, ns, "grafana-0", "api/health", http.StatusNotFound)
+}
+
+// viaPodProxy asks the API server's pod proxy for path on the pod's port
+// 3000 until the answer has status want.
+func viaPodProxy(ctx context.Context, t *testing.T, ns, pod, path string, want int) {
+	t.Helper()
+	var got int
+	var body []byte
+	for ctx.Err() == nil {
+		res := sb.Kube.CoreV1().RESTClient().Get().Namespace(ns).Resource("pods").Name(pod + ":3000").SubResource("proxy").Suffix(path).Do(ctx)
+		body, _ = res.Raw()
+		res.StatusCode(&got)
+		if got == want {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Fatalf("pod proxy %s/%s %s: last status %d, want %d: %s", ns, pod, path, got, want, body)
 }
 
 // seedDashboard writes a dashboard into a volume the way a Grafana that ran

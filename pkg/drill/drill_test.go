@@ -6,12 +6,11 @@ import (
 	"time"
 
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-
-	"github.com/rebind-dev/rebind/pkg/report"
 )
 
 func TestScratchNamespaceName(t *testing.T) {
@@ -141,26 +140,48 @@ func TestMetricsKeepLastSuccess(t *testing.T) {
 		{Namespace: "c", StatefulSet: "grafana", Outcome: Errored, StartedAt: at, FinishedAt: at},
 	}
 	prev := func(ns, _ string) (float64, bool) { return 1600000000, ns == "b" }
-	var b strings.Builder
-	if err := report.WriteMetrics(&b, Metrics(results, prev)); err != nil {
+	m := NewMetrics()
+	for _, r := range results {
+		m.Observe(r, prev)
+	}
+	// Parsed and compared by the Prometheus library, series by series.
+	want := `
+# HELP rebind_drill_success 1 if the last restore drill of the StatefulSet passed, else 0.
+# TYPE rebind_drill_success gauge
+rebind_drill_success{namespace="a",statefulset="grafana"} 1
+rebind_drill_success{namespace="b",statefulset="grafana"} 0
+rebind_drill_success{namespace="c",statefulset="grafana"} 0
+# HELP rebind_drill_duration_seconds Duration of the last restore drill in seconds.
+# TYPE rebind_drill_duration_seconds gauge
+rebind_drill_duration_seconds{namespace="a",statefulset="grafana"} 2
+rebind_drill_duration_seconds{namespace="b",statefulset="grafana"} 0
+rebind_drill_duration_seconds{namespace="c",statefulset="grafana"} 0
+# HELP rebind_drill_dashboards_lost Dashboards missing or changed in the last restore drill's restored copy.
+# TYPE rebind_drill_dashboards_lost gauge
+rebind_drill_dashboards_lost{namespace="a",statefulset="grafana"} 0
+rebind_drill_dashboards_lost{namespace="b",statefulset="grafana"} 3
+rebind_drill_dashboards_lost{namespace="c",statefulset="grafana"} 0
+# HELP rebind_drill_last_success_timestamp_seconds Unix time of the last restore drill that passed.
+# TYPE rebind_drill_last_success_timestamp_seconds gauge
+rebind_drill_last_success_timestamp_seconds{namespace="a",statefulset="grafana"} 1.7e+09
+rebind_drill_last_success_timestamp_seconds{namespace="b",statefulset="grafana"} 1.6e+09
+`
+	if err := testutil.GatherAndCompare(m.Gatherer(), strings.NewReader(want),
+		MetricSuccess, MetricDuration, MetricLost, MetricLastSuccess); err != nil {
 		t.Fatal(err)
 	}
-	out := b.String()
-	for _, want := range []string{
-		`rebind_drill_success{namespace="a",statefulset="grafana"} 1`,
-		`rebind_drill_success{namespace="b",statefulset="grafana"} 0`,
-		`rebind_drill_duration_seconds{namespace="a",statefulset="grafana"} 2`,
-		`rebind_drill_dashboards_lost{namespace="b",statefulset="grafana"} 3`,
-		`rebind_drill_last_success_timestamp_seconds{namespace="a",statefulset="grafana"} 1.7e+09`,
-		`rebind_drill_last_success_timestamp_seconds{namespace="b",statefulset="grafana"} 1.6e+09`,
-		"# TYPE rebind_drill_success gauge",
-	} {
-		if !strings.Contains(out, want+"\n") && !strings.Contains(out, want) {
-			t.Errorf("missing %q in\n%s", want, out)
+
+	// A later round of a long-running drill: b fails again with no file to
+	// ask, and keeps the last success it had; a fails and keeps its own.
+	m.Observe(&Result{Namespace: "a", StatefulSet: "grafana", Outcome: Failed, StartedAt: at, FinishedAt: at.Add(time.Hour)}, nil)
+	m.Observe(&Result{Namespace: "b", StatefulSet: "grafana", Outcome: Failed, StartedAt: at, FinishedAt: at.Add(time.Hour)}, nil)
+	for _, tc := range []struct {
+		ns   string
+		want float64
+	}{{"a", 1700000000}, {"b", 1600000000}} {
+		if got := testutil.ToFloat64(m.lastOK.WithLabelValues(tc.ns, "grafana")); got != tc.want {
+			t.Errorf("%s: last success %v, want %v", tc.ns, got, tc.want)
 		}
-	}
-	if strings.Contains(out, `rebind_drill_last_success_timestamp_seconds{namespace="c"`) {
-		t.Errorf("a target that never passed has a last success:\n%s", out)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rebind-dev/rebind/pkg/report"
 )
 
@@ -22,43 +24,76 @@ const (
 // PushJob is the Pushgateway job name of drill metrics.
 const PushJob = "rebind_drill"
 
+// targetLabels name a drill's target on every series of a file or scrape;
+// a Pushgateway puts them in the group instead.
+var targetLabels = []string{"namespace", "statefulset"}
+
 // LastSuccess returns the previous success time of a target, for a failed
 // run that must keep reporting when the last good drill was.
 type LastSuccess func(namespace, statefulset string) (float64, bool)
 
-// Metrics renders results as gauges, one series per target. A failed
-// target's last-success timestamp comes from prev (when known), so a
-// failure never makes the last success look recent or vanish.
-func Metrics(results []*Result, prev LastSuccess) []report.Family {
-	fams := []report.Family{
-		{Name: MetricSuccess, Type: "gauge", Help: "1 if the last restore drill of the StatefulSet passed, else 0."},
-		{Name: MetricDuration, Type: "gauge", Help: "Duration of the last restore drill in seconds."},
-		{Name: MetricChecked, Type: "gauge", Help: "Dashboards compared by the last restore drill."},
-		{Name: MetricLost, Type: "gauge", Help: "Dashboards missing or changed in the last restore drill's restored copy."},
-		{Name: MetricLeftovers, Type: "gauge", Help: "Objects the last restore drill could not clean up."},
-		{Name: MetricLastRun, Type: "gauge", Help: "Unix time the last restore drill finished."},
-		{Name: MetricLastSuccess, Type: "gauge", Help: "Unix time of the last restore drill that passed."},
+// Metrics holds the drill gauges, one series per target. It is safe for
+// concurrent use: a long-running drill updates it while Prometheus scrapes.
+type Metrics struct {
+	reg                                                          *prometheus.Registry
+	labelled                                                     bool
+	success, duration, checked, lost, leftovers, lastRun, lastOK *prometheus.GaugeVec
+}
+
+// NewMetrics returns empty gauges labelled by namespace and statefulset.
+func NewMetrics() *Metrics { return newMetrics(targetLabels) }
+
+func newMetrics(labels []string) *Metrics {
+	reg := prometheus.NewRegistry()
+	g := func(name, help string) *prometheus.GaugeVec {
+		v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+		reg.MustRegister(v)
+		return v
 	}
-	for _, r := range results {
-		l := map[string]string{"namespace": r.Namespace, "statefulset": r.StatefulSet}
-		ok := 0.0
-		if r.Outcome == Passed {
-			ok = 1
-		}
-		finished := float64(r.FinishedAt.UnixMilli()) / 1000
-		vals := []float64{ok, r.durationSeconds(), float64(r.Checked), float64(r.Lost), float64(len(r.Leftovers)), finished}
-		for i, v := range vals {
-			fams[i].Samples = append(fams[i].Samples, report.Sample{Labels: l, Value: v})
-		}
-		last, have := finished, r.Outcome == Passed
-		if !have && prev != nil {
-			last, have = prev(r.Namespace, r.StatefulSet)
-		}
-		if have {
-			fams[6].Samples = append(fams[6].Samples, report.Sample{Labels: l, Value: last})
+	return &Metrics{
+		reg:       reg,
+		labelled:  len(labels) > 0,
+		success:   g(MetricSuccess, "1 if the last restore drill of the StatefulSet passed, else 0."),
+		duration:  g(MetricDuration, "Duration of the last restore drill in seconds."),
+		checked:   g(MetricChecked, "Dashboards compared by the last restore drill."),
+		lost:      g(MetricLost, "Dashboards missing or changed in the last restore drill's restored copy."),
+		leftovers: g(MetricLeftovers, "Objects the last restore drill could not clean up."),
+		lastRun:   g(MetricLastRun, "Unix time the last restore drill finished."),
+		lastOK:    g(MetricLastSuccess, "Unix time of the last restore drill that passed."),
+	}
+}
+
+// Gatherer is what a file, a push or a scrape reads.
+func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
+
+// Observe records one target's result. A failed target's last-success
+// timestamp stays what it was (an earlier round of a long-running drill),
+// or comes from prev: a failure never makes the last success look recent
+// or vanish.
+func (m *Metrics) Observe(r *Result, prev LastSuccess) {
+	var l []string
+	if m.labelled {
+		l = []string{r.Namespace, r.StatefulSet}
+	}
+	ok := 0.0
+	if r.Outcome == Passed {
+		ok = 1
+	}
+	finished := float64(r.FinishedAt.UnixMilli()) / 1000
+	m.success.WithLabelValues(l...).Set(ok)
+	m.duration.WithLabelValues(l...).Set(r.durationSeconds())
+	m.checked.WithLabelValues(l...).Set(float64(r.Checked))
+	m.lost.WithLabelValues(l...).Set(float64(r.Lost))
+	m.leftovers.WithLabelValues(l...).Set(float64(len(r.Leftovers)))
+	m.lastRun.WithLabelValues(l...).Set(finished)
+	switch {
+	case r.Outcome == Passed:
+		m.lastOK.WithLabelValues(l...).Set(finished)
+	case prev != nil:
+		if last, have := prev(r.Namespace, r.StatefulSet); have {
+			m.lastOK.WithLabelValues(l...).Set(last)
 		}
 	}
-	return fams
 }
 
 func (r *Result) durationSeconds() float64 {
@@ -78,17 +113,20 @@ func FileLastSuccess(path string) LastSuccess {
 // uses POST, which replaces only the metrics sent and so leaves the last
 // success timestamp of the previous good drill in place.
 func Push(ctx context.Context, client *http.Client, url string, r *Result) error {
-	method := http.MethodPut
-	if r.Outcome != Passed {
-		method = http.MethodPost
-	}
-	return report.Push(ctx, client, url, method, PushJob,
-		[][2]string{{"namespace", r.Namespace}, {"statefulset", r.StatefulSet}}, Metrics([]*Result{r}, nil))
+	m := newMetrics(nil)
+	m.Observe(r, nil)
+	return report.Push(ctx, client, url, PushJob,
+		[][2]string{{"namespace", r.Namespace}, {"statefulset", r.StatefulSet}}, m.Gatherer(), r.Outcome == Passed)
 }
 
 // WriteMetricsFile writes every target's metrics to path, replacing it,
 // and keeps the last success of targets that failed this time from the
 // file's previous content.
 func WriteMetricsFile(path string, results []*Result) error {
-	return report.WriteMetricsFile(path, Metrics(results, FileLastSuccess(path)))
+	m := NewMetrics()
+	prev := FileLastSuccess(path)
+	for _, r := range results {
+		m.Observe(r, prev)
+	}
+	return report.WriteMetricsFile(path, m.Gatherer())
 }

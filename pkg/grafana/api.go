@@ -38,7 +38,7 @@ func (e *UnhealthyError) Error() string {
 // rather than retried, because the caller usually polls and wants the state.
 func (c *Client) Health(ctx context.Context) (Health, error) {
 	var h Health
-	err := c.do(ctx, request{method: http.MethodGet, path: "/api/health"}, &h)
+	err := c.do(ctx, request{method: http.MethodGet, path: "/api/health", anonymous: true}, &h)
 	var ae *APIError
 	if errors.As(err, &ae) && ae.Status >= 500 {
 		return h, &UnhealthyError{URL: c.display, Status: ae.Status, Database: nonEmpty(ae.database, ae.Message)}

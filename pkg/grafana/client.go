@@ -87,6 +87,12 @@ type Options struct {
 	// Transport replaces the default transport (tests, proxies). TLS options are
 	// ignored when it is set.
 	Transport http.RoundTripper
+	// SessionLogin sends no Authorization header: the client logs in (POST
+	// /login) and sends Grafana's session cookie, logging in again once
+	// when Grafana refuses the session. For a path that removes the header,
+	// the Kubernetes API server's pod proxy. Tokens cannot work this way
+	// (ErrTokenNeedsHeader).
+	SessionLogin bool
 }
 
 // Client talks to one Grafana. It is safe for concurrent use.
@@ -103,6 +109,7 @@ type Client struct {
 	maxDelay    time.Duration
 	maxThrottle time.Duration
 	log         *zap.Logger
+	sessions    *sessions // nil unless Options.SessionLogin
 }
 
 // New validates the options and builds a Client. It does not contact Grafana.
@@ -159,6 +166,12 @@ func New(opts Options) (*Client, error) {
 	}
 	if c.maxDelay <= 0 {
 		c.maxDelay = 5 * time.Second
+	}
+	if opts.SessionLogin {
+		if creds.Token != "" || len(opts.OrgTokens) > 0 {
+			return nil, ErrTokenNeedsHeader
+		}
+		c.sessions = &sessions{cookies: map[string][]*http.Cookie{}}
 	}
 	c.maxThrottle = opts.MaxThrottleWait
 	if c.maxThrottle <= 0 {
@@ -240,6 +253,9 @@ type request struct {
 	body   []byte
 	// retry5xx: only for idempotent calls; a retried POST could save twice.
 	retry5xx bool
+	// anonymous: Grafana answers without credentials (/api/health), so a
+	// session-login client does not log in for it.
+	anonymous bool
 }
 
 // errorBody is the shape of Grafana's error answers.
@@ -273,6 +289,7 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 		throttled  time.Duration
 		throttles  int
 		delay      time.Duration
+		relogged   bool
 	)
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
@@ -280,10 +297,14 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 				return err
 			}
 		}
-		resp, err := c.send(ctx, r, target)
+		resp, session, err := c.send(ctx, r, target)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			var ae *AuthError
+			if errors.As(err, &ae) || errors.Is(err, ErrTokenNeedsHeader) {
+				return err // the login was refused: waiting cannot fix it
 			}
 			lastErr, lastStatus = connErr(err), 0
 			var certErr *tls.CertificateVerificationError
@@ -297,6 +318,14 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 			delay = c.backoff(failures)
 			c.log.Warn("grafana request failed, will retry", zap.String("method", r.method), zap.String("path", r.path),
 				zap.Int("attempt", attempt), zap.Error(lastErr))
+			continue
+		}
+		if resp.StatusCode == http.StatusUnauthorized && session != nil && !relogged {
+			// A session Grafana does not know (a restored database holds
+			// only the sessions of its snapshot time) or one that expired.
+			readErrorBody(resp)
+			c.dropSession(c.creds, session)
+			relogged, delay = true, 0
 			continue
 		}
 		if ra, ok := throttle(resp, r); ok {
@@ -369,20 +398,34 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 	return min(d, maxRetryAfter), true
 }
 
-func (c *Client) send(ctx context.Context, r request, target string) (*http.Response, error) {
+// send makes one attempt; session is the login session it used, if any.
+func (c *Client) send(ctx context.Context, r request, target string) (_ *http.Response, session []*http.Cookie, _ error) {
 	var body io.Reader
 	if r.body != nil {
 		body = bytes.NewReader(r.body)
 	}
 	req, err := http.NewRequestWithContext(ctx, r.method, target, body)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	switch {
+	case c.sessions != nil:
+		if r.anonymous || c.creds.empty() {
+			break
+		}
+		if c.creds.Token != "" {
+			return nil, nil, ErrTokenNeedsHeader
+		}
+		if session, err = c.sessionCookies(ctx, c.creds); err != nil {
+			return nil, nil, err
+		}
+		for _, ck := range session {
+			req.AddCookie(ck)
+		}
 	case c.creds.Token != "":
 		req.Header.Set("Authorization", "Bearer "+c.creds.Token)
 	case c.creds.User != "" || c.creds.Password != "":
@@ -397,7 +440,7 @@ func (c *Client) send(ctx context.Context, r request, target string) (*http.Resp
 		c.log.Debug("grafana request", zap.String("method", r.method), zap.String("path", r.path),
 			zap.Int("status", resp.StatusCode), zap.Duration("took", time.Since(start)))
 	}
-	return resp, err
+	return resp, session, err
 }
 
 // finish turns a final answer into a decoded value or a typed error.

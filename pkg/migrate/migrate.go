@@ -46,6 +46,9 @@ type Migrate struct {
 	AfterStep func(ctx context.Context, id string) error
 	// LeaseDuration defaults to 30s: a killed run blocks re-runs that long.
 	LeaseDuration time.Duration
+	// Events, when set, records an Event on the workload for each phase
+	// of a run (events.go).
+	Events EventRecorder
 }
 
 // FailedError is a run that stopped half-way: the journal holds its
@@ -122,6 +125,9 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	var access preflight.Report
 	perms := append(Permissions(ns, o.Strategy), VeleroPermissions(o)...)
 	perms = append(perms, HelmPermissions(ns, o)...)
+	if o.GrafanaPodProxy {
+		perms = append(perms, PodProxyPermissions(ns)...)
+	}
 	if err := preflight.CheckAccess(ctx, m.Clients.Kube, perms, &access); err != nil {
 		return finish(report.Failed, err)
 	}
@@ -215,8 +221,13 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	}
 	e.j = j
 	p := buildPlan(e)
-	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log, AfterStep: m.AfterStep}
+	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log, AfterStep: m.AfterStep, OnStep: m.onStep(spec)}
 	fmt.Fprintf(m.out(), "Migrating %s/%s with strategy %s (run %s, %d steps)\n", ns, spec.Target.Name(), spec.Strategy, spec.RunID, len(p.Steps))
+	if existing != nil {
+		m.event(spec, corev1.EventTypeNormal, ReasonResumed, "run %s: resuming the %s migration of %s", spec.RunID, spec.Strategy, spec.Target.Name())
+	} else {
+		m.event(spec, corev1.EventTypeNormal, ReasonStarted, "run %s: %s migration of %s started (%d steps; journal ConfigMap %s)", spec.RunID, spec.Strategy, spec.Target.Name(), len(p.Steps), j.ConfigMapName())
+	}
 	results, runErr := runner.Run(ctx, p)
 	rep.Steps = results
 	defer func() { rep.Warnings = append(e.warnings, rep.Warnings...) }()
@@ -227,6 +238,9 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 
 	if runErr != nil {
 		var verr *VerificationError
+		if errors.As(runErr, &verr) {
+			m.eventOnCurrent(ctx, spec, corev1.EventTypeWarning, ReasonVerificationFailed, "run %s: verification failed: %s", spec.RunID, verdictSummary(verr.Verdicts))
+		}
 		if errors.As(runErr, &verr) && !o.NoRollback {
 			fmt.Fprintln(m.out(), "Verification failed: rolling back to the original volumes")
 			wctx := context.WithoutCancel(ctx)
@@ -239,9 +253,11 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 			}
 			_ = j.SetPhase(wctx, journal.RolledBack, runErr)
 			rep.VolumesAfter = currentVolumes(wctx, m.Clients, spec)
+			m.eventOnCurrent(wctx, spec, corev1.EventTypeWarning, ReasonRolledBack, "run %s: rolled back to the original volumes after the failed verification", spec.RunID)
 			return finish(report.RolledBack, &RolledBackError{Err: runErr})
 		}
 		_ = j.SetPhase(context.WithoutCancel(ctx), journal.Failed, runErr)
+		m.eventOnCurrent(ctx, spec, corev1.EventTypeWarning, ReasonFailed, "run %s: stopped half-way; run the same command again to resume, or rebind rollback", spec.RunID)
 		if ctx.Err() != nil {
 			return finish(report.Failed, fmt.Errorf("interrupted: %w", &FailedError{Namespace: ns, Workload: spec.Target.Name(), Kind: spec.Target.KindName(), Err: runErr}))
 		}
@@ -254,6 +270,14 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		if raw := e.value(keyVerified); raw != "" {
 			_ = json.Unmarshal([]byte(raw), &rep.Verification)
 		}
+	}
+	switch {
+	case len(rep.Verification) > 0:
+		m.eventOnCurrent(ctx, spec, corev1.EventTypeNormal, ReasonVerified, "run %s: migration finished, every dashboard verified (%s); outage %s",
+			spec.RunID, verdictSummary(rep.Verification), time.Duration(rep.Downtime).Round(time.Millisecond))
+	case spec.SkipVerify:
+		m.eventOnCurrent(ctx, spec, corev1.EventTypeWarning, ReasonVerified, "run %s: migration finished WITHOUT verification (--skip-verify); outage %s",
+			spec.RunID, time.Duration(rep.Downtime).Round(time.Millisecond))
 	}
 	rep.VolumesAfter = currentVolumes(ctx, m.Clients, spec)
 	rep.HelmValues, rep.Notes = helmValues(spec, e)
@@ -312,6 +336,7 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 	if err := j.SetPhase(ctx, journal.RolledBack, nil); err != nil {
 		return finish(report.Failed, err)
 	}
+	m.eventOnCurrent(ctx, spec, corev1.EventTypeNormal, ReasonRolledBack, "run %s: rolled back to the original volumes (rebind rollback)", spec.RunID)
 	rep.VolumesBefore = volumesOf(spec.Target)
 	rep.VolumesAfter = currentVolumes(ctx, m.Clients, spec)
 	rep.Leftovers = leftovers(ctx, e)

@@ -50,6 +50,9 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 		// the reason a claim stays Pending.
 		p("get", "", "secrets", "", ns), p("get", "", "services", "", ns), p("list", "apps", "deployments", "", ns),
 		p("list", "", "events", "", ns),
+		// An Event on the workload for each phase of a run (events.go):
+		// client-go's recorder creates them and patches a repeated one.
+		p("create", "", "events", "", ns), p("patch", "", "events", "", ns),
 		p("get", "", "configmaps", "", ns), p("list", "", "configmaps", "", ns), p("create", "", "configmaps", "", ns), p("update", "", "configmaps", "", ns),
 		// The journal's Secret (the manifest a rollback recreates, env
 		// values included) is created at the start; create cannot be
@@ -66,6 +69,17 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 		)
 	}
 	return perms
+}
+
+// PodProxyPermissions are what reaching Grafana through the API server's
+// pod proxy takes: get for its API reads, create for the POST /login that
+// opens a Grafana session (the proxy removes the Authorization header).
+// manifests/rbac-migrate.yaml grants them.
+func PodProxyPermissions(ns string) []preflight.Permission {
+	return []preflight.Permission{
+		{Verb: "get", Resource: "pods", Subresource: "proxy", Namespace: ns},
+		{Verb: "create", Resource: "pods", Subresource: "proxy", Namespace: ns},
+	}
 }
 
 // JournalPermissions are the rights on the journal's Secret, named after

@@ -77,6 +77,9 @@ type Options struct {
 	VeleroNamespace string // where Velero runs; default velero
 	FromBackup      string // Velero Backup to restore (strategy velero-restore)
 	Redeploy        string // RedeployDirect or RedeployHelm
+	// GrafanaPodProxy: the checker reaches Grafana through the API
+	// server's pod proxy, so preflight checks PodProxyPermissions too.
+	GrafanaPodProxy bool
 }
 
 // Spec is the resolved, immutable input of a run. It is stored in the

@@ -113,6 +113,10 @@ type Runner struct {
 	// AfterStep lets tests interrupt a run right after a step was recorded
 	// as done, the way a killed process would.
 	AfterStep func(ctx context.Context, id string) error
+	// OnStep, when set, hears of each step applied by Run: before it is
+	// applied (done false) and once it succeeded (done true). It must not
+	// block: it runs inside the migration, possibly during the outage.
+	OnStep func(id string, done bool)
 	// Now is replaceable in tests.
 	Now func() time.Time
 
@@ -184,10 +188,16 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (_ []Result, err error) {
 			results = append(results, Result{ID: s.ID(), Describe: s.Describe(), Status: "skipped", Duration: rec.Duration, Started: rec.StartedAt})
 			continue
 		}
+		if r.OnStep != nil {
+			r.OnStep(s.ID(), false)
+		}
 		res, err := r.runStep(ctx, prefix, s)
 		results = append(results, res)
 		if err != nil {
 			return results, err
+		}
+		if r.OnStep != nil {
+			r.OnStep(s.ID(), true)
 		}
 		if r.AfterStep != nil {
 			// The hook stands for a kill after the step was recorded.

@@ -3,7 +3,9 @@ package grafanarunner
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -81,7 +83,29 @@ func (r *Runner) open(ctx context.Context, pod *corev1.Pod) (*backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening grafana stand-in on %s: %w", dir, err)
 	}
-	return &backend{uid: pod.UID, pv: pv.Name, dir: dir, standin: s, handler: s.Handler()}, nil
+	b := &backend{uid: pod.UID, pv: pv.Name, dir: dir, standin: s, handler: s.Handler()}
+	if pod.Status.PodIP != "" {
+		b.podAddr = net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(grafanaPort(c))))
+	}
+	return b, nil
+}
+
+// grafanaPort is the port Grafana listens on in the pod: the container's
+// port named grafana (the chart's), else its first port, else Grafana's
+// default 3000.
+func grafanaPort(c *corev1.Container) int32 {
+	if c == nil {
+		return 3000
+	}
+	for _, p := range c.Ports {
+		if p.Name == "grafana" {
+			return p.ContainerPort
+		}
+	}
+	if len(c.Ports) > 0 {
+		return c.Ports[0].ContainerPort
+	}
+	return 3000
 }
 
 // imageVersion maps a Grafana image reference to the modelled version and

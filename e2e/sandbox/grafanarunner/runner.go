@@ -192,7 +192,7 @@ func (r *Runner) sync(ctx context.Context, pods corelisters.PodLister, key types
 	e.attach(b)
 	r.follow(pod, key, b)
 	r.log.Info("serving grafana pod", zap.Stringer("pod", key), zap.String("uid", string(pod.UID)), zap.String("grafanaVersion", string(b.standin.Version())),
-		zap.String("pv", b.pv), zap.String("dir", b.dir), zap.String("url", e.url))
+		zap.String("pv", b.pv), zap.String("dir", b.dir), zap.String("url", e.url), zap.String("podAddress", b.podAddr))
 	return nil
 }
 
@@ -322,6 +322,26 @@ func (r *Runner) Unavailable(namespace, pod string, d time.Duration, retryAfter 
 	return nil
 }
 
+// PodAddress is the handler of the Grafana listening at a pod address
+// (IP:port), for the sandbox's pod network; nil when no Ready pod served by
+// the runner has that address and port, as for a connection refused.
+func (r *Runner) PodAddress(hostport string) http.Handler {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.endpoints {
+		e.mu.RLock()
+		match := e.backend != nil && !e.view && e.backend.podAddr == hostport
+		e.mu.RUnlock()
+		if match {
+			// The endpoint without its faults: those model an Ingress,
+			// which the pod proxy does not pass through.
+			return e
+		}
+	}
+	r.log.Debug("nothing serves pod address", zap.String("addr", hostport))
+	return nil
+}
+
 // PodVersion is the Grafana version the stand-in of the pod imitates; false
 // while no ready pod is served under that name.
 func (r *Runner) PodVersion(namespace, pod string) (grafanastandin.Version, bool) {
@@ -358,6 +378,9 @@ type endpoint struct {
 type backend struct {
 	uid     types.UID
 	pv, dir string
+	// podAddr is the pod's IP and Grafana port, where the API server's pod
+	// proxy connects (through the sandbox's pod network).
+	podAddr string
 	standin *grafanastandin.Server
 	handler http.Handler
 }
