@@ -192,25 +192,31 @@ func TestDeploymentRollbackMidOutage(t *testing.T) {
 	}
 }
 
-// TestDeploymentBadInput: combinations not built for Deployments yet are
-// refused before anything changes, naming the fix.
+// TestDeploymentBadInput: combinations not built for Deployments yet, and
+// --redeploy helm on a release Helm does not know (this one was applied
+// without Helm), are refused before anything changes, naming the object
+// and the fix.
 func TestDeploymentBadInput(t *testing.T) {
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 3)
 	for _, tc := range []struct {
 		name string
 		set  func(*migrate.Options)
-		want string
+		want []string
 	}{
-		{"velero-restore", func(o *migrate.Options) { o.Strategy, o.FromBackup = migrate.VeleroRestore, "b" }, "--strategy velero-restore"},
-		{"helm redeploy", func(o *migrate.Options) { o.Redeploy = migrate.RedeployHelm }, "--redeploy helm"},
+		{"velero-restore", func(o *migrate.Options) { o.Strategy, o.FromBackup = migrate.VeleroRestore, "b" },
+			[]string{"--strategy velero-restore", fmt.Sprintf("Deployment %s/grafana", e.Rel.Namespace)}},
+		{"helm redeploy without a Helm release", func(o *migrate.Options) { o.Redeploy = migrate.RedeployHelm },
+			[]string{fmt.Sprintf("Helm release %s/grafana", e.Rel.Namespace), "release: not found", "--redeploy direct"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.ClusterState()
 			o := e.options(migrate.Restore)
 			tc.set(&o)
 			_, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), fmt.Sprintf("Deployment %s/grafana", e.Rel.Namespace)) {
-				t.Fatalf("want a refusal naming %s and the Deployment, got %v", tc.want, err)
+			for _, want := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("want a refusal naming %q, got %v", want, err)
+				}
 			}
 			if after := e.ClusterState(); after != before {
 				t.Fatalf("cluster changed:\n%s\n---\n%s", before, after)
