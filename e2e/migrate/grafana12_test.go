@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -111,5 +112,32 @@ func TestLostAlertRuleRollsBack(t *testing.T) {
 	}
 	if pv := e.BoundPV(0); pv.Name != orig {
 		t.Fatalf("after rollback on %s, want %s", pv.Name, orig)
+	}
+}
+
+// TestGrafana13SeededAfterThePodIsReady pins the sandbox's order: a pod
+// that is Ready before its volume is seeded must still serve the seeded
+// dashboards. Its stand-in opens the database on the first request, as a
+// Grafana starting then would; opened at Ready, a 13.0 migrated the empty
+// database to unified storage and never saw the dashboards (a CI flake).
+func TestGrafana13SeededAfterThePodIsReady(t *testing.T) {
+	g := e2eutil.NewGrafana(t, sb, fixtures.Release{Name: "grafana", Replicas: 1, GrafanaVersion: "13.0.1"})
+	if err := g.Rel.Deploy(g.Ctx, sb.Kube); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.WaitReady(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// The runner has taken the Ready pod up before the seed.
+	for deadline := time.Now().Add(time.Minute); !sb.GrafanaAttached(g.Rel.Namespace, g.Rel.Pod(0)); {
+		if time.Now().After(deadline) {
+			t.Fatal("the runner never served the Ready pod")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	g.Seed(grafanastandin.SeedSpec{Version: grafanastandin.V13_0, Orgs: 2, FoldersPerOrg: 2, DashboardsPerOrg: 5, Seed: 1301})
+	inv := g.Inventory(0)
+	if got := inv.Totals().Dashboards; got != 10 || !strings.HasPrefix(inv.API, "apis/") {
+		t.Fatalf("%d dashboards through %q, want the 10 seeded through /apis", got, inv.API)
 	}
 }

@@ -132,6 +132,13 @@ func (s *Sandbox) UnavailableGrafana(ns, pod string, d time.Duration, retryAfter
 	return s.addons.runner.Unavailable(ns, pod, d, retryAfter)
 }
 
+// GrafanaAttached says whether the runner serves a Ready pod under ns/pod
+// (its stand-in opens the database on the first request).
+func (s *Sandbox) GrafanaAttached(ns, pod string) bool {
+	_, ok := s.addons.runner.PodVersion(ns, pod)
+	return ok
+}
+
 // StorageRoot is the storage agent's root: volumes/<handle> and
 // snapshots/<handle> below it.
 func (s *Sandbox) StorageRoot() string { return filepath.Join(s.Dir, "storage") }

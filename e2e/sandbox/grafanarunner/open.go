@@ -79,11 +79,10 @@ func (r *Runner) open(ctx context.Context, pod *corev1.Pod) (*backend, error) {
 			return nil, err
 		}
 	}
-	s, err := grafanastandin.Open(dir, opts)
-	if err != nil {
-		return nil, fmt.Errorf("opening grafana stand-in on %s: %w", dir, err)
+	if opts.Version == "" {
+		opts.Version = grafanastandin.DefaultVersion
 	}
-	b := &backend{uid: pod.UID, pv: pv.Name, dir: dir, standin: s, handler: s.Handler()}
+	b := &backend{uid: pod.UID, pv: pv.Name, dir: dir, version: opts.Version, opts: opts}
 	if pod.Status.PodIP != "" {
 		b.podAddr = net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(grafanaPort(c))))
 	}

@@ -13,6 +13,7 @@ package grafanarunner
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -191,7 +192,7 @@ func (r *Runner) sync(ctx context.Context, pods corelisters.PodLister, key types
 	}
 	e.attach(b)
 	r.follow(pod, key, b)
-	r.log.Info("serving grafana pod", zap.Stringer("pod", key), zap.String("uid", string(pod.UID)), zap.String("grafanaVersion", string(b.standin.Version())),
+	r.log.Info("serving grafana pod", zap.Stringer("pod", key), zap.String("uid", string(pod.UID)), zap.String("grafanaVersion", string(b.version)),
 		zap.String("pv", b.pv), zap.String("dir", b.dir), zap.String("url", e.url), zap.String("podAddress", b.podAddr))
 	return nil
 }
@@ -356,7 +357,7 @@ func (r *Runner) PodVersion(namespace, pod string) (grafanastandin.Version, bool
 	if e.backend == nil {
 		return "", false
 	}
-	return e.backend.standin.Version(), true
+	return e.backend.version, true
 }
 
 // endpoint is the stable listener of one pod name. Requests hold the read lock
@@ -381,8 +382,49 @@ type backend struct {
 	// podAddr is the pod's IP and Grafana port, where the API server's pod
 	// proxy connects (through the sandbox's pod network).
 	podAddr string
+	version grafanastandin.Version
+	opts    grafanastandin.Options
+
+	// The stand-in opens the database on the first request, not when the
+	// pod turns Ready: tests seed a volume after the pod is scheduled, and
+	// a stand-in that opened first would have started on the empty
+	// database (a 13.0 migrates it to unified storage then, and never again).
+	// Nothing is served before the first request, so nothing outside can
+	// tell the difference.
+	mu      sync.Mutex
 	standin *grafanastandin.Server
 	handler http.Handler
+	closed  bool
+}
+
+var errBackendClosed = errors.New("grafana stand-in closed")
+
+// server opens the stand-in on first use; a failed open is tried again on
+// the next request.
+func (b *backend) server() (http.Handler, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, errBackendClosed
+	}
+	if b.standin == nil {
+		s, err := grafanastandin.Open(b.dir, b.opts)
+		if err != nil {
+			return nil, fmt.Errorf("opening grafana stand-in on %s: %w", b.dir, err)
+		}
+		b.standin, b.handler = s, s.Handler()
+	}
+	return b.handler, nil
+}
+
+func (b *backend) close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.standin == nil {
+		return nil
+	}
+	return b.standin.Close()
 }
 
 func (e *endpoint) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -394,7 +436,15 @@ func (e *endpoint) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		_, _ = w.Write([]byte(`{"message":"no ready pod"}` + "\n"))
 		return
 	}
-	e.backend.handler.ServeHTTP(w, req)
+	h, err := e.backend.server()
+	if err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadGateway)
+		b, _ := json.Marshal(map[string]string{"message": err.Error()})
+		_, _ = w.Write(append(b, '\n'))
+		return
+	}
+	h.ServeHTTP(w, req)
 }
 
 func (e *endpoint) servesUID(uid types.UID) bool {
@@ -409,7 +459,7 @@ func (e *endpoint) attach(b *backend) {
 	e.backend = b
 	e.mu.Unlock()
 	if old != nil {
-		_ = old.standin.Close()
+		_ = old.close()
 	}
 }
 
@@ -430,7 +480,7 @@ func (e *endpoint) detach(log *zap.Logger, why string) {
 	if old == nil || view {
 		return
 	}
-	if err := old.standin.Close(); err != nil {
+	if err := old.close(); err != nil {
 		log.Warn("closing grafana stand-in", zap.Stringer("pod", e.key), zap.Error(err))
 	}
 	log.Info("stopped serving grafana pod", zap.Stringer("pod", e.key), zap.String("uid", string(old.uid)), zap.String("reason", why))
