@@ -44,7 +44,8 @@ type Migrate struct {
 	Log     *zap.Logger
 	// AfterStep lets tests kill a run right after a step.
 	AfterStep func(ctx context.Context, id string) error
-	// LeaseDuration defaults to 30s: a killed run blocks re-runs that long.
+	// LeaseDuration defaults to journal.DefaultLeaseDuration: a run killed
+	// on another machine blocks re-runs that long after its last renewal.
 	LeaseDuration time.Duration
 }
 
@@ -200,6 +201,11 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		return finish(report.Failed, err)
 	}
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
+	// From here every change happens under the lease: losing it cancels
+	// the run's waits and calls, and the runner starts no further step.
+	outer := ctx
+	ctx, stopGuard := lease.Guard(ctx)
+	defer stopGuard()
 
 	if j == nil {
 		public, private, err := spec.forJournal()
@@ -215,7 +221,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	}
 	e.j = j
 	p := buildPlan(e)
-	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log, AfterStep: m.AfterStep}
+	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log, AfterStep: m.AfterStep, Guard: lease.Err}
 	fmt.Fprintf(m.out(), "Migrating %s/%s with strategy %s (run %s, %d steps)\n", ns, spec.Target.Name(), spec.Strategy, spec.RunID, len(p.Steps))
 	results, runErr := runner.Run(ctx, p)
 	rep.Steps = results
@@ -225,6 +231,12 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	rep.Leftovers = leftovers(ctx, e)
 	rep.VeleroBackup = e.value(keyVeleroBackup)
 
+	if lerr := lease.Err(); lerr != nil {
+		// No write after the lease is lost, not even the phase: the journal
+		// says Running with the progress made, which is what a resume needs.
+		rep.VolumesAfter = currentVolumes(context.WithoutCancel(outer), m.Clients, spec)
+		return finish(report.Failed, &FailedError{Namespace: ns, Workload: spec.Target.Name(), Kind: spec.Target.KindName(), Err: lerr})
+	}
 	if runErr != nil {
 		var verr *VerificationError
 		if errors.As(runErr, &verr) && !o.NoRollback {
@@ -296,15 +308,20 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 		return finish(report.Failed, err)
 	}
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
+	ctx, stopGuard := lease.Guard(ctx)
+	defer stopGuard()
 	e := &env{c: m.Clients, j: j, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID))}
 	p := buildPlan(e)
 	if err := j.SetPhase(ctx, journal.RollingBack, nil); err != nil {
 		return finish(report.Failed, err)
 	}
 	fmt.Fprintf(m.out(), "Rolling back run %s of %s/%s to the original volumes\n", spec.RunID, ns, sts)
-	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log}
+	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log, Guard: lease.Err}
 	res, err := runner.Undo(ctx, p)
 	rep.Steps = res
+	if lerr := lease.Err(); lerr != nil {
+		return finish(report.Failed, fmt.Errorf("%w\nrun `rebind rollback` again: it continues where it stopped", lerr))
+	}
 	if err != nil {
 		_ = j.SetPhase(context.WithoutCancel(ctx), journal.RollingBack, err)
 		return finish(report.Failed, fmt.Errorf("%w\nfix the cause and run `rebind rollback` again: it continues where it stopped", err))
@@ -322,7 +339,10 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 // acquireLease takes the target's Lease, and says so when it took it over
 // from a killed run on this machine rather than waiting for it to expire.
 func (m *Migrate) acquireLease(ctx context.Context, ns, sts, holder string) (*journal.Lease, error) {
-	lease, err := journal.AcquireLease(ctx, m.Clients.Kube, ns, sts, holder, m.leaseDuration())
+	lease, err := journal.TakeLease(ctx, m.Clients.Kube, journal.LeaseOptions{Namespace: ns, Name: journal.LeaseName(sts), Holder: holder, Duration: m.leaseDuration(),
+		Waiting: func(other string, upTo time.Duration) {
+			fmt.Fprintf(m.out(), "Lease %s/%s is held by %s: watching up to %s whether it still renews it\n", ns, journal.LeaseName(sts), other, upTo)
+		}})
 	if err == nil && lease.TookOverFrom != "" {
 		fmt.Fprintf(m.out(), "Lease %s/%s was held by %s: taking it over\n", ns, journal.LeaseName(sts), lease.TookOverFrom)
 		m.log().Warn("took over the lease of a dead run", zap.String("lease", ns+"/"+journal.LeaseName(sts)), zap.String("from", lease.TookOverFrom))
@@ -334,7 +354,7 @@ func (m *Migrate) leaseDuration() time.Duration {
 	if m.LeaseDuration > 0 {
 		return m.LeaseDuration
 	}
-	return 30 * time.Second
+	return journal.DefaultLeaseDuration
 }
 
 // existingJournal returns an unfinished journal of the target, if any. The
@@ -372,15 +392,7 @@ func (m *Migrate) existingJournal(ctx context.Context, o Options) (*journal.Jour
 	return j, nil
 }
 
-func unfinished(j *journal.Journal) bool {
-	switch j.Record().Phase {
-	case journal.Running, journal.Failed:
-		return true
-	case journal.RollingBack:
-		return true
-	}
-	return false
-}
+func unfinished(j *journal.Journal) bool { return j.Record().Phase.Unfinished() }
 
 // decodeSpec returns the spec a journal recorded, with the target as it
 // was discovered: from the journal's Secret (format 2: the ConfigMap's copy

@@ -55,7 +55,10 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 		// values included) is created at the start; create cannot be
 		// limited to a name (JournalPermissions has the rest).
 		p("create", "", "secrets", "", ns),
+		// The Lease; a held one is watched to see whether its holder
+		// still renews it.
 		p("get", "coordination.k8s.io", "leases", "", ns), p("create", "coordination.k8s.io", "leases", "", ns), p("update", "coordination.k8s.io", "leases", "", ns),
+		p("watch", "coordination.k8s.io", "leases", "", ns),
 	}
 	if s == Restore {
 		perms = append(perms,
