@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rebind-dev/rebind/pkg/app"
@@ -437,20 +439,75 @@ func decodePublicSpec(j *journal.Journal) (*Spec, error) {
 }
 
 // sameRequest refuses to resume a run with different options: the plan
-// recorded is the one that must finish (or be rolled back).
+// recorded is the one that must finish (or be rolled back). Options left
+// out of the command (empty) keep the recorded value where the recorded
+// value is a default the user may not have typed.
 func sameRequest(s *Spec, o Options) error {
 	var diffs []string
+	differ := func(flag, asked, recorded string) {
+		if recorded == "" {
+			recorded = "none"
+		}
+		if asked == "" {
+			asked = "none"
+		}
+		diffs = append(diffs, fmt.Sprintf("%s %s (recorded %s)", flag, asked, recorded))
+	}
 	if o.Strategy != "" && o.Strategy != s.Strategy {
-		diffs = append(diffs, fmt.Sprintf("strategy %s (recorded %s)", o.Strategy, s.Strategy))
+		differ("--strategy", string(o.Strategy), string(s.Strategy))
 	}
 	if o.ToClass != "" && o.ToClass != s.ToClass {
-		diffs = append(diffs, fmt.Sprintf("storage class %s (recorded %s)", o.ToClass, s.ToClass))
+		differ("--to-storage-class", o.ToClass, s.ToClass)
+	}
+	if o.Size != "" {
+		q, err := resource.ParseQuantity(o.Size)
+		if rec, rerr := resource.ParseQuantity(s.Size); err != nil || rerr != nil || q.Cmp(rec) != 0 {
+			differ("--size", o.Size, s.Size)
+		}
+	}
+	if asked, recorded := expandAll(o.FromSnapshot, s.Target.Ordinals), existing(s.ExistingSnap, s.Snapshots); !slices.Equal(asked, recorded) {
+		differ("--from-snapshot", strings.Join(asked, ","), strings.Join(recorded, ","))
+	}
+	if asked := expandAll(o.FromPV, s.Target.Ordinals); !slices.Equal(asked, s.FromPVs) {
+		differ("--from-pv", strings.Join(asked, ","), strings.Join(s.FromPVs, ","))
+	}
+	if o.FromBackup != s.FromBackup {
+		differ("--from-backup", o.FromBackup, s.FromBackup)
+	}
+	if o.Redeploy != "" && o.Redeploy != s.Redeploy && !(o.Redeploy == RedeployDirect && s.Redeploy == "") {
+		differ("--redeploy", o.Redeploy, s.Redeploy)
+	}
+	if o.Quiesce != s.Quiesce {
+		differ("--quiesce", fmt.Sprint(o.Quiesce), fmt.Sprint(s.Quiesce))
 	}
 	if len(diffs) > 0 {
-		return fmt.Errorf("an unfinished migration of %s/%s (run %s) was started with other options: %s; re-run it with the recorded options, or `rebind rollback` first",
-			s.ns(), s.name(), s.RunID, strings.Join(diffs, ", "))
+		return &preflight.Error{Problems: []preflight.Problem{{
+			Object:  fmt.Sprintf("ConfigMap %s/%s", s.ns(), journal.Name(s.name())),
+			Message: fmt.Sprintf("an unfinished migration of %s/%s (run %s) was started with other options: %s", s.ns(), s.name(), s.RunID, strings.Join(diffs, ", ")),
+			Fix:     "re-run it with the recorded options to finish it, or `" + rollbackCommand(s.ns(), s.Target.KindName(), s.name()) + "` first and then migrate with the new ones",
+		}}}
 	}
 	return nil
+}
+
+// expandAll is pattern expanded for each ordinal (nil for no pattern).
+func expandAll(pattern string, ordinals []discovery.Ordinal) []string {
+	if pattern == "" {
+		return nil
+	}
+	var out []string
+	for _, o := range ordinals {
+		out = append(out, expandOrdinal(pattern, o.Index))
+	}
+	return out
+}
+
+// existing is the user's snapshots a spec restores, nil when it takes its own.
+func existing(user bool, names []string) []string {
+	if !user {
+		return nil
+	}
+	return names
 }
 
 func holderID(o Options, s *Spec) string {
