@@ -32,6 +32,7 @@ type drillReport struct {
 // one restoring a damaged backup (exit 1, the loss counted), each leaving
 // nothing behind.
 func TestDrillCLI(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 4)
 	ns := r.Rel.Namespace

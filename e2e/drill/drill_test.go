@@ -23,6 +23,7 @@ import (
 )
 
 func TestDrillPasses(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name     string
 		release  string
@@ -99,6 +100,7 @@ func TestDrillPasses(t *testing.T) {
 }
 
 func TestDrillDetectsDamagedRestore(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name    string
 		offline bool
@@ -134,6 +136,7 @@ func TestDrillDetectsDamagedRestore(t *testing.T) {
 }
 
 func TestDrillInterruptedCleansUp(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name string
 		// interrupt cancels the drill's context at some point of the run.
@@ -191,6 +194,7 @@ func TestDrillInterruptedCleansUp(t *testing.T) {
 }
 
 func TestDrillSelectorParallel(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var rels []*release
@@ -263,6 +267,7 @@ func TestDrillSelectorParallel(t *testing.T) {
 // the snapshot, shared with the scratch namespace through a Retain content,
 // is intact and usable afterwards.
 func TestDrillUseLatestSnapshot(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 5)
@@ -305,6 +310,7 @@ func TestDrillUseLatestSnapshot(t *testing.T) {
 }
 
 func TestDrillPreflightRefuses(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 2)
@@ -362,6 +368,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // TestDrillRefusesDeploymentMode: drills of the chart's Deployment mode
 // are not built yet; refused, naming the Deployment, creating nothing.
 func TestDrillRefusesDeploymentMode(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 2)

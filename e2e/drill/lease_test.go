@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/pkg/drill"
 	"github.com/rebind-dev/rebind/pkg/journal"
@@ -21,6 +22,7 @@ import (
 // the drill's hold on the same Lease; once the migration finished, the
 // drill passes.
 func TestDrillAndMigrationExcludeEachOther(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 4)

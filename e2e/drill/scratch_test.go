@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/manifests"
 	"github.com/rebind-dev/rebind/pkg/discovery"
@@ -175,6 +176,7 @@ func all(string) bool { return true }
 // drill is refused by preflight, creates nothing and leaves every object
 // it found (someone else's) alone.
 func TestDrillScratchNamespaceRefusals(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 2)
@@ -274,6 +276,7 @@ func TestDrillScratchNamespaceRefusals(t *testing.T) {
 // names). A claim of another drill that is there all along, and its
 // volume, are left alone: a drill deletes exactly what it created.
 func TestDrillSharedScratchNamespace(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	scratch := newScratchNamespace(t, "")

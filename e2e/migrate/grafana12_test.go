@@ -37,6 +37,7 @@ var grafana12 = []struct {
 // dashboard in its stored schema, every folder, alert rule and library
 // panel came through.
 func TestMigrateGrafana12And13(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range grafana12 {
 		t.Run(tc.name, func(t *testing.T) {
 			e := &grafanaEnv{e2eutil.DeploySeeded(t, sb, fixtures.Release{Name: "grafana", Replicas: 1, GrafanaVersion: tc.image}, tc.spec)}
@@ -69,6 +70,7 @@ func TestMigrateGrafana12And13(t *testing.T) {
 // dashboards are all there): verification fails and the migration is
 // rolled back (exit 3 from the binary), the original volume back in use.
 func TestLostAlertRuleRollsBack(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	spec := grafana12[0].spec
 	e := &grafanaEnv{e2eutil.DeploySeeded(t, sb, fixtures.Release{Name: "grafana", Replicas: 1, GrafanaVersion: "12.4.0"}, spec)}
 	orig := e.BoundPV(0).Name

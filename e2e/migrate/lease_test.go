@@ -42,6 +42,7 @@ const testLease = journal.MinLeaseDuration
 // machine: no release, no process this machine could check) blocks the
 // re-run for the lease duration, not for the skew.
 func TestLeaseClockSkew(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, skew := range []time.Duration{-2 * time.Minute, 2 * time.Minute} {
 		t.Run(fmt.Sprintf("holder clock %s", skew), func(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 4)
@@ -135,6 +136,7 @@ func (w *stampWriter) at(t *testing.T, s string) time.Time {
 // starts no further step, writes nothing more to its journal and says so;
 // once the other run is gone, the same command resumes and finishes.
 func TestLeaseLostStopsBeforeNextStep(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 6)
 	base := e.Inventory(0)
 	pvs := pvState(e)

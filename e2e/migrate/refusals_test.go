@@ -11,6 +11,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/migrate"
@@ -42,6 +43,7 @@ func refusedUnchanged(t *testing.T, e *grafanaEnv, o migrate.Options, want ...st
 // anything changes, names the flag and the fix. The last one is a resume
 // with other options than the unfinished run recorded.
 func TestOptionRefusalsChangeNothing(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 2}, 2)
 	for _, tc := range []struct {
 		name   string
@@ -91,6 +93,7 @@ func TestOptionRefusalsChangeNothing(t *testing.T) {
 // TestZeroReplicasRefused: a workload scaled to 0 gives no ordinal to
 // move; refused before anything changes, naming the scale command.
 func TestZeroReplicasRefused(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 2)
 	ns, name := e.Rel.Namespace, e.Rel.FullName()
 	if _, err := sb.Kube.AppsV1().StatefulSets(ns).UpdateScale(e.Ctx, name, &autoscalingv1.Scale{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: autoscalingv1.ScaleSpec{Replicas: 0}}, metav1.UpdateOptions{}); err != nil {
