@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
@@ -242,4 +244,111 @@ func updateLease(t *testing.T, ctx context.Context, ns, name string, change func
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestLeaseRenewalFailureStopsBeforeNextStep: the run's renewals fail
+// (its right to update Leases is revoked mid-run, so every renewal is
+// Forbidden). Once they have failed for the renew deadline the run stops
+// before its next step, leaving the journal resumable; with the right back
+// the same command finishes.
+func TestLeaseRenewalFailureStopsBeforeNextStep(t *testing.T) {
+	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 4)
+	base := e.Inventory(0)
+	pvs := pvState(e)
+	ns := e.Rel.Namespace
+	clients := limitedClients(t, e, "none", "none")
+	roles := sb.Kube.RbacV1().Roles(ns)
+	setLeaseUpdate := func(ctx context.Context, allowed bool) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			r, err := roles.Get(ctx, "rebind-limited", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			var rules []rbacv1.PolicyRule
+			for _, rule := range r.Rules {
+				if !(slices.Contains(rule.Resources, "leases") && slices.Contains(rule.Verbs, "update")) {
+					rules = append(rules, rule)
+				}
+			}
+			if allowed {
+				rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"update"}})
+			}
+			r.Rules = rules
+			_, err = roles.Update(ctx, r, metav1.UpdateOptions{})
+			return err
+		})
+	}
+	// The journal's Secret, by name (migrate.JournalPermissions).
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		r, err := roles.Get(e.Ctx, "rebind-limited", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		r.Rules = append(r.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "delete"}, ResourceNames: []string{journal.Name(e.Rel.FullName())}})
+		_, err = roles.Update(e.Ctx, r, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	o := e.options(migrate.Restore)
+	o.ToClass = "premium"
+	const revokeAfter = "snapshot/0"
+	m := e.Migrator()
+	m.Clients = clients
+	m.LeaseDuration = testLease
+	var revokedAt time.Time
+	m.AfterStep = func(ctx context.Context, id string) error {
+		if id != revokeAfter {
+			return nil
+		}
+		if err := setLeaseUpdate(context.Background(), false); err != nil {
+			return err
+		}
+		revokedAt = time.Now()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * testLease):
+			return errors.New("the run did not notice that it could not renew its lease")
+		}
+	}
+	_, err := m.Run(e.Ctx, o, migrate.Apply)
+	stoppedAfter := time.Since(revokedAt)
+	var lost *journal.LostError
+	var half *migrate.FailedError
+	if !errors.As(err, &lost) || lost.Holder != "" || lost.Err == nil || !errors.As(err, &half) {
+		t.Fatalf("want a FailedError for a lease that could not be renewed, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "could not renew it") || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("error does not say why:\n%v", err)
+	}
+	deadline := journal.TimingFor(testLease).RenewDeadline
+	t.Logf("renewals forbidden: the run stopped %s later (renew deadline %s, lease %s)", stoppedAfter.Round(time.Millisecond), deadline, testLease)
+	if stoppedAfter >= testLease {
+		t.Errorf("the run went on %s without its lease; another run may take it over after %s", stoppedAfter, testLease)
+	}
+	j, err := journal.Load(e.Ctx, sb.Kube, ns, e.Rel.FullName())
+	if err != nil || j == nil {
+		t.Fatalf("journal: %v", err)
+	}
+	after := false
+	for _, id := range planSteps(t, e, o) {
+		if st := j.Step(id).Status; after && st != plan.Pending {
+			t.Errorf("step %s is %q: a step ran after the lease was lost", id, st)
+		}
+		after = after || id == revokeAfter
+	}
+	assertNoPVDeleted(t, pvs)
+
+	if err := setLeaseUpdate(e.Ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	m.AfterStep = nil
+	rep, err := m.Run(e.Ctx, o, migrate.Apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.AssertVerified(rep)
+	e2eutil.AssertSameDashboards(t, base, e.Inventory(0))
+	assertNoPVDeleted(t, pvs)
 }

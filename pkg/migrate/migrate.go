@@ -248,6 +248,10 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 			undo, uerr := runner.Undo(wctx, p)
 			rep.Steps = append(rep.Steps, undo...)
 			if uerr != nil {
+				if lerr := lease.Err(); lerr != nil {
+					// The journal says RollingBack: `rebind rollback` finishes it.
+					return finish(report.Failed, fmt.Errorf("%v; the automatic rollback stopped: %w; run `%s` to finish it", runErr, lerr, rollbackCommand(ns, spec.Target.KindName(), spec.Target.Name())))
+				}
 				_ = j.SetPhase(wctx, journal.RollingBack, uerr)
 				return finish(report.Failed, fmt.Errorf("%v; the automatic rollback also failed: %w; fix the cause and run `%s`", runErr, uerr, rollbackCommand(ns, spec.Target.KindName(), spec.Target.Name())))
 			}
