@@ -54,8 +54,11 @@ func named(k, name string) string {
 }
 
 // unnameable verbs carry no object name when authorized: resourceNames
-// cannot restrict them, and a rule that tries grants nothing.
-var unnameable = map[string]bool{"create": true, "list": true, "watch": true, "deletecollection": true}
+// cannot restrict them, and a rule that tries grants nothing. A list or
+// watch that selects one object by fieldSelector metadata.name does carry
+// it (the API server's request info takes the name from that selector),
+// which is how rebind watches its Leases.
+var unnameable = map[string]bool{"create": true, "deletecollection": true}
 
 // granted expands the manifest's rules into one key per verb, resource and
 // (with resourceNames) name, failing on anything too broad to compare

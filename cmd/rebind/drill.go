@@ -19,6 +19,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/drill"
 	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/inventory"
+	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/report"
 	"github.com/rebind-dev/rebind/pkg/verify"
@@ -41,6 +42,7 @@ func drillFlags() []cli.Flag {
 		&cli.StringFlag{Name: "selector", Aliases: []string{"l"}, Category: targetCategory, Usage: "drill every StatefulSet matching this label selector (e.g. app.kubernetes.io/name=grafana) instead of --release/--statefulset"},
 		&cli.BoolFlag{Name: "all-namespaces", Aliases: []string{"A"}, Category: targetCategory, Usage: "with --selector: look in every namespace"},
 		&cli.IntFlag{Name: "parallel", Value: 1, Category: drillCategory, Usage: "drill at most N targets at a time"},
+		leaseDurationFlag(),
 		&cli.StringFlag{Name: "scratch-namespace", Value: drill.DefaultScratchNamespace, Category: drillCategory, Usage: "existing namespace to restore into, prepared for drills (label " + drill.LabelScratch + "=true; manifests/rbac-drill.yaml creates " + drill.DefaultScratchNamespace + "): the drill creates its objects there and deletes exactly those; every target shares it, drills of one StatefulSet name one at a time (a Lease). With --create-scratch-namespace: the namespace to create (default rebind-drill-<statefulset>-<random>)"},
 		&cli.BoolFlag{Name: "create-scratch-namespace", Category: drillCategory, Usage: "opt-in: create a throwaway scratch namespace and delete it afterwards (needs cluster-wide namespace create/delete: manifests/rbac-drill-create-namespace.yaml)"},
 		&cli.StringFlag{Name: "restore-storage-class", Category: drillCategory, Usage: "restore into this class (same CSI driver, reclaimPolicy Delete) instead of the production volumes' class"},
@@ -111,6 +113,9 @@ func runDrill(c *cli.Context) error {
 	if c.Int("parallel") < 1 {
 		return cli.Exit("--parallel must be at least 1", exitUsage)
 	}
+	if err := journal.ValidateLeaseDuration(c.Duration("lease-duration")); err != nil {
+		return cli.Exit(err.Error(), exitUsage)
+	}
 	if c.Path("offline-volume-root") != "" && !c.Bool("offline") {
 		return cli.Exit("--offline-volume-root only applies with --offline", exitUsage)
 	}
@@ -160,6 +165,7 @@ func runDrill(c *cli.Context) error {
 		opts = append(opts, drill.Options{
 			Target: t, ScratchNamespace: scratch, CreateScratchNamespace: create, RestoreStorageClass: c.String("restore-storage-class"),
 			UseLatestSnapshot: c.Bool("use-latest-snapshot"), KeepSnapshot: c.Bool("keep-snapshot"), Offline: c.Bool("offline"),
+			LeaseDuration: c.Duration("lease-duration"),
 			Timeouts: drill.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"),
 				Verify: c.Duration("verify-timeout"), Cleanup: c.Duration("cleanup-timeout")},
 		})

@@ -32,6 +32,8 @@ func TestDrillUsageErrors(t *testing.T) {
 		{"bad url template", []string{"--release", "grafana", "--grafana-url-template", "http://x"}, "must contain {pod}"},
 		{"bad pod url", []string{"--release", "grafana", "--grafana-pod-url", "nourl"}, "use POD=URL"},
 		{"empty scratch namespace", []string{"--release", "grafana", "--scratch-namespace", ""}, "--scratch-namespace must name a namespace prepared for drills"},
+		{"lease duration too short", []string{"--release", "grafana", "--lease-duration", "1s"}, "--lease-duration 1s: use a value from 3s"},
+		{"lease duration in fractions", []string{"--release", "grafana", "--lease-duration", "4500ms"}, "use whole seconds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

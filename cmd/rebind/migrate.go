@@ -77,6 +77,7 @@ func migrateFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "wait-timeout", Value: migrate.DefaultTimeouts().Wait, Usage: "limit of each wait for claims, pods and deletions"},
 		&cli.DurationFlag{Name: "snapshot-timeout", Value: migrate.DefaultTimeouts().Snapshot, Usage: "limit of each wait for a snapshot or a restored volume"},
 		&cli.DurationFlag{Name: "verify-timeout", Value: migrate.DefaultTimeouts().Verify, Usage: "limit for Grafana to answer after the redeploy"},
+		leaseDurationFlag(),
 		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one pod's Grafana (repeatable); default: --grafana-url, else --grafana-access"},
 		grafanaAccessFlag(),
 		outputFlag(),
@@ -113,9 +114,13 @@ func rollbackCommand() *cli.Command {
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Category: targetCategory, Usage: "namespace of the workload"},
 			&cli.StringFlag{Name: "statefulset", Category: targetCategory, Usage: "StatefulSet name"},
 			&cli.StringFlag{Name: "deployment", Category: targetCategory, Usage: "Deployment name"},
+			leaseDurationFlag(),
 			outputFlag(),
 		},
 		Action: func(c *cli.Context) error {
+			if err := journal.ValidateLeaseDuration(c.Duration("lease-duration")); err != nil {
+				return cli.Exit(err.Error(), exitUsage)
+			}
 			log, clients, ns, err := commandEnv(c)
 			if err != nil {
 				return err
@@ -125,7 +130,7 @@ func rollbackCommand() *cli.Command {
 			defer rec.Close(eventFlushTimeout)
 			out, ctx, done := progressOutput(c)
 			defer done()
-			m := &migrate.Migrate{Clients: clients, Out: out, Log: log, Events: rec}
+			m := &migrate.Migrate{Clients: clients, Out: out, Log: log, Events: rec, LeaseDuration: c.Duration("lease-duration")}
 			name := c.String("statefulset")
 			if d := c.String("deployment"); d != "" {
 				if name != "" {
@@ -141,6 +146,13 @@ func rollbackCommand() *cli.Command {
 			return finishReport(c, rep, err)
 		},
 	}
+}
+
+// leaseDurationFlag sets how long a run that stopped renewing its Lease
+// (killed on another machine) keeps re-runs and drills out.
+func leaseDurationFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "lease-duration", Value: journal.DefaultLeaseDuration,
+		Usage: fmt.Sprintf("how long the target's Lease must stay unrenewed, as seen by this run, before this run takes it over from a run that died elsewhere; the holder renews every tenth of it and stops before its next change once it could not renew for two thirds of it (%s to %s, whole seconds)", journal.MinLeaseDuration, journal.MaxLeaseDuration)}
 }
 
 func modeFromFlag(c *cli.Context) migrate.Mode {
@@ -176,6 +188,9 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	default:
 		return cli.Exit(fmt.Sprintf("--dry-run %q: use none, client or server", c.String("dry-run")), exitUsage)
 	}
+	if err := journal.ValidateLeaseDuration(c.Duration("lease-duration")); err != nil {
+		return cli.Exit(err.Error(), exitUsage)
+	}
 	log, clients, ns, err := commandEnv(c)
 	if err != nil {
 		return err
@@ -203,7 +218,7 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	rec := events.New(clients.Kube, eventComponent)
 	defer rec.Close(eventFlushTimeout)
 	out, ctx, done := progressOutput(c)
-	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: out, Log: log, Events: rec}
+	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: out, Log: log, Events: rec, LeaseDuration: c.Duration("lease-duration")}
 	rep, err := m.Run(ctx, o, mode)
 	done()
 	if rep != nil && rep.Outcome == report.Succeeded {

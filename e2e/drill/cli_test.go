@@ -38,6 +38,7 @@ type drillReport struct {
 // one restoring a damaged backup (exit 1, the loss counted), each leaving
 // nothing behind.
 func TestDrillCLI(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 4)
 	ns := r.Rel.Namespace
@@ -141,6 +142,7 @@ func TestDrillCLI(t *testing.T) {
 // (--every) and scrapes its --metrics-addr with the Prometheus parser
 // while it runs, then stops it with SIGINT: exit 0, nothing left behind.
 func TestDrillLongRunningScrape(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 3)
 	ns := r.Rel.Namespace

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
 	"github.com/rebind-dev/rebind/pkg/drill"
@@ -71,6 +72,7 @@ func (r refusal) check(t *testing.T, what string, err error) {
 // its cluster-wide grants stay confined by the policy, and a drill with
 // --create-scratch-namespace passes too.
 func TestDrillServiceAccountConfined(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	ns := sb.NewNamespace(t)

@@ -24,6 +24,7 @@ import (
 )
 
 func TestDrillPasses(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name     string
 		release  string
@@ -96,6 +97,7 @@ func TestDrillPasses(t *testing.T) {
 }
 
 func TestDrillDetectsDamagedRestore(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name    string
 		offline bool
@@ -131,6 +133,7 @@ func TestDrillDetectsDamagedRestore(t *testing.T) {
 }
 
 func TestDrillInterruptedCleansUp(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name string
 		// interrupt cancels the drill's context at some point of the run.
@@ -188,6 +191,7 @@ func TestDrillInterruptedCleansUp(t *testing.T) {
 }
 
 func TestDrillSelectorParallel(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var rels []*release
@@ -264,6 +268,7 @@ func TestDrillSelectorParallel(t *testing.T) {
 // the snapshot, shared with the scratch namespace through a Retain content,
 // is intact and usable afterwards.
 func TestDrillUseLatestSnapshot(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 5)
@@ -306,6 +311,7 @@ func TestDrillUseLatestSnapshot(t *testing.T) {
 }
 
 func TestDrillPreflightRefuses(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 2)
@@ -371,6 +377,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // Deployment and nothing is left; online is refused, naming --offline,
 // before anything is created.
 func TestDrillDeploymentMode(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 4)

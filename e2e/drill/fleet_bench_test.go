@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/client-go/rest"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/drill"
@@ -39,6 +40,7 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 //
 //	go test ./e2e/drill/ -run '^$' -bench DrillFleet -benchtime 1x
 func BenchmarkDrillFleet(b *testing.B) {
+	e2eutil.NeedSandbox(b)
 	size := 48
 	if s := os.Getenv("REBIND_FLEET_SIZE"); s != "" {
 		n, err := strconv.Atoi(s)

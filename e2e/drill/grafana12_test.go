@@ -18,6 +18,7 @@ import (
 // rule and library panel checked. Offline, the reader must take unified
 // storage, not the stale legacy table.
 func TestDrillGrafana12And13(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name, image string
 		spec        grafanastandin.SeedSpec

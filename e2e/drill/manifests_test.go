@@ -144,6 +144,7 @@ func retarget(u *unstructured.Unstructured, ns, scratch, suffix string) {
 // TestManifestsServerDryRun has the API server validate every object of
 // every manifest (schema, defaults, admission) without persisting it.
 func TestManifestsServerDryRun(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ns := sb.NewNamespace(t)
 	// Namespaced objects of the scratch namespace go to one that exists (a
 	// dry run creates nothing); the Namespace object itself gets a new name.
@@ -247,6 +248,7 @@ func saClients(t *testing.T, ns, sa string) *kube.Clients {
 // manifests' ServiceAccounts: with the rules as shipped they succeed; with
 // one verb removed, preflight refuses and names it.
 func TestRBACManifestsAsServiceAccount(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	// run runs as the ServiceAccount of the manifests applied under suffix.
 	type run func(t *testing.T, ctx context.Context, r *release, c *kube.Clients, suffix string) error
 	migrateRun := func(t *testing.T, ctx context.Context, r *release, c *kube.Clients, _ string) error {
@@ -343,6 +345,7 @@ func TestRBACManifestsAsServiceAccount(t *testing.T) {
 // dashboard is verified. Without `get pods/proxy` preflight refuses,
 // naming it, before anything changes.
 func TestMigratePodProxyAsServiceAccount(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	ns := sb.NewNamespace(t)
 	full := applyRBAC(t, "rbac-migrate.yaml", ns, "full-"+ns, nil)

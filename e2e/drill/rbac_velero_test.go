@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
 	"github.com/rebind-dev/rebind/pkg/migrate"
@@ -16,6 +17,7 @@ import (
 // --strategy velero-restore: the drift test only proves they match what
 // preflight asks for, not that preflight asks for everything.
 func TestRBACVeleroAddOnAsServiceAccount(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	ns := sb.NewNamespace(t)

@@ -10,16 +10,17 @@ import (
 	"testing"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/manifests"
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/drill"
+	"github.com/rebind-dev/rebind/pkg/journal"
 )
 
 // The fixed scratch namespaces of the running test, which assertNothingLeft
@@ -175,6 +176,7 @@ func all(string) bool { return true }
 // drill is refused by preflight, creates nothing and leaves every object
 // it found (someone else's) alone.
 func TestDrillScratchNamespaceRefusals(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 2)
@@ -233,19 +235,23 @@ func TestDrillScratchNamespaceRefusals(t *testing.T) {
 			}
 		}, []string{"drill run dead01 (of elsewhere/" + r.Rel.FullName() + ")", "Secret ", "-l " + drill.LabelRun + "=dead01"}},
 		{"another drill holds the Lease", func(t *testing.T, o *drill.Options) func(*testing.T) {
-			now := metav1.NewMicroTime(time.Now())
-			l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: drill.ScratchLeaseName(r.Rel.FullName())},
-				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("drill of elsewhere/grafana, run busy01"), LeaseDurationSeconds: ptr.To(int32(60)), AcquireTime: &now, RenewTime: &now}}
-			got, err := sb.Kube.CoordinationV1().Leases(o.ScratchNamespace).Create(ctx, l, metav1.CreateOptions{})
+			// A live drill renews its Lease; one that stopped renewing is
+			// taken over once its record has not changed for its duration.
+			holder, err := journal.TakeLease(ctx, sb.Kube, journal.LeaseOptions{Namespace: o.ScratchNamespace, Name: drill.ScratchLeaseName(r.Rel.FullName()),
+				Holder: "drill of elsewhere/grafana, run busy01", Duration: 10 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return func(t *testing.T) {
-				now, err := sb.Kube.CoordinationV1().Leases(o.ScratchNamespace).Get(ctx, l.Name, metav1.GetOptions{})
-				if err != nil || now.ResourceVersion != got.ResourceVersion {
+				if err := holder.Err(); err != nil {
+					t.Errorf("the other drill lost its Lease: %v", err)
+				}
+				now, err := sb.Kube.CoordinationV1().Leases(o.ScratchNamespace).Get(ctx, drill.ScratchLeaseName(r.Rel.FullName()), metav1.GetOptions{})
+				if err != nil || ptr.Deref(now.Spec.HolderIdentity, "") != "drill of elsewhere/grafana, run busy01" {
 					t.Errorf("the other drill's Lease was touched: %v", err)
 				}
-				_ = sb.Kube.CoordinationV1().Leases(o.ScratchNamespace).Delete(ctx, l.Name, metav1.DeleteOptions{})
+				_ = holder.Release(ctx)
+				_ = sb.Kube.CoordinationV1().Leases(o.ScratchNamespace).Delete(ctx, drill.ScratchLeaseName(r.Rel.FullName()), metav1.DeleteOptions{})
 			}
 		}, []string{"Lease ", "run busy01", "cannot share scratch namespace"}},
 	} {
@@ -274,6 +280,7 @@ func TestDrillScratchNamespaceRefusals(t *testing.T) {
 // names). A claim of another drill that is there all along, and its
 // volume, are left alone: a drill deletes exactly what it created.
 func TestDrillSharedScratchNamespace(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	scratch := newScratchNamespace(t, "")

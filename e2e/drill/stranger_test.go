@@ -17,6 +17,7 @@ import (
 // bound would delete that volume (reclaim policy Delete). The drill must
 // hand it back exactly as it was and still restore and check the snapshot.
 func TestDrillNeverKeepsAStrangersPV(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 6)

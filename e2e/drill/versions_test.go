@@ -18,6 +18,7 @@ import (
 // every dashboard of every org, nested folders included; without a way to
 // read org 3 it is refused and creates nothing.
 func TestDrillEachGrafanaVersion(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	images := map[grafanastandin.Version]string{grafanastandin.V9_5: "9.5.21", grafanastandin.V10_4: "10.4.19", grafanastandin.V11_6: "11.6.7", grafanastandin.V12_4: "12.4.0"}
 	for _, v := range grafanastandin.Versions {
 		t.Run(string(v), func(t *testing.T) {

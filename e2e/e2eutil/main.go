@@ -25,9 +25,11 @@ const startBudget = 60 * time.Minute
 func RunMain(m *testing.M, sb **sandbox.Sandbox, opts sandbox.Options) int {
 	flag.Parse()
 	if testing.Short() {
-		// -short is the inner loop of unit tests (make unit): no sandbox.
-		fmt.Fprintln(os.Stderr, "sandbox: skipped in -short mode")
-		return 0
+		// -short is the inner loop of unit tests (make unit): no sandbox,
+		// and every test says so itself (NeedSandbox) rather than the
+		// package passing with nothing run.
+		noSandbox = true
+		return m.Run()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startBudget)
 	s, err := sandbox.Start(ctx, opts)
@@ -48,4 +50,16 @@ func RunMain(m *testing.M, sb **sandbox.Sandbox, opts sandbox.Options) int {
 		}
 	}
 	return code
+}
+
+// noSandbox is set when RunMain started no sandbox (-short).
+var noSandbox bool
+
+// NeedSandbox skips a test that needs the sandbox when RunMain did not
+// start one; every test of a package run by RunMain calls it first.
+func NeedSandbox(t testing.TB) {
+	t.Helper()
+	if noSandbox {
+		t.Skip("needs the e2e sandbox, not started in -short mode (make e2e runs this)")
+	}
 }

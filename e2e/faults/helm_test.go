@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/pkg/helmredeploy"
 )
 
@@ -23,6 +24,7 @@ import (
 // return to the original volume, each leaving the release with its latest
 // revision deployed and none pending.
 func TestKilledInsideHelmUpgrade(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, then := range []string{"re-run", "rollback"} {
 		t.Run(then, func(t *testing.T) { killInsideHelmUpgrade(t, then) })
 	}

@@ -99,6 +99,7 @@ func killPlan(rng *rand.Rand, ref *reference) []killPoint {
 // (through Grafana and on the original PVs), no PV deleted, and the end
 // state equal to a clean run's.
 func TestFaultMatrix(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	s := seed(t)
 	kills := envInt(t, "REBIND_FAULTS_KILLS", 3)
 	only := os.Getenv("REBIND_FAULTS_STRATEGY")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
 )
 
@@ -161,6 +162,7 @@ func runWithFault(t *testing.T, st strategy, f fault, extraArgs ...string) []run
 // it in two steps and `make faults` (REBIND_FAULTS_KILLS of 10 or more) in
 // all three.
 func TestAPIServerRestartMidRun(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	steps := []string{"snapshot/0", "stop-pods"}
 	if envInt(t, "REBIND_FAULTS_KILLS", 3) >= 10 {
 		steps = append(steps, "redeploy")
@@ -191,6 +193,7 @@ func TestAPIServerRestartMidRun(t *testing.T) {
 // the run must not report one; it waits or stops half-way and the re-run
 // verifies.
 func TestGrafanaUnavailableMidVerification(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	outs := runWithFault(t, strategyNamed(t, "restore"), fault{step: "verify", break_: func(_ context.Context, tg *target) error {
 		return sb.UnavailableGrafana(tg.Rel.Namespace, tg.Rel.Pod(0), 10*time.Second, 0)
 	}})
@@ -207,6 +210,7 @@ func TestGrafanaUnavailableMidVerification(t *testing.T) {
 // run stops half-way naming the snapshot, and the re-run (controller back)
 // finishes.
 func TestSnapshotControllerStoppedDuringWait(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name    string
 		down    time.Duration

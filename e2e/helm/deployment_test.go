@@ -44,6 +44,7 @@ func (r *release) waitDeploymentReady() {
 // that claim, so the release record and the cluster agree: the user's
 // next plain `helm upgrade` changes neither claim nor Deployment.
 func TestDeploymentModeRedeployWithHelm(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	r := installDeployment(t, 5)
 	rep := r.migrate(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm})
 	c := r.claim()
@@ -86,6 +87,7 @@ func TestDeploymentModeRedeployWithHelm(t *testing.T) {
 // original claim and volume serve every dashboard, the release holds its
 // values from before, and a plain `helm upgrade` works again.
 func TestDeploymentModeHelmRollback(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name      string
 		killAfter string
@@ -134,6 +136,7 @@ func TestDeploymentModeHelmRollback(t *testing.T) {
 // the old values. The rollback still returns the volume and says exactly
 // which upgrade makes the release render it; that upgrade works.
 func TestDeploymentModeHelmRollbackWithoutLookup(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	r := installWith(t, 3, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, map[string]any{"type": "pvc", "lookupVolumeName": false})
 	origPV := r.claim().Spec.VolumeName
 	r.migrate(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm})

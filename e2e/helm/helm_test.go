@@ -140,6 +140,7 @@ func (r *release) assertUpgradeKeeps(values map[string]any) {
 }
 
 func TestRedeployWithHelm(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	r := install(t, 6)
 	orig := r.sts()
 	rep := r.migrate(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm})
@@ -172,6 +173,7 @@ func TestRedeployWithHelm(t *testing.T) {
 }
 
 func TestDirectRedeployWarnsAndValuesHold(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	r := install(t, 5)
 	rep := r.migrate(migrate.Options{Strategy: migrate.Restore, ToClass: "premium"})
 	if len(rep.Warnings) == 0 || !strings.Contains(rep.Warnings[0], "helm upgrade grafana") {
@@ -196,6 +198,7 @@ func TestDirectRedeployWarnsAndValuesHold(t *testing.T) {
 // user's next upgrade with them succeeds, leaving claim and Deployment as
 // rebind left them.
 func TestDeploymentModeUpgradeWithValues(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	r := installWith(t, 5, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, map[string]any{"type": "pvc"})
 	rep := r.migrate(migrate.Options{Strategy: migrate.Restore, ToClass: "premium"})
 	claim := func() (string, string, int64) {

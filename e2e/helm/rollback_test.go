@@ -19,6 +19,7 @@ import (
 // original volume serves every dashboard, and the user's next plain
 // `helm upgrade` works again.
 func TestHelmRedeployRollback(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name      string
 		killAfter string
@@ -93,6 +94,7 @@ func (r *release) migrateKilledAfter(o migrate.Options, killAfter string) {
 // after rebind, the rollback still returns the volumes but leaves the
 // release alone and says which `helm rollback` to run.
 func TestHelmRollbackLeavesALaterUpgrade(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	r := install(t, 3)
 	origPV := r.BoundPV(0).Name
 	rep := r.migrate(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm})

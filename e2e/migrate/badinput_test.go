@@ -28,6 +28,7 @@ import (
 // release and proves the cluster is exactly as before, and that the error
 // names the object and the fix.
 func TestBadInputChangesNothing(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name    string
 		release fixtures.Release

@@ -22,6 +22,7 @@ func runRebind(t *testing.T, bin string, args ...string) e2eutil.CLIResult {
 // nothing changed), a server-side dry run (nothing changed), a migration
 // with a JSON report (exit 0), and a rollback.
 func TestCLI(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	e := deployGrafana(t, fixtures.Release{Name: "mon", Replicas: 1}, 7)
 	ns := e.Rel.Namespace

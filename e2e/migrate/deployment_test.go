@@ -38,6 +38,7 @@ var deploymentReleases = []struct {
 // every dashboard is verified, and the values for the next helm upgrade
 // render that claim.
 func TestDeploymentMode(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range deploymentReleases {
 		for _, strategy := range []migrate.Strategy{migrate.Reuse, migrate.Restore} {
 			t.Run(tc.name+"/"+string(strategy), func(t *testing.T) {
@@ -120,6 +121,7 @@ func TestDeploymentMode(t *testing.T) {
 // restore after every step in turn and re-runs it; then rolls back from a
 // kill in the outage.
 func TestDeploymentKilledAfterEachStepConverges(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 6)
 	pvs := pvState(e)
 	o := e.options(migrate.Restore)
@@ -160,6 +162,7 @@ func TestDeploymentKilledAfterEachStepConverges(t *testing.T) {
 // to 0 (the old claim gone with its pod), a rollback brings the original
 // claim, volume and pods back.
 func TestDeploymentRollbackMidOutage(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, kill := range []string{"release-claim/0", "stop-pods", "claim/0"} {
 		t.Run(kill, func(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 5)
@@ -197,6 +200,7 @@ func TestDeploymentRollbackMidOutage(t *testing.T) {
 // without Helm), are refused before anything changes, naming the object
 // and the fix.
 func TestDeploymentBadInput(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 3)
 	for _, tc := range []struct {
 		name string
@@ -229,6 +233,7 @@ func TestDeploymentBadInput(t *testing.T) {
 // by release name, credentials from the chart's Secret, Grafana reached
 // through a URL that follows the workload; rollback by --deployment.
 func TestDeploymentCLI(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	e := deployGrafana(t, fixtures.Release{Name: "kps", Replicas: 1, Deployment: true, Subchart: true}, 4)
 	ns, name := e.Rel.Namespace, e.Rel.FullName()

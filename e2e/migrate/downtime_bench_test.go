@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/migrate"
@@ -99,6 +100,7 @@ func (p *outageProbe) Stop() time.Duration {
 //
 //	go test ./e2e/migrate/ -run '^$' -bench Downtime -benchtime 1x
 func BenchmarkDowntime(b *testing.B) {
+	e2eutil.NeedSandbox(b)
 	scenarios := []struct {
 		name string
 		run  func(e *grafanaEnv) error
@@ -222,6 +224,7 @@ func outageSteps(steps []plan.Result) string {
 //
 //	go test ./e2e/migrate/ -run '^$' -bench DowntimeBySize -benchtime 3x
 func BenchmarkDowntimeBySize(b *testing.B) {
+	e2eutil.NeedSandbox(b)
 	sizes := []int{1, 256, 1024}
 	if s := os.Getenv("REBIND_BENCH_SIZES_MIB"); s != "" {
 		sizes = nil

@@ -70,6 +70,7 @@ func assertEvents(t *testing.T, e *grafanaEnv, evs []corev1.Event, want []string
 // recreated one, so `kubectl describe` shows it), `rebind rollback` records
 // rolled back.
 func TestEventsOfMigrationAndRollback(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 4)
 	ns, name := e.Rel.Namespace, e.Rel.FullName()
@@ -110,6 +111,7 @@ func TestEventsOfMigrationAndRollback(t *testing.T) {
 // TestEventsOfAutomaticRollback: a restore that lost dashboards records
 // the failed verification and the automatic rollback, as warnings.
 func TestEventsOfAutomaticRollback(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 5)
 	orig := e.BoundPV(0).Name
 	rec := events.New(sb.Kube, "rebind")

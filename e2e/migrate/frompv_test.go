@@ -62,6 +62,7 @@ func uninstall(t *testing.T, e *grafanaEnv) {
 // --from-pv` binds the release to the old PV and verifies every dashboard
 // against that PV's own grafana.db, read offline before the swap.
 func TestFromPVAfterUninstall(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 6)
 	old := e.BoundPV(0)
 	base := e.Inventory(0)
@@ -116,6 +117,7 @@ func TestFromPVAfterUninstall(t *testing.T) {
 // serves its driver) gets Retain as the very first change; a rollback
 // from there leaves it Retain, since Delete on an unbound PV destroys it.
 func TestFromPVReleasedWithDeleteIsProtectedFirst(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 4)
 	name := "manual-" + e.Rel.Namespace
 	pv := &corev1.PersistentVolume{
@@ -170,6 +172,7 @@ func TestFromPVReleasedWithDeleteIsProtectedFirst(t *testing.T) {
 // (claimRef without uid) or bound to a live one is refused naming it, and
 // nothing changes.
 func TestFromPVHeldByAnotherClaimIsRefused(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 3)
 	other := deployGrafana(t, fixtures.Release{Name: "other-grafana", Replicas: 1}, 3)
 	taken := other.BoundPV(0)

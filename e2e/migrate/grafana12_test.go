@@ -38,6 +38,7 @@ var grafana12 = []struct {
 // dashboard in its stored schema, every folder, alert rule and library
 // panel came through.
 func TestMigrateGrafana12And13(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range grafana12 {
 		t.Run(tc.name, func(t *testing.T) {
 			e := &grafanaEnv{e2eutil.DeploySeeded(t, sb, fixtures.Release{Name: "grafana", Replicas: 1, GrafanaVersion: tc.image}, tc.spec)}
@@ -70,6 +71,7 @@ func TestMigrateGrafana12And13(t *testing.T) {
 // dashboards are all there): verification fails and the migration is
 // rolled back (exit 3 from the binary), the original volume back in use.
 func TestLostAlertRuleRollsBack(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	spec := grafana12[0].spec
 	e := &grafanaEnv{e2eutil.DeploySeeded(t, sb, fixtures.Release{Name: "grafana", Replicas: 1, GrafanaVersion: "12.4.0"}, spec)}
 	orig := e.BoundPV(0).Name
@@ -121,6 +123,7 @@ func TestLostAlertRuleRollsBack(t *testing.T) {
 // Grafana starting then would; opened at Ready, a 13.0 migrated the empty
 // database to unified storage and never saw the dashboards (a CI flake).
 func TestGrafana13SeededAfterThePodIsReady(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	g := e2eutil.NewGrafana(t, sb, fixtures.Release{Name: "grafana", Replicas: 1, GrafanaVersion: "13.0.1"})
 	if err := g.Rel.Deploy(g.Ctx, sb.Kube); err != nil {
 		t.Fatal(err)

@@ -37,6 +37,7 @@ func threeOrgs(v grafanastandin.Version) grafanastandin.SeedSpec {
 // org's token, a restore into another class verifies every dashboard of
 // all 3 orgs, nested folders included (none reported moved).
 func TestMigrateEachGrafanaVersion(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, v := range grafanastandin.Versions {
 		t.Run(string(v), func(t *testing.T) {
 			rel := fixtures.Release{Name: "grafana", Replicas: 1, GrafanaVersion: versionImage[v]}
@@ -74,6 +75,7 @@ func TestMigrateEachGrafanaVersion(t *testing.T) {
 // with Retry-After: 1 for 3 s just as verification starts; the run waits
 // as asked and finishes.
 func TestVerifyThroughA429Storm(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 6)
 	m := e.Migrator()
 	m.AfterStep = func(_ context.Context, id string) error {
@@ -100,6 +102,7 @@ func TestVerifyThroughA429Storm(t *testing.T) {
 // is refused naming the others; one token per org migrates and verifies
 // every dashboard of every org.
 func TestGrafanaTokenEndToEnd(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	spec := threeOrgs(grafanastandin.V12_4)
 	spec.Tokens = map[string]int64{"glsa_org1": 1, "glsa_org2": 2, "glsa_org3": 3}

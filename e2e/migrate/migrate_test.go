@@ -19,6 +19,7 @@ import (
 )
 
 func TestReuse(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name     string
 		release  string
@@ -73,6 +74,7 @@ func TestReuse(t *testing.T) {
 }
 
 func TestRestore(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name     string
 		release  string
@@ -137,6 +139,7 @@ func TestRestore(t *testing.T) {
 // is gone, Grafana came back empty, and an older snapshot plus an older
 // inventory are all that is left.
 func TestRestoreFromSnapshotAfterLoss(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 15)
 	ns := e.Rel.Namespace
 	baseline := filepath.Join(t.TempDir(), "baseline.json")
@@ -186,6 +189,7 @@ func TestRestoreFromSnapshotAfterLoss(t *testing.T) {
 }
 
 func TestRollback(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name      string
 		killAfter string // "" rolls back a completed migration
@@ -246,6 +250,7 @@ func TestRollback(t *testing.T) {
 // re-running the same command each time, as an operator would after a
 // crash: the run must converge with nothing lost.
 func TestKilledAfterEachStepConverges(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, strategy := range []migrate.Strategy{migrate.Reuse, migrate.Restore} {
 		t.Run(string(strategy), func(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: "mon", Replicas: 1}, 6)
@@ -300,6 +305,7 @@ func TestKilledAfterEachStepConverges(t *testing.T) {
 // TestVerificationFailureRollsBack damages the restored copy before the
 // redeploy: verification must catch it and put the original volume back.
 func TestVerificationFailure(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name       string
 		noRollback bool

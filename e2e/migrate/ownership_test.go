@@ -29,6 +29,7 @@ import (
 // exist yet). rebind must refuse naming the PV and that claim, and leave
 // the PV exactly as the other party set it.
 func TestReservationMadeMidRunIsNotStolen(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 5)
 	pvName := e.BoundPV(0).Name
 	claim := e.Rel.Claim(0)
@@ -92,6 +93,7 @@ func TestReservationMadeMidRunIsNotStolen(t *testing.T) {
 // snapshot. rebind must notice, hand it back exactly as it was, and finish
 // the migration on a volume restored from the snapshot.
 func TestRestoreNeverKeepsAStrangersPV(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 6)
 	before := e2eutil.StrangerPV(t, sb, "stranger-"+e.Rel.Namespace, "premium")
 	bound := e2eutil.WatchBound(t, sb, before.Name)
@@ -120,6 +122,7 @@ func TestRestoreNeverKeepsAStrangersPV(t *testing.T) {
 // it to expire, finish the migration, and the outage, from the first run
 // stopping the pods to the redeploy being Ready, must stay under 2 s.
 func TestKill9DuringOutageResumesAtOnce(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 5)
 	ns, pod := e.Rel.Namespace, e.Rel.Pod(0)
@@ -171,6 +174,7 @@ func TestKill9DuringOutageResumesAtOnce(t *testing.T) {
 // no PV is lost, and the user's policy is back afterwards, also after a
 // rollback.
 func TestClaimRetentionDelete(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, quiesce := range []bool{false, true} {
 		t.Run(map[bool]string{false: "restore", true: "quiesced restore"}[quiesce], func(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, RetentionDelete: true}, 5)

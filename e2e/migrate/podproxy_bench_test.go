@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/inventory"
@@ -16,6 +17,7 @@ import (
 // taken through the pod proxy (session login, the API server in the path)
 // and directly at the runner's loopback URL, in the same run, alternating.
 func BenchmarkInventoryPodProxy(b *testing.B) {
+	e2eutil.NeedSandbox(b)
 	e := deployGrafana(b, fixtures.Release{Name: "grafana", Replicas: 1}, 500)
 	pod := e.Rel.Pod(0)
 	direct, err := e.Client(pod)

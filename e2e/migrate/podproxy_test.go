@@ -17,6 +17,7 @@ import (
 // swap, on the new pod of the same name (StatefulSet) or the Deployment's
 // new pod under a new name.
 func TestPodProxyWithOnlyAKubeconfig(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	for _, tc := range []struct {
 		name string
@@ -58,6 +59,7 @@ func TestPodProxyWithOnlyAKubeconfig(t *testing.T) {
 // header, which the pod proxy keeps for the API server; refused before
 // anything changes, naming the ways out.
 func TestPodProxyRefusesTokens(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
 	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 2)
 	before := e.ClusterState()

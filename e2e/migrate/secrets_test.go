@@ -254,6 +254,7 @@ func reportJSON(t *testing.T, rep *report.Report) string {
 // StatefulSet rebind recreates still has the literal value, taken from the
 // journal's Secret.
 func TestSecretsStayOutOfTheJournal(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	t.Run("migrate and roll back", func(t *testing.T) {
 		e := deployWithSecrets(t)
 		orig := liveSTS(t, e)

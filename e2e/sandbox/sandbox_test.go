@@ -40,6 +40,7 @@ var sb *sandbox.Sandbox
 func TestMain(m *testing.M) { os.Exit(e2eutil.RunMain(m, &sb, sandbox.Options{})) }
 
 func TestStatefulSetWithoutVolumesGoesReady(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	ns := sb.NewNamespace(t)
@@ -100,6 +101,7 @@ func waitPodGone(ctx context.Context, t *testing.T, k kubernetes.Interface, ns, 
 }
 
 func TestRBACIsEnforced(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	ns := sb.NewNamespace(t)
@@ -158,6 +160,7 @@ func TestRBACIsEnforced(t *testing.T) {
 }
 
 func TestCRDsAndStorageObjects(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	ns := sb.NewNamespace(t)
@@ -214,6 +217,7 @@ func TestCRDsAndStorageObjects(t *testing.T) {
 }
 
 func TestStorageAgentIsWired(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	ns := sb.NewNamespace(t)
@@ -253,6 +257,7 @@ func TestStorageAgentIsWired(t *testing.T) {
 }
 
 func TestFailedStartLeavesNoProcess(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	before := childPIDs(t)
 	// Too short for the apiserver: Start fails midway with etcd (and maybe
 	// more) already running, which it must clean up.
@@ -298,6 +303,7 @@ func childPIDs(t *testing.T) map[int]bool {
 }
 
 func BenchmarkWarmStart(b *testing.B) {
+	e2eutil.NeedSandbox(b)
 	for b.Loop() {
 		s, err := sandbox.Start(b.Context(), sandbox.Options{})
 		if err != nil {
@@ -316,6 +322,7 @@ func BenchmarkWarmStart(b *testing.B) {
 // again with the same data, and stopping a stopped or starting a running
 // component is refused.
 func TestComponentRestart(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	ns := sb.NewNamespace(t)

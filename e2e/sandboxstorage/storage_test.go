@@ -109,6 +109,7 @@ func waitStatefulSetReady(ctx context.Context, t *testing.T, ns, name string, re
 }
 
 func TestStatefulSetSnapshotRestoreAndDrivers(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	ns := sb.NewNamespace(t)
@@ -244,6 +245,7 @@ func TestStatefulSetSnapshotRestoreAndDrivers(t *testing.T) {
 }
 
 func TestGrafanaRunnerServesBoundVolume(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	ns := sb.NewNamespace(t)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
 	"github.com/rebind-dev/rebind/e2e/sandbox/velerostandin"
@@ -24,6 +25,7 @@ import (
 )
 
 func TestBackupBeforeMigration(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name     string
 		strategy migrate.Strategy
@@ -77,6 +79,7 @@ func TestBackupBeforeMigration(t *testing.T) {
 // TestVeleroRestoreAcrossDrivers moves Grafana from the hostpath driver to
 // another driver, which no CSI snapshot can do, through a Velero backup.
 func TestVeleroRestoreAcrossDrivers(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name     string
 		release  string
@@ -148,6 +151,7 @@ func TestVeleroRestoreAcrossDrivers(t *testing.T) {
 // TestVeleroUnusableRefuses: with no usable Velero, or a backup that does
 // not complete, the migration stops before it changes the workload.
 func TestVeleroUnusableRefuses(t *testing.T) {
+	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name      string
 		prepare   func(t *testing.T, e *grafanaEnv, o *migrate.Options)

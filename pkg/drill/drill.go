@@ -82,6 +82,9 @@ type Options struct {
 	// starting a copy of Grafana.
 	Offline  bool
 	Timeouts Timeouts
+	// LeaseDuration of the production Lease the drill shares with migrate
+	// (default journal.DefaultLeaseDuration).
+	LeaseDuration time.Duration
 }
 
 // DBReader makes a restored volume's grafana.db readable where rebind runs:
@@ -316,11 +319,22 @@ func (d *Drill) Run(ctx context.Context, o Options) *Result {
 	if err != nil {
 		return refuse(err)
 	}
+	// Both Leases are taken after the other checks: a refused drill holds
+	// nothing.
+	target, err := d.lockTarget(ctx, o, t, res)
+	if err != nil {
+		return refuse(err)
+	}
+	outer := ctx
+	// Losing the production Lease stops the drill's waits; cleanup runs
+	// on its own context.
+	ctx, stopGuard := target.Guard(ctx)
+	defer stopGuard()
 	var lease *scratchLease
 	if !o.CreateScratchNamespace {
-		// Taken after the other checks (a refused drill holds nothing),
-		// and the scratch namespace checked again under it.
+		// The scratch namespace is checked again under its Lease.
 		if lease, err = d.lockScratch(ctx, o, t, scratch, res); err != nil {
+			d.unlockTarget(outer, target, res, log)
 			return refuse(err)
 		}
 		d.step(res, "scratch namespace %s taken (Lease %s)", scratch, lease.name)
@@ -328,11 +342,18 @@ func (d *Drill) Run(ctx context.Context, o Options) *Result {
 
 	cl := &created{namespace: scratch, runID: res.RunID, createNamespace: o.CreateScratchNamespace}
 	runErr := d.execute(ctx, o, t, scratch, plans, cl, res, log)
-	d.cleanup(ctx, o, cl, res, log)
+	d.cleanup(outer, o, cl, res, log)
 	if lease != nil {
-		d.unlockScratch(ctx, lease, res, log)
+		d.unlockScratch(outer, lease, res, log)
 	}
+	lostErr := target.Err()
+	d.unlockTarget(outer, target, res, log)
+	ctx = outer
 	switch {
+	case lostErr != nil:
+		// Whatever was checked, a migration may have started meanwhile.
+		res.Outcome = Errored
+		res.Error = lostErr.Error()
 	case runErr != nil:
 		res.Outcome = Errored
 		res.Error = runErr.Error()

@@ -3,6 +3,7 @@ package drill
 import (
 	"slices"
 
+	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/preflight"
 )
 
@@ -55,6 +56,14 @@ func Permissions(s Scope) []preflight.Permission {
 	for _, name := range secretNames(s) {
 		out = append(out, named(perm("get", "", "secrets", ns), name))
 	}
+	// The production Lease migrate and rollback take too, so that neither
+	// runs during a drill nor a drill during them (create cannot be
+	// limited to a name; the rest can). Watch: a held Lease is watched to
+	// see whether its holder still renews it.
+	out = append(out, perm("create", "coordination.k8s.io", "leases", ns))
+	for _, v := range []string{"get", "update", "watch"} {
+		out = append(out, named(perm(v, "coordination.k8s.io", "leases", ns), journal.LeaseName(s.StatefulSet)))
+	}
 	if s.CreateScratch {
 		return append(out, CreateScratchPermissions(s.Scratch)...)
 	}
@@ -78,7 +87,7 @@ func scratchPermissions(scratch, sts string) []preflight.Permission {
 	// The Lease that keeps two drills of one StatefulSet name apart (create
 	// cannot be limited to a name; the rest can).
 	out = append(out, perm("create", "coordination.k8s.io", "leases", scratch))
-	for _, v := range []string{"get", "update", "delete"} {
+	for _, v := range []string{"get", "update", "watch", "delete"} {
 		out = append(out, named(perm(v, "coordination.k8s.io", "leases", scratch), ScratchLeaseName(sts)))
 	}
 	add("", "secrets", "create", "list", "watch", "delete")

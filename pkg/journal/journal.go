@@ -99,8 +99,42 @@ type Journal struct {
 // Secret has the same name.
 func Name(statefulSet string) string { return "rebind-journal-" + statefulSet }
 
+// Unfinished is true for a run that stopped half-way: a resume or a
+// rollback has to finish it before the target is in a known state.
+func (p Phase) Unfinished() bool {
+	switch p {
+	case Running, Failed, RollingBack:
+		return true
+	}
+	return false
+}
+
+// LoadRecord reads only the journal's ConfigMap (no Secret, so read-only
+// callers such as the drill need no right on it): nil when there is none.
+func LoadRecord(ctx context.Context, kube kubernetes.Interface, namespace, statefulSet string) (*Record, error) {
+	j, err := loadConfigMap(ctx, kube, namespace, statefulSet)
+	if j == nil || err != nil {
+		return nil, err
+	}
+	rec := j.rec
+	return &rec, nil
+}
+
 // Load returns the journal of a target, or (nil, nil) when there is none.
 func Load(ctx context.Context, kube kubernetes.Interface, namespace, statefulSet string) (*Journal, error) {
+	j, err := loadConfigMap(ctx, kube, namespace, statefulSet)
+	if j == nil || err != nil {
+		return nil, err
+	}
+	if j.rec.Secret != "" {
+		if err := j.loadSecret(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return j, nil
+}
+
+func loadConfigMap(ctx context.Context, kube kubernetes.Interface, namespace, statefulSet string) (*Journal, error) {
 	cm, err := kube.CoreV1().ConfigMaps(namespace).Get(ctx, Name(statefulSet), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
@@ -120,11 +154,6 @@ func Load(ctx context.Context, kube kubernetes.Interface, namespace, statefulSet
 	}
 	if j.rec.Values == nil {
 		j.rec.Values = map[string]string{}
-	}
-	if j.rec.Secret != "" {
-		if err := j.loadSecret(ctx); err != nil {
-			return nil, err
-		}
 	}
 	return j, nil
 }

@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rebind-dev/rebind/pkg/app"
@@ -44,7 +46,8 @@ type Migrate struct {
 	Log     *zap.Logger
 	// AfterStep lets tests kill a run right after a step.
 	AfterStep func(ctx context.Context, id string) error
-	// LeaseDuration defaults to 30s: a killed run blocks re-runs that long.
+	// LeaseDuration defaults to journal.DefaultLeaseDuration: a run killed
+	// on another machine blocks re-runs that long after its last renewal.
 	LeaseDuration time.Duration
 	// Events, when set, records an Event on the workload for each phase
 	// of a run (events.go).
@@ -206,6 +209,11 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		return finish(report.Failed, err)
 	}
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
+	// From here every change happens under the lease: losing it cancels
+	// the run's waits and calls, and the runner starts no further step.
+	outer := ctx
+	ctx, stopGuard := lease.Guard(ctx)
+	defer stopGuard()
 
 	if j == nil {
 		public, private, err := spec.forJournal()
@@ -221,7 +229,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	}
 	e.j = j
 	p := buildPlan(e)
-	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log, AfterStep: m.AfterStep, OnStep: m.onStep(spec)}
+	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log, AfterStep: m.AfterStep, OnStep: m.onStep(spec), Guard: lease.Err}
 	fmt.Fprintf(m.out(), "Migrating %s/%s with strategy %s (run %s, %d steps)\n", ns, spec.Target.Name(), spec.Strategy, spec.RunID, len(p.Steps))
 	if existing != nil {
 		m.event(spec, corev1.EventTypeNormal, ReasonResumed, "run %s: resuming the %s migration of %s", spec.RunID, spec.Strategy, spec.Target.Name())
@@ -236,6 +244,12 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	rep.Leftovers = leftovers(ctx, e)
 	rep.VeleroBackup = e.value(keyVeleroBackup)
 
+	if lerr := lease.Err(); lerr != nil {
+		// No write after the lease is lost, not even the phase: the journal
+		// says Running with the progress made, which is what a resume needs.
+		rep.VolumesAfter = currentVolumes(context.WithoutCancel(outer), m.Clients, spec)
+		return finish(report.Failed, &FailedError{Namespace: ns, Workload: spec.Target.Name(), Kind: spec.Target.KindName(), Err: lerr})
+	}
 	if runErr != nil {
 		var verr *VerificationError
 		if errors.As(runErr, &verr) {
@@ -248,6 +262,10 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 			undo, uerr := runner.Undo(wctx, p)
 			rep.Steps = append(rep.Steps, undo...)
 			if uerr != nil {
+				if lerr := lease.Err(); lerr != nil {
+					// The journal says RollingBack: `rebind rollback` finishes it.
+					return finish(report.Failed, fmt.Errorf("%v; the automatic rollback stopped: %w; run `%s` to finish it", runErr, lerr, rollbackCommand(ns, spec.Target.KindName(), spec.Target.Name())))
+				}
 				_ = j.SetPhase(wctx, journal.RollingBack, uerr)
 				return finish(report.Failed, fmt.Errorf("%v; the automatic rollback also failed: %w; fix the cause and run `%s`", runErr, uerr, rollbackCommand(ns, spec.Target.KindName(), spec.Target.Name())))
 			}
@@ -320,15 +338,20 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 		return finish(report.Failed, err)
 	}
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
+	ctx, stopGuard := lease.Guard(ctx)
+	defer stopGuard()
 	e := &env{c: m.Clients, j: j, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID))}
 	p := buildPlan(e)
 	if err := j.SetPhase(ctx, journal.RollingBack, nil); err != nil {
 		return finish(report.Failed, err)
 	}
 	fmt.Fprintf(m.out(), "Rolling back run %s of %s/%s to the original volumes\n", spec.RunID, ns, sts)
-	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log}
+	runner := &plan.Runner{Store: j, Out: m.out(), Log: e.log, Guard: lease.Err}
 	res, err := runner.Undo(ctx, p)
 	rep.Steps = res
+	if lerr := lease.Err(); lerr != nil {
+		return finish(report.Failed, fmt.Errorf("%w\nrun `rebind rollback` again: it continues where it stopped", lerr))
+	}
 	if err != nil {
 		_ = j.SetPhase(context.WithoutCancel(ctx), journal.RollingBack, err)
 		return finish(report.Failed, fmt.Errorf("%w\nfix the cause and run `rebind rollback` again: it continues where it stopped", err))
@@ -347,7 +370,10 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 // acquireLease takes the target's Lease, and says so when it took it over
 // from a killed run on this machine rather than waiting for it to expire.
 func (m *Migrate) acquireLease(ctx context.Context, ns, sts, holder string) (*journal.Lease, error) {
-	lease, err := journal.AcquireLease(ctx, m.Clients.Kube, ns, sts, holder, m.leaseDuration())
+	lease, err := journal.TakeLease(ctx, m.Clients.Kube, journal.LeaseOptions{Namespace: ns, Name: journal.LeaseName(sts), Holder: holder, Duration: m.leaseDuration(),
+		Waiting: func(other string, upTo time.Duration) {
+			fmt.Fprintf(m.out(), "Lease %s/%s is held by %s: watching up to %s whether it still renews it\n", ns, journal.LeaseName(sts), other, upTo)
+		}})
 	if err == nil && lease.TookOverFrom != "" {
 		fmt.Fprintf(m.out(), "Lease %s/%s was held by %s: taking it over\n", ns, journal.LeaseName(sts), lease.TookOverFrom)
 		m.log().Warn("took over the lease of a dead run", zap.String("lease", ns+"/"+journal.LeaseName(sts)), zap.String("from", lease.TookOverFrom))
@@ -359,7 +385,7 @@ func (m *Migrate) leaseDuration() time.Duration {
 	if m.LeaseDuration > 0 {
 		return m.LeaseDuration
 	}
-	return 30 * time.Second
+	return journal.DefaultLeaseDuration
 }
 
 // existingJournal returns an unfinished journal of the target, if any. The
@@ -397,15 +423,7 @@ func (m *Migrate) existingJournal(ctx context.Context, o Options) (*journal.Jour
 	return j, nil
 }
 
-func unfinished(j *journal.Journal) bool {
-	switch j.Record().Phase {
-	case journal.Running, journal.Failed:
-		return true
-	case journal.RollingBack:
-		return true
-	}
-	return false
-}
+func unfinished(j *journal.Journal) bool { return j.Record().Phase.Unfinished() }
 
 // decodeSpec returns the spec a journal recorded, with the target as it
 // was discovered: from the journal's Secret (format 2: the ConfigMap's copy
@@ -450,20 +468,75 @@ func decodePublicSpec(j *journal.Journal) (*Spec, error) {
 }
 
 // sameRequest refuses to resume a run with different options: the plan
-// recorded is the one that must finish (or be rolled back).
+// recorded is the one that must finish (or be rolled back). Options left
+// out of the command (empty) keep the recorded value where the recorded
+// value is a default the user may not have typed.
 func sameRequest(s *Spec, o Options) error {
 	var diffs []string
+	differ := func(flag, asked, recorded string) {
+		if recorded == "" {
+			recorded = "none"
+		}
+		if asked == "" {
+			asked = "none"
+		}
+		diffs = append(diffs, fmt.Sprintf("%s %s (recorded %s)", flag, asked, recorded))
+	}
 	if o.Strategy != "" && o.Strategy != s.Strategy {
-		diffs = append(diffs, fmt.Sprintf("strategy %s (recorded %s)", o.Strategy, s.Strategy))
+		differ("--strategy", string(o.Strategy), string(s.Strategy))
 	}
 	if o.ToClass != "" && o.ToClass != s.ToClass {
-		diffs = append(diffs, fmt.Sprintf("storage class %s (recorded %s)", o.ToClass, s.ToClass))
+		differ("--to-storage-class", o.ToClass, s.ToClass)
+	}
+	if o.Size != "" {
+		q, err := resource.ParseQuantity(o.Size)
+		if rec, rerr := resource.ParseQuantity(s.Size); err != nil || rerr != nil || q.Cmp(rec) != 0 {
+			differ("--size", o.Size, s.Size)
+		}
+	}
+	if asked, recorded := expandAll(o.FromSnapshot, s.Target.Ordinals), existing(s.ExistingSnap, s.Snapshots); !slices.Equal(asked, recorded) {
+		differ("--from-snapshot", strings.Join(asked, ","), strings.Join(recorded, ","))
+	}
+	if asked := expandAll(o.FromPV, s.Target.Ordinals); !slices.Equal(asked, s.FromPVs) {
+		differ("--from-pv", strings.Join(asked, ","), strings.Join(s.FromPVs, ","))
+	}
+	if o.FromBackup != s.FromBackup {
+		differ("--from-backup", o.FromBackup, s.FromBackup)
+	}
+	if o.Redeploy != "" && o.Redeploy != s.Redeploy && !(o.Redeploy == RedeployDirect && s.Redeploy == "") {
+		differ("--redeploy", o.Redeploy, s.Redeploy)
+	}
+	if o.Quiesce != s.Quiesce {
+		differ("--quiesce", fmt.Sprint(o.Quiesce), fmt.Sprint(s.Quiesce))
 	}
 	if len(diffs) > 0 {
-		return fmt.Errorf("an unfinished migration of %s/%s (run %s) was started with other options: %s; re-run it with the recorded options, or `rebind rollback` first",
-			s.ns(), s.name(), s.RunID, strings.Join(diffs, ", "))
+		return &preflight.Error{Problems: []preflight.Problem{{
+			Object:  fmt.Sprintf("ConfigMap %s/%s", s.ns(), journal.Name(s.name())),
+			Message: fmt.Sprintf("an unfinished migration of %s/%s (run %s) was started with other options: %s", s.ns(), s.name(), s.RunID, strings.Join(diffs, ", ")),
+			Fix:     "re-run it with the recorded options to finish it, or `" + rollbackCommand(s.ns(), s.Target.KindName(), s.name()) + "` first and then migrate with the new ones",
+		}}}
 	}
 	return nil
+}
+
+// expandAll is pattern expanded for each ordinal (nil for no pattern).
+func expandAll(pattern string, ordinals []discovery.Ordinal) []string {
+	if pattern == "" {
+		return nil
+	}
+	var out []string
+	for _, o := range ordinals {
+		out = append(out, expandOrdinal(pattern, o.Index))
+	}
+	return out
+}
+
+// existing is the user's snapshots a spec restores, nil when it takes its own.
+func existing(user bool, names []string) []string {
+	if !user {
+		return nil
+	}
+	return names
 }
 
 func holderID(o Options, s *Spec) string {

@@ -58,7 +58,10 @@ func Permissions(ns string, s Strategy) []preflight.Permission {
 		// values included) is created at the start; create cannot be
 		// limited to a name (JournalPermissions has the rest).
 		p("create", "", "secrets", "", ns),
+		// The Lease; a held one is watched to see whether its holder
+		// still renews it.
 		p("get", "coordination.k8s.io", "leases", "", ns), p("create", "coordination.k8s.io", "leases", "", ns), p("update", "coordination.k8s.io", "leases", "", ns),
+		p("watch", "coordination.k8s.io", "leases", "", ns),
 	}
 	if s == Restore {
 		perms = append(perms,
@@ -111,13 +114,8 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 
 	tpl := t.Template()
 	size := tpl.Spec.Resources.Requests[corev1.ResourceStorage]
-	if o.Size != "" {
-		q, err := resource.ParseQuantity(o.Size)
-		if err != nil {
-			r.Add("--size", fmt.Sprintf("%q is not a quantity", o.Size), "use a Kubernetes quantity such as 10Gi")
-		} else {
-			size = q
-		}
+	if q := checkOptions(o, t.Replicas(), &r); q != nil {
+		size = *q
 	}
 	spec.Size = size.String()
 
@@ -174,9 +172,6 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 
 	switch o.Strategy {
 	case Reuse:
-		if o.FromSnapshot != "" {
-			r.Add("--from-snapshot", "only applies to --strategy restore", "drop it or use --strategy restore")
-		}
 		if o.FromPV != "" {
 			if err := m.checkFromPV(ctx, o, spec, &r); err != nil {
 				return nil, err
@@ -199,8 +194,6 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 	case Restore:
 		m.checkRestore(ctx, o, spec, toProvisioner, &r)
 	case VeleroRestore: // checked by checkVelero
-	default:
-		r.Add("--strategy", fmt.Sprintf("unknown strategy %q", o.Strategy), "use reuse, restore or velero-restore")
 	}
 	if t.IsDeployment() {
 		// Not built for Deployments yet: said before anything changes.
@@ -214,9 +207,6 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 	}
 	m.checkHelm(o, spec, &r)
 
-	if o.FromPV != "" && o.Strategy != Reuse {
-		r.Add("--from-pv", "only applies to --strategy reuse", "drop it, or use --strategy reuse to bind the workload to that PersistentVolume")
-	}
 	// With --from-pv the Grafana running now is not the reference (it does
 	// not run on that volume, and is often a fresh, empty install): it only
 	// has to answer.
@@ -248,10 +238,52 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 			}
 		}
 	}
-	if o.FromSnapshot != "" && o.BaselineFile == "" && !o.SkipVerify {
-		r.Add("--from-snapshot", "restoring a snapshot after data loss needs a baseline from before the loss: what Grafana serves now is not it", "pass --baseline FILE (an earlier `rebind inventory`), or --skip-verify to accept the snapshot as is")
-	}
 	return spec, r.Err()
+}
+
+// checkOptions finds what is wrong with the options alone, given the
+// number of replicas, and returns the --size asked for (nil when none or
+// invalid). A size the API server would refuse must be refused here: found
+// only when the claim is created, it would fail in the middle of the
+// outage.
+func checkOptions(o Options, replicas int, r *preflight.Report) *resource.Quantity {
+	switch o.Strategy {
+	case Reuse, Restore, VeleroRestore:
+	default:
+		r.Add("--strategy", fmt.Sprintf("unknown strategy %q", o.Strategy), "use reuse, restore or velero-restore")
+	}
+	var size *resource.Quantity
+	if o.Size != "" {
+		q, err := resource.ParseQuantity(o.Size)
+		switch {
+		case err != nil:
+			r.Add("--size", fmt.Sprintf("%q is not a Kubernetes quantity", o.Size), "use a quantity such as 10Gi, or leave --size out to keep the claim template's size")
+		case q.Sign() <= 0:
+			r.Add("--size", fmt.Sprintf("%q is not a positive size: no claim can request it", o.Size), "use a quantity such as 10Gi, or leave --size out to keep the claim template's size")
+		default:
+			size = &q
+		}
+	}
+	if o.FromSnapshot != "" {
+		switch {
+		case o.Strategy != Restore:
+			r.Add("--from-snapshot", "only applies to --strategy restore", "drop it or use --strategy restore")
+		case replicas > 1 && !strings.Contains(o.FromSnapshot, "{ordinal}"):
+			r.Add("--from-snapshot", fmt.Sprintf("names one snapshot for %d replicas: every replica would get the same data", replicas), "put {ordinal} in the name (for example storage-grafana-{ordinal}-nightly)")
+		}
+		if o.BaselineFile == "" && !o.SkipVerify {
+			r.Add("--from-snapshot", "restoring a snapshot after data loss needs a baseline from before the loss: what Grafana serves now is not it", "pass --baseline FILE (an earlier `rebind inventory`), or --skip-verify to accept the snapshot as is")
+		}
+	}
+	if o.FromPV != "" {
+		switch {
+		case o.Strategy != Reuse:
+			r.Add("--from-pv", "only applies to --strategy reuse", "drop it, or use --strategy reuse to bind the workload to that PersistentVolume")
+		case replicas > 1 && !strings.Contains(o.FromPV, "{ordinal}"):
+			r.Add("--from-pv", fmt.Sprintf("names one PersistentVolume for %d replicas: they would share it", replicas), "put {ordinal} in the name, one PersistentVolume per ordinal")
+		}
+	}
+	return size
 }
 
 func (m *Migrate) checkRestore(ctx context.Context, o Options, spec *Spec, toProvisioner string, r *preflight.Report) {
@@ -260,8 +292,7 @@ func (m *Migrate) checkRestore(ctx context.Context, o Options, spec *Spec, toPro
 	if o.FromSnapshot != "" {
 		spec.ExistingSnap = true
 		if t.Replicas() > 1 && !strings.Contains(o.FromSnapshot, "{ordinal}") {
-			r.Add("--from-snapshot", fmt.Sprintf("names one snapshot for %d replicas: every replica would get the same data", t.Replicas()), "put {ordinal} in the name (for example storage-grafana-{ordinal}-nightly)")
-			return
+			return // checkOptions said so
 		}
 		for _, ord := range t.Ordinals {
 			name := expandOrdinal(o.FromSnapshot, ord.Index)
@@ -322,8 +353,7 @@ func (m *Migrate) checkRestore(ctx context.Context, o Options, spec *Spec, toPro
 func (m *Migrate) checkFromPV(ctx context.Context, o Options, spec *Spec, r *preflight.Report) error {
 	t := spec.Target
 	if t.Replicas() > 1 && !strings.Contains(o.FromPV, "{ordinal}") {
-		r.Add("--from-pv", fmt.Sprintf("names one PersistentVolume for %d replicas: they would share it", t.Replicas()), "put {ordinal} in the name, one PersistentVolume per ordinal")
-		return nil
+		return nil // checkOptions said so
 	}
 	var pvs []*corev1.PersistentVolume
 	for _, ord := range t.Ordinals {

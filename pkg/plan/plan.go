@@ -119,6 +119,11 @@ type Runner struct {
 	OnStep func(id string, done bool)
 	// Now is replaceable in tests.
 	Now func() time.Time
+	// Guard, when it returns an error, means the run may no longer change
+	// anything (its lease is lost): the runner stops before the next step
+	// and writes no further record, leaving the journal as a resume needs
+	// it.
+	Guard func() error
 
 	// pendingDone is a finished step whose Done record waits to be written
 	// with the next step's Started record. Until then the journal says
@@ -127,9 +132,17 @@ type Runner struct {
 	pendingDone map[string]StepRecord
 }
 
+// guard is the Guard's verdict, or nil without one.
+func (r *Runner) guard() error {
+	if r.Guard == nil {
+		return nil
+	}
+	return r.Guard()
+}
+
 // flush writes a pending Done record.
 func (r *Runner) flush(ctx context.Context) error {
-	if len(r.pendingDone) == 0 {
+	if len(r.pendingDone) == 0 || r.guard() != nil {
 		return nil
 	}
 	recs := r.pendingDone
@@ -188,6 +201,10 @@ func (r *Runner) Run(ctx context.Context, p *Plan) (_ []Result, err error) {
 			results = append(results, Result{ID: s.ID(), Describe: s.Describe(), Status: "skipped", Duration: rec.Duration, Started: rec.StartedAt})
 			continue
 		}
+		if err := r.guard(); err != nil {
+			r.printf(" ✗ %s %s: not started: %v\n", prefix, s.Describe(), err)
+			return results, err
+		}
 		if r.OnStep != nil {
 			r.OnStep(s.ID(), false)
 		}
@@ -226,7 +243,7 @@ func (r *Runner) runStep(ctx context.Context, prefix string, s Step) (Result, er
 		serr := &StepError{StepID: s.ID(), Phase: phase, Err: err}
 		// A precondition failure changed nothing, so undo must not see the
 		// step as started. A failed write of the failure must not hide it.
-		if phase != "precondition" {
+		if phase != "precondition" && r.guard() == nil {
 			_ = r.record(context.WithoutCancel(ctx), s.ID(), StepRecord{Status: Failed, StartedAt: start, FinishedAt: r.now(), Duration: res.Duration, Error: err.Error()})
 		}
 		r.printf(" ✗ %s %s: %v (%s)\n", prefix, s.Describe(), err, round(res.Duration))
@@ -236,6 +253,9 @@ func (r *Runner) runStep(ctx context.Context, prefix string, s Step) (Result, er
 
 	if err := s.Precondition(ctx); err != nil {
 		return fail("precondition", err)
+	}
+	if err := r.guard(); err != nil {
+		return fail("guard", err)
 	}
 	// Recorded before Apply so that undo knows the step may have left effects
 	// even when the process dies inside Apply.
@@ -247,6 +267,9 @@ func (r *Runner) runStep(ctx context.Context, prefix string, s Step) (Result, er
 	}
 	if err := s.Check(ctx); err != nil {
 		return fail("check", err)
+	}
+	if err := r.guard(); err != nil {
+		return fail("guard", err)
 	}
 	res.Duration = r.now().Sub(start)
 	res.Status = "done"
@@ -273,6 +296,9 @@ func (r *Runner) Undo(ctx context.Context, p *Plan) ([]Result, error) {
 		case Started, Done, Failed:
 		default:
 			continue
+		}
+		if err := r.guard(); err != nil {
+			return results, err
 		}
 		prefix := fmt.Sprintf("[undo %d/%d]", len(p.Steps)-i, len(p.Steps))
 		start := r.now()

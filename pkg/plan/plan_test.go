@@ -243,3 +243,71 @@ func TestBatchStoreHalvesWritesAndKeepsRecords(t *testing.T) {
 		})
 	}
 }
+
+// TestGuardStopsBeforeTheNextChange: once the guard trips (the lease is
+// lost) during a step, the runner starts no further step, writes no record
+// (not even the finished step's Done, so a resume re-applies that
+// idempotent step) and undoes nothing; a resume then finishes the plan.
+func TestGuardStopsBeforeTheNextChange(t *testing.T) {
+	lost := errors.New("lease lost")
+	for _, tc := range []struct {
+		name    string
+		store   func() Store
+		tripAt  string // the guard trips while this step applies
+		wantRun string
+		want    map[string]Status
+	}{
+		{"plain store", func() Store { return memStore{} }, "b", "apply:a,apply:b", map[string]Status{"a": Done, "b": Started, "c": Pending}},
+		{"batch store", func() Store { return &batchStore{memStore: memStore{}} }, "b", "apply:a,apply:b", map[string]Status{"a": Done, "b": Started, "c": Pending}},
+		{"first step", func() Store { return memStore{} }, "a", "apply:a", map[string]Status{"a": Started, "b": Pending, "c": Pending}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls []string
+			world := map[string]bool{}
+			var guardErr error
+			p := &Plan{Name: "t"}
+			for _, id := range []string{"a", "b", "c"} {
+				p.Steps = append(p.Steps, &guardTrippingStep{fakeStep{id: id, world: world, calls: &calls}, id == tc.tripAt, &guardErr, lost})
+			}
+			store := tc.store()
+			r := &Runner{Store: store, Guard: func() error { return guardErr }}
+			if _, err := r.Run(context.Background(), p); !errors.Is(err, lost) {
+				t.Fatalf("want the guard's error, got %v", err)
+			}
+			if got := strings.Join(calls, ","); got != tc.wantRun {
+				t.Fatalf("calls = %s, want %s", got, tc.wantRun)
+			}
+			for id, want := range tc.want {
+				if got := store.Step(id).Status; got != want {
+					t.Errorf("%s = %q, want %q", id, got, want)
+				}
+			}
+			if _, err := r.Undo(context.Background(), p); !errors.Is(err, lost) || strings.Contains(strings.Join(calls, ","), "undo") {
+				t.Fatalf("undo without the lease: %v, calls %v", err, calls)
+			}
+			guardErr = nil
+			if _, err := (&Runner{Store: store}).Run(context.Background(), p); err != nil {
+				t.Fatalf("resume: %v", err)
+			}
+			for _, id := range []string{"a", "b", "c"} {
+				if store.Step(id).Status != Done {
+					t.Errorf("after resume %s = %q", id, store.Step(id).Status)
+				}
+			}
+		})
+	}
+}
+
+type guardTrippingStep struct {
+	fakeStep
+	trip   bool
+	guard  *error
+	reason error
+}
+
+func (g *guardTrippingStep) Apply(ctx context.Context) error {
+	if g.trip {
+		*g.guard = g.reason
+	}
+	return g.fakeStep.Apply(ctx)
+}
