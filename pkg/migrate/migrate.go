@@ -177,7 +177,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		return finish(report.Failed, err)
 	}
 
-	e := &env{c: m.Clients, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID)), baseline: o.BaselineFile, readDB: o.ReadDB}
+	e := &env{c: m.Clients, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID)), baseline: o.BaselineFile, readDB: o.ReadDB, out: m.out()}
 	if mode != Apply {
 		p := buildPlan(e)
 		plan.Print(m.out(), p, nil)
@@ -296,7 +296,7 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 		return finish(report.Failed, err)
 	}
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
-	e := &env{c: m.Clients, j: j, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID))}
+	e := &env{c: m.Clients, j: j, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID)), out: m.out()}
 	p := buildPlan(e)
 	if err := j.SetPhase(ctx, journal.RollingBack, nil); err != nil {
 		return finish(report.Failed, err)
