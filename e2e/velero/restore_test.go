@@ -255,16 +255,19 @@ func TestVeleroRestoreQueued(t *testing.T) {
 	if mapped, err := v.MappedClass(e.Ctx, "standard"); err != nil || mapped != sandbox.StorageClassPremium {
 		t.Errorf("mapping while queued: %q %v", mapped, err)
 	}
+	released := time.Now().Truncate(time.Second) // Velero's timestamps have seconds only
 	release()
 	r := <-done
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
 	checkRestoredInto(t, e, r.rep, old)
-	b, err := v.GetRestore(e.Ctx, blocker)
-	m, err2 := v.GetRestore(e.Ctx, mine)
-	if err != nil || err2 != nil || b.Status.CompletionTimestamp == nil || m.Status.StartTimestamp == nil || m.Status.StartTimestamp.Before(b.Status.CompletionTimestamp) {
-		t.Errorf("rebind's Restore did not run after the other: %v %v", err, err2)
+	// The other Restore's completion comes from Velero's finalizer
+	// controller, which may run after the next Restore has started: what
+	// counts is that rebind's did not start while the other was held.
+	m, err := v.GetRestore(e.Ctx, mine)
+	if err != nil || m.Status.StartTimestamp == nil || m.Status.StartTimestamp.Time.Before(released) {
+		t.Errorf("rebind's Restore started before %s released the server (%s): %v %+v", blocker, released, err, m)
 	}
 }
 

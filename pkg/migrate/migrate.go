@@ -149,6 +149,15 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 			return finish(report.Failed, err)
 		}
 		j = existing
+		// The Velero waits are the one limit a resume is told to change:
+		// a Restore still queued when the last run stopped is waited for
+		// with the limit of this command (--velero-restore-timeout).
+		if o.Timeouts.VeleroRestore > 0 {
+			spec.Timeouts.VeleroRestore = o.Timeouts.VeleroRestore
+		}
+		if o.Timeouts.VeleroPickup > 0 {
+			spec.Timeouts.VeleroPickup = o.Timeouts.VeleroPickup
+		}
 		fmt.Fprintf(m.out(), "Resuming %s run %s of %s/%s (journal ConfigMap %s/%s)\n", spec.Strategy, spec.RunID, ns, spec.Target.Name(), ns, j.ConfigMapName())
 	} else {
 		t, err := discovery.Discover(ctx, m.Clients, o.Target)
