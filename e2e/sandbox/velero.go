@@ -175,8 +175,11 @@ func (s *Sandbox) waitLocationAvailable(ctx context.Context, dyn dynamic.Interfa
 			if err := s.deadChild(); err != nil {
 				return false, err
 			}
+			if !exists {
+				return false, nil
+			}
 			phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
-			return exists && phase == string(velerov1.BackupStorageLocationPhaseAvailable), nil
+			return phase == string(velerov1.BackupStorageLocationPhaseAvailable), nil
 		}, func(u *unstructured.Unstructured) string {
 			if u == nil {
 				return "absent"
@@ -190,3 +193,47 @@ func (s *Sandbox) waitLocationAvailable(ctx context.Context, dyn dynamic.Interfa
 	}
 	return err
 }
+
+// ObjectStore is an S3 store of its own, for sandboxes that share backups
+// (Options.ObjectStore): clusters of one cloud account see one bucket, so
+// a backup taken in one sandbox is synced into the other's Velero, and it
+// outlives a sandbox that is stopped (a lost cluster).
+type ObjectStore struct {
+	URL   string
+	child *child
+}
+
+// StartObjectStore runs an S3 store (bucket velero) with logs in dir.
+func StartObjectStore(ctx context.Context, dir string) (*ObjectStore, error) {
+	bins, err := EnsureBinaries(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	addrFile := filepath.Join(dir, "s3server.addr")
+	_ = os.Remove(addrFile)
+	c, err := startChild(dir, "s3server", bins["s3server"], []string{"--bucket=" + VeleroBucket, "--address-file=" + addrFile}, nil)
+	if err != nil {
+		return nil, err
+	}
+	// The store writes its address once it listens; a file appears
+	// without an event to watch on every filesystem, hence the short poll.
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if b, err := os.ReadFile(addrFile); err == nil {
+			return &ObjectStore{URL: "http://" + strings.TrimSpace(string(b)), child: c}, nil
+		}
+		if c.exited() {
+			return nil, fmt.Errorf("sandbox: object store exited (%v): %s", c.err, c.tail(10))
+		}
+		select {
+		case <-ctx.Done():
+			c.stop(time.Second)
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Stop ends the store; its content is gone with it.
+func (o *ObjectStore) Stop() { o.child.stop(2 * time.Second) }
