@@ -463,7 +463,7 @@ func VeleroPermissions(o Options) []preflight.Permission {
 			// Only an unstarted Restore of rebind's (no server picked it up,
 			// or a rollback while it is queued), so it never runs later.
 			p("delete", "velero.io", "restores", vns),
-			p("list", "", "configmaps", vns), p("create", "", "configmaps", vns), p("update", "", "configmaps", vns), p("delete", "", "configmaps", vns),
+			p("get", "", "configmaps", vns), p("list", "", "configmaps", vns), p("create", "", "configmaps", vns), p("update", "", "configmaps", vns), p("delete", "", "configmaps", vns),
 			// The staging namespace does not exist yet: cluster-wide rights.
 			p("get", "", "persistentvolumeclaims", ""), p("list", "", "persistentvolumeclaims", ""), p("watch", "", "persistentvolumeclaims", ""),
 			p("delete", "", "persistentvolumeclaims", ""), p("delete", "", "namespaces", ""))
