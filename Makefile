@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # e2e packages start a real control plane each; 60m covers a cold build of
-# the Kubernetes binaries on 2 cores.
+# the Kubernetes binaries and Velero on 2 cores (README, Benchmarks).
 TEST_TIMEOUT ?= 60m
 
 SANDBOX_STATE := .sandbox

@@ -64,7 +64,9 @@ func migrateFlags() []cli.Flag {
 		&cli.StringFlag{Name: "from-backup", Usage: "Velero Backup to restore from (--strategy velero-restore)"},
 		&cli.StringFlag{Name: "from-pv", Usage: "with --strategy reuse: bind the workload to this PersistentVolume (kept after a helm uninstall, Released or Available) instead of its current one; {ordinal} for several replicas"},
 		&cli.PathFlag{Name: "offline-volume-root", Usage: "`DIR` where the volumes' directories are visible (host-path style drivers): rebind reads a --from-pv volume's grafana.db there as the reference"},
-		&cli.StringFlag{Name: "backup", Value: migrate.BackupNone, Usage: "none, or velero: take a Velero Backup of the namespace (volume data included) before the first change; refused if it does not complete"},
+		&cli.StringFlag{Name: "backup", Value: migrate.BackupNone, Usage: "none, or velero: take a Velero Backup of the namespace (volumes as CSI snapshots; see --snapshot-move-data) before the first change; refused if it does not complete"},
+		&cli.BoolFlag{Name: "snapshot-move-data", Usage: "with --backup velero: copy the volume data to the backup location (Velero's data mover; needs its node-agent), so the backup survives the storage system and any driver can restore it"},
+		&cli.DurationFlag{Name: "velero-restore-timeout", Value: migrate.DefaultTimeouts().Snapshot, Usage: "limit of the wait for rebind's Velero Restore, queued behind other Restores included (Velero runs one at a time); when it passes, the Restore is left to Velero and a re-run waits again"},
 		&cli.StringFlag{Name: "velero-namespace", Value: velero.DefaultNamespace, Usage: "namespace Velero runs in (--backup velero, --strategy velero-restore)"},
 		&cli.StringFlag{Name: "redeploy", Value: migrate.RedeployDirect, Usage: "direct (recreate the StatefulSet from its saved manifest) or helm (helm upgrade the release with its values plus the persistence values, so Helm's record matches)"},
 		&cli.BoolFlag{Name: "quiesce", Usage: "scale to 0 before snapshotting: consistent, but Grafana is down for the snapshot and restore too"},
@@ -203,9 +205,9 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 		Strategy: strategy, ToClass: c.String("to-storage-class"), Size: c.String("size"),
 		FromSnapshot: c.String("from-snapshot"), FromPV: c.String("from-pv"), Quiesce: c.Bool("quiesce"), KeepRetain: c.Bool("keep-retain"),
 		NoRollback: c.Bool("no-rollback"), BaselineFile: c.Path("baseline"), SkipVerify: c.Bool("skip-verify"),
-		Timeouts: migrate.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"), Verify: c.Duration("verify-timeout")},
+		Timeouts: migrate.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"), Verify: c.Duration("verify-timeout"), VeleroRestore: c.Duration("velero-restore-timeout")},
 		Backup:   c.String("backup"), VeleroNamespace: c.String("velero-namespace"), FromBackup: c.String("from-backup"),
-		Redeploy: c.String("redeploy"),
+		SnapshotMoveData: c.Bool("snapshot-move-data"), Redeploy: c.String("redeploy"),
 	}
 	if root := c.Path("offline-volume-root"); root != "" {
 		o.ReadDB = volumeRootReader(root)

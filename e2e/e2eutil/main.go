@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -42,6 +43,11 @@ func RunMain(m *testing.M, sb **sandbox.Sandbox, opts sandbox.Options) int {
 		s.Timing.StartToReady().Seconds(), s.Timing.Binaries.Seconds(), s.PeakRSS()>>20, s.Dir)
 	*sb = s
 	code := m.Run()
+	if code != 0 {
+		// The component logs (velero.log above all) tell why.
+		s.KeepDir()
+		fmt.Fprintf(os.Stderr, "sandbox: tests failed; logs kept in %s\n", filepath.Join(s.Dir, "logs"))
+	}
 	if err := s.Stop(); err != nil {
 		// A component that will not stop leaks into the next package's run.
 		fmt.Fprintln(os.Stderr, "sandbox stop:", err)

@@ -42,6 +42,7 @@ const (
 	userKwok              = "rebind-sandbox:kwok"
 	userSnapshotter       = "rebind-sandbox:snapshot-controller"
 	userAgents            = "rebind-sandbox:agents"
+	userVelero            = "rebind-sandbox:velero"
 	groupMasters          = "system:masters"
 )
 

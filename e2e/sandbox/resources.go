@@ -11,6 +11,7 @@ import (
 
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	velerocrds "github.com/vmware-tanzu/velero/config/crd/v1/crds"
+	velerov2crds "github.com/vmware-tanzu/velero/config/crd/v2alpha1/crds"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -101,7 +102,9 @@ func (s *Sandbox) installCRDs(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, c := range velerocrds.CRDs {
+	// The server refuses to start without every CRD it watches, the
+	// data mover's v2alpha1 DataUpload and DataDownload included.
+	for _, c := range append(velerocrds.CRDs, velerov2crds.CRDs...) {
 		crds = append(crds, c.DeepCopy())
 	}
 	want := map[string]bool{}

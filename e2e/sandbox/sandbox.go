@@ -43,9 +43,14 @@ type Options struct {
 	Logger *zap.Logger
 	// ReadyTimeout bounds the start after the binaries exist; default 2m.
 	ReadyTimeout time.Duration
-	// NoVelero leaves Velero's CRDs without a server (no stand-in, no
-	// BackupStorageLocation).
+	// NoVelero leaves Velero's CRDs without a server (no Velero, no
+	// stand-in, no BackupStorageLocation).
 	NoVelero bool
+	// ObjectStore is the S3 endpoint (http://host:port, bucket "velero")
+	// Velero's location points at. Empty means a store of the sandbox's
+	// own; sandboxes given one store share their backups, as clusters of
+	// one cloud account do (see StartObjectStore).
+	ObjectStore string
 }
 
 // Timing tells where a start spent its time.
@@ -53,6 +58,7 @@ type Timing struct {
 	Binaries  time.Duration // finding (or building) the binaries
 	ToReady   time.Duration // processes started until etcd, apiserver and default SA are ready
 	Bootstrap time.Duration // CRDs, nodes, classes and agents
+	Velero    time.Duration // part of Bootstrap: Velero started until its location was Available
 	Total     time.Duration // Start's whole duration
 }
 
@@ -70,13 +76,18 @@ type Sandbox struct {
 	Server     string // https://127.0.0.1:<port>
 	Timing     Timing
 
-	opts     Options
-	tmpDir   bool
-	pki      *pki
-	rss      *rssSampler
-	logger   *zap.Logger
-	agentRC  *rest.Config // the in-process agents' own identity
-	agentLog *os.File
+	opts    Options
+	tmpDir  bool
+	pki     *pki
+	rss     *rssSampler
+	logger  *zap.Logger
+	agentRC *rest.Config // the in-process agents' own identity
+	bins    Binaries
+	// veleroKubeconfig is the Velero server's identity.
+	veleroKubeconfig string
+	// objectStore is the S3 endpoint Velero's location points at.
+	objectStore string
+	agentLog    *os.File
 
 	mu       sync.Mutex
 	children []*child
@@ -114,6 +125,7 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	s.Timing.Binaries = time.Since(begin)
+	s.bins = bins
 
 	if opts.Dir == "" {
 		if opts.Dir, err = os.MkdirTemp("", "rebind-sandbox-"); err != nil {
@@ -195,6 +207,8 @@ func (s *Sandbox) startProcesses(ctx context.Context, bins Binaries) error {
 		{"kwok", userKwok, groupMasters},
 		{"snapshot-controller", userSnapshotter, groupMasters},
 		{"agents", userAgents, groupMasters},
+		// `velero install` binds the server's ServiceAccount to cluster-admin.
+		{"velero", userVelero, groupMasters},
 	} {
 		var groups []string
 		if id.group != "" {
@@ -229,6 +243,7 @@ func (s *Sandbox) startProcesses(ctx context.Context, bins Binaries) error {
 		return err
 	}
 	s.agentRC.QPS, s.agentRC.Burst = 200, 400
+	s.veleroKubeconfig = kc["velero"]
 
 	// etcd
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(p.etcdClient)
@@ -445,6 +460,13 @@ func (s *Sandbox) stop(removeDir bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// KeepDir keeps the directory after Stop, for its logs.
+func (s *Sandbox) KeepDir() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.opts.KeepDir = true
 }
 
 // PeakRSS is the highest summed resident memory of the control-plane

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -310,6 +311,9 @@ func BenchmarkWarmStart(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(s.Timing.StartToReady().Seconds(), "start-s")
+		// Part of start-s: the real Velero server until its location was
+		// validated Available.
+		b.ReportMetric(s.Timing.Velero.Seconds(), "velero-s")
 		b.ReportMetric(float64(s.PeakRSS())/(1<<20), "peak-rss-MiB")
 		if err := s.Stop(); err != nil {
 			b.Fatal(err)
@@ -356,5 +360,39 @@ func TestComponentRestart(t *testing.T) {
 	}
 	if err := sb.StartComponent(ctx, sandbox.ComponentSnapshotController); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// BenchmarkVeleroBuild reports the build of the Velero component (server,
+// AWS plugin, S3 store) as recorded when it filled the cache. With
+// REBIND_BENCH_COLD_VELERO=1 it builds it again from nothing (an empty Go
+// build cache; modules from the module cache) and reports that: tens of
+// minutes on 2 cores, so only on request.
+func BenchmarkVeleroBuild(b *testing.B) {
+	e2eutil.NeedSandbox(b)
+	cold := os.Getenv("REBIND_BENCH_COLD_VELERO") == "1"
+	for b.Loop() {
+		if !cold {
+			sec, ok := sandbox.BuildSeconds("velero")
+			if !ok {
+				b.Skip("the cache holds no recorded Velero build; run an e2e test or `make sandbox` first")
+			}
+			b.ReportMetric(sec, "cached-build-s")
+			continue
+		}
+		root, err := sandbox.RepoRoot()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out := b.TempDir()
+		start := time.Now()
+		cmd := exec.CommandContext(b.Context(), "go", "build", "-trimpath", "-o", out+string(filepath.Separator),
+			".", "github.com/vmware-tanzu/velero-plugin-for-aws/velero-plugin-for-aws", "./s3server")
+		cmd.Dir = filepath.Join(root, "e2e", "sandbox", "tools", "velero")
+		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly", "GOCACHE="+filepath.Join(out, "gocache"))
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v\n%s", err, msg)
+		}
+		b.ReportMetric(time.Since(start).Seconds(), "cold-build-s")
 	}
 }

@@ -12,11 +12,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
 
 	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
-	"github.com/rebind-dev/rebind/e2e/sandbox/velerostandin"
 	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/migrate"
 	"github.com/rebind-dev/rebind/pkg/plan"
@@ -50,8 +50,11 @@ func TestBackupBeforeMigration(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if b.Status.Phase != velerov1.BackupPhaseCompleted || b.Status.Progress == nil || b.Status.Progress.ItemsBackedUp != 1 {
-				t.Errorf("backup %s: phase %s, progress %+v", b.Name, b.Status.Phase, b.Status.Progress)
+			// The real server backs up the whole namespace, and the volume
+			// as a CSI snapshot (no data mover without --snapshot-move-data).
+			if b.Status.Phase != velerov1.BackupPhaseCompleted || b.Status.CSIVolumeSnapshotsCompleted != 1 || ptr.Deref(b.Spec.SnapshotMoveData, false) {
+				t.Errorf("backup %s: phase %s, CSI snapshots %d of %d, snapshotMoveData %v", b.Name, b.Status.Phase,
+					b.Status.CSIVolumeSnapshotsCompleted, b.Status.CSIVolumeSnapshotsAttempted, b.Spec.SnapshotMoveData)
 			}
 			if len(b.Spec.IncludedNamespaces) != 1 || b.Spec.IncludedNamespaces[0] != e.Rel.Namespace {
 				t.Errorf("backup included %v", b.Spec.IncludedNamespaces)
@@ -77,7 +80,11 @@ func TestBackupBeforeMigration(t *testing.T) {
 }
 
 // TestVeleroRestoreAcrossDrivers moves Grafana from the hostpath driver to
-// another driver, which no CSI snapshot can do, through a Velero backup.
+// another driver, which no CSI snapshot can do, through a Velero backup
+// whose data was moved by Velero's node-agent data mover. The data mover
+// runs in pods, which kwok does not run: this is the one test against the
+// Velero stand-in (sandbox.DataMoverNamespace), every other against the
+// real server.
 func TestVeleroRestoreAcrossDrivers(t *testing.T) {
 	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
@@ -90,7 +97,7 @@ func TestVeleroRestoreAcrossDrivers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := deployGrafana(t, fixtures.Release{Name: tc.release, Replicas: tc.replicas, StorageClass: "standard"}, 7)
-			v := velero.New(e.Clients, "", nil)
+			v := velero.New(e.Clients, sandbox.DataMoverNamespace, nil)
 			backup := "nightly-" + e.Rel.Namespace
 			if _, err := v.CreateBackup(e.Ctx, velero.BackupRequest{Name: backup, Namespace: e.Rel.Namespace, MoveData: true}); err != nil {
 				t.Fatal(err)
@@ -104,7 +111,7 @@ func TestVeleroRestoreAcrossDrivers(t *testing.T) {
 			}
 
 			o := e.options(migrate.VeleroRestore)
-			o.FromBackup, o.ToClass = backup, sandbox.StorageClassOther
+			o.FromBackup, o.ToClass, o.VeleroNamespace = backup, sandbox.StorageClassOther, sandbox.DataMoverNamespace
 			rep, err := e.Migrator().Run(e.Ctx, o, migrate.Apply)
 			if err != nil {
 				t.Fatal(err)
@@ -154,6 +161,7 @@ func TestVeleroUnusableRefuses(t *testing.T) {
 	e2eutil.NeedSandbox(t)
 	for _, tc := range []struct {
 		name      string
+		release   fixtures.Release // default: grafana, 1 replica, class standard
 		prepare   func(t *testing.T, e *grafanaEnv, o *migrate.Options)
 		want      []string
 		preflight bool // refused before a journal exists
@@ -190,22 +198,29 @@ func TestVeleroUnusableRefuses(t *testing.T) {
 			want: []string{"got no phase within", "no Velero server is processing namespace", "rebind changed nothing yet"},
 		},
 		{
-			name: "backup fails",
-			prepare: func(t *testing.T, e *grafanaEnv, o *migrate.Options) {
-				c, err := sb.Kube.CoreV1().PersistentVolumeClaims(e.Rel.Namespace).Get(e.Ctx, e.Rel.Claim(0), metav1.GetOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				c.Annotations = map[string]string{velerostandin.FailAnnotation: "object store unreachable"}
-				if _, err := sb.Kube.CoreV1().PersistentVolumeClaims(e.Rel.Namespace).Update(e.Ctx, c, metav1.UpdateOptions{}); err != nil {
-					t.Fatal(err)
-				}
+			// The other driver has no VolumeSnapshotClass: Velero's CSI
+			// plugin cannot snapshot the volume and the Backup ends
+			// PartiallyFailed, which rebind does not trust.
+			name:    "backup fails",
+			release: fixtures.Release{Name: "grafana", Replicas: 1, StorageClass: sandbox.StorageClassOther},
+			prepare: func(*testing.T, *grafanaEnv, *migrate.Options) {},
+			want:    []string{"ended PartiallyFailed", "rebind changed nothing yet"},
+		},
+		{
+			name: "--snapshot-move-data without node-agent",
+			prepare: func(_ *testing.T, e *grafanaEnv, o *migrate.Options) {
+				o.SnapshotMoveData = true
 			},
-			want: []string{"ended Failed", "object store unreachable", "rebind changed nothing yet"},
+			want:      []string{"--snapshot-move-data", "node-agent", "namespace velero does not run", "velero install --use-node-agent"},
+			preflight: true,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, StorageClass: "standard"}, 4)
+			rel := tc.release
+			if rel.Name == "" {
+				rel = fixtures.Release{Name: "grafana", Replicas: 1, StorageClass: "standard"}
+			}
+			e := deployGrafana(t, rel, 4)
 			o := e.options(migrate.Reuse)
 			o.Backup = migrate.BackupVelero
 			tc.prepare(t, e, &o)

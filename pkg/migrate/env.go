@@ -3,6 +3,7 @@ package migrate
 import (
 	"context"
 	"fmt"
+	"io"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,6 +25,7 @@ type env struct {
 	baseline string // file given with --baseline
 	// readDB reads a PV's database offline (--from-pv's reference).
 	readDB   func(ctx context.Context, pv *corev1.PersistentVolume) (string, func(), error)
+	out      io.Writer // short human progress lines
 	verdicts []app.Verdict
 	warnings []string // what the user must act on after the run
 }
@@ -35,6 +37,13 @@ func (e *env) appKind() string {
 		return "application"
 	}
 	return e.checker.Kind()
+}
+
+// progress prints a short human line (nil out: plans printed before a run).
+func (e *env) progress(line string) {
+	if e.out != nil {
+		fmt.Fprintln(e.out, "  "+line)
+	}
 }
 
 // warn logs what the user must know and keeps it for the report.

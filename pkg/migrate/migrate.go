@@ -158,6 +158,15 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 			return finish(report.Failed, err)
 		}
 		j = existing
+		// The Velero waits are the one limit a resume is told to change:
+		// a Restore still queued when the last run stopped is waited for
+		// with the limit of this command (--velero-restore-timeout).
+		if o.Timeouts.VeleroRestore > 0 {
+			spec.Timeouts.VeleroRestore = o.Timeouts.VeleroRestore
+		}
+		if o.Timeouts.VeleroPickup > 0 {
+			spec.Timeouts.VeleroPickup = o.Timeouts.VeleroPickup
+		}
 		fmt.Fprintf(m.out(), "Resuming %s run %s of %s/%s (journal ConfigMap %s/%s)\n", spec.Strategy, spec.RunID, ns, spec.Target.Name(), ns, j.ConfigMapName())
 	} else {
 		t, err := discovery.Discover(ctx, m.Clients, o.Target)
@@ -186,7 +195,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		return finish(report.Failed, err)
 	}
 
-	e := &env{c: m.Clients, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID)), baseline: o.BaselineFile, readDB: o.ReadDB}
+	e := &env{c: m.Clients, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID)), baseline: o.BaselineFile, readDB: o.ReadDB, out: m.out()}
 	if mode != Apply {
 		p := buildPlan(e)
 		plan.Print(m.out(), p, nil)
@@ -340,7 +349,7 @@ func (m *Migrate) Rollback(ctx context.Context, ns, sts string) (*report.Report,
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
 	ctx, stopGuard := lease.Guard(ctx)
 	defer stopGuard()
-	e := &env{c: m.Clients, j: j, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID))}
+	e := &env{c: m.Clients, j: j, spec: spec, checker: m.Checker, log: m.log().With(zap.String("run", spec.RunID)), out: m.out()}
 	p := buildPlan(e)
 	if err := j.SetPhase(ctx, journal.RollingBack, nil); err != nil {
 		return finish(report.Failed, err)

@@ -41,6 +41,9 @@ type Timeouts struct {
 	// VeleroPickup bounds the wait for the Velero server to take up a new
 	// Backup or Restore (no phase means no server); default 1m.
 	VeleroPickup time.Duration `json:"veleroPickup,omitempty"`
+	// VeleroRestore bounds the wait for rebind's Velero Restore, queued
+	// behind others included (a server runs one at a time); default: Snapshot.
+	VeleroRestore time.Duration `json:"veleroRestore,omitempty"`
 }
 
 // DefaultTimeouts suit real clusters; tests shorten them.
@@ -76,7 +79,10 @@ type Options struct {
 	Backup          string // BackupNone or BackupVelero
 	VeleroNamespace string // where Velero runs; default velero
 	FromBackup      string // Velero Backup to restore (strategy velero-restore)
-	Redeploy        string // RedeployDirect or RedeployHelm
+	// SnapshotMoveData asks --backup velero for Velero's data mover (the
+	// volume data copied to the backup location); it needs node-agent.
+	SnapshotMoveData bool
+	Redeploy         string // RedeployDirect or RedeployHelm
 	// GrafanaPodProxy: the checker reaches Grafana through the API
 	// server's pod proxy, so preflight checks PodProxyPermissions too.
 	GrafanaPodProxy bool
@@ -103,6 +109,7 @@ type Spec struct {
 	Backup          string `json:"backup,omitempty"`
 	VeleroNamespace string `json:"veleroNamespace,omitempty"`
 	FromBackup      string `json:"fromBackup,omitempty"`
+	SnapshotMove    bool   `json:"snapshotMoveData,omitempty"`
 	Redeploy        string `json:"redeploy,omitempty"`
 }
 

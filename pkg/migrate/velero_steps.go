@@ -53,6 +53,16 @@ func (s *Spec) veleroWait() velero.Wait {
 	return velero.Wait{Pickup: s.Timeouts.VeleroPickup, Timeout: s.Timeouts.Snapshot}
 }
 
+// restoreWait bounds rebind's Restore, which may queue behind others.
+func (e *env) restoreWait() velero.Wait {
+	w := e.spec.veleroWait()
+	if e.spec.Timeouts.VeleroRestore > 0 {
+		w.Timeout = e.spec.Timeouts.VeleroRestore
+	}
+	w.Progress = e.progress
+	return w
+}
+
 // stagingNamespace receives the restored claims; it is unique to the run
 // so nothing else lives there and it can be deleted as a whole.
 func (s *Spec) stagingNamespace() string {
@@ -81,7 +91,11 @@ type veleroBackupStep struct{ *env }
 func (s veleroBackupStep) ID() string { return "velero-backup" }
 func (s veleroBackupStep) Describe() string {
 	ns := s.spec.VeleroNamespace
-	return fmt.Sprintf("back up namespace %s with Velero (Backup in %s, volume data moved to the backup location) and wait until Completed", s.spec.ns(), ns)
+	how := "volumes as CSI snapshots"
+	if s.spec.SnapshotMove {
+		how = "volume data moved to the backup location"
+	}
+	return fmt.Sprintf("back up namespace %s with Velero (Backup in %s, %s) and wait until Completed", s.spec.ns(), ns, how)
 }
 func (s veleroBackupStep) Precondition(ctx context.Context) error {
 	_, err := s.velero().Detect(ctx)
@@ -120,7 +134,7 @@ func (s veleroBackupStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := v.CreateBackup(ctx, velero.BackupRequest{Name: name, Namespace: s.spec.ns(), MoveData: true, Location: location,
+	if _, err := v.CreateBackup(ctx, velero.BackupRequest{Name: name, Namespace: s.spec.ns(), MoveData: s.spec.SnapshotMove, Location: location,
 		Labels: map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.name()}}); err != nil {
 		return err
 	}
@@ -203,20 +217,32 @@ func (s veleroRestoreStep) allAdopted() bool {
 
 // runRestore maps the class for as long as the restore runs: the mapping
 // ConfigMap applies to every restore of the cluster, so it is put back as
-// soon as rebind's restore has finished, whatever the outcome.
+// soon as rebind's Restore has ended (or was deleted unstarted), and kept
+// while Velero still holds it: a queued Restore run without the mapping
+// would restore into the original class.
 func (s veleroRestoreStep) runRestore(ctx context.Context) (err error) {
 	v := s.velero()
 	from := sourceClass(s.spec.Target)
 	if from != s.spec.ToClass {
-		m, err := v.MapStorageClass(ctx, from, s.spec.ToClass)
-		if err != nil {
-			return err
+		m, merr := v.MapStorageClass(ctx, from, s.spec.ToClass)
+		if merr != nil {
+			return merr
 		}
-		raw, _ := json.Marshal(m)
-		if err := s.j.SetValue(ctx, keyVeleroMapping, string(raw)); err != nil {
-			return err
+		// A resumed run finds its own mapping in place: what to put back
+		// is what the first attempt recorded, not that.
+		if s.value(keyVeleroMapping) == "" {
+			raw, _ := json.Marshal(m)
+			if jerr := s.j.SetValue(ctx, keyVeleroMapping, string(raw)); jerr != nil {
+				return jerr
+			}
 		}
+		// The named result, not a shadow: the deferred check must see how
+		// the wait ended.
 		defer func() {
+			var running *velero.StillRunningError
+			if errors.As(err, &running) || ctx.Err() != nil {
+				return
+			}
 			if uerr := s.unmap(context.WithoutCancel(ctx)); uerr != nil && err == nil {
 				err = uerr
 			}
@@ -237,7 +263,7 @@ func (s veleroRestoreStep) runRestore(ctx context.Context) (err error) {
 		Labels: map[string]string{journal.LabelManagedBy: journal.ManagedBy, journal.LabelTarget: s.spec.name()}}); err != nil {
 		return err
 	}
-	_, err = v.WaitRestore(ctx, name, s.spec.veleroWait())
+	_, err = v.WaitRestore(ctx, name, s.restoreWait())
 	return err
 }
 
@@ -371,6 +397,12 @@ func (s veleroRestoreStep) Check(ctx context.Context) error {
 // Undo drops what the restore left in the staging namespace and puts the
 // class mapping back; restored PVs stay (Retain) and are reported.
 func (s veleroRestoreStep) Undo(ctx context.Context) error {
+	// First the Restore: one still queued is deleted so it never runs; one
+	// Velero is running stops the rollback (the mapping must stay for it,
+	// and what it restores is not known yet).
+	if err := s.velero().SettleRestore(ctx, s.spec.veleroRestoreName()); err != nil {
+		return fmt.Errorf("%w; run the rollback again once it has ended", err)
+	}
 	if err := s.unmap(ctx); err != nil {
 		return err
 	}
@@ -419,14 +451,19 @@ func VeleroPermissions(o Options) []preflight.Permission {
 	p := func(verb, group, res, ns string) preflight.Permission {
 		return preflight.Permission{Verb: verb, Group: group, Resource: res, Namespace: ns}
 	}
-	perms := []preflight.Permission{p("list", "velero.io", "backupstoragelocations", vns), p("get", "velero.io", "backups", vns)}
+	perms := []preflight.Permission{p("list", "velero.io", "backupstoragelocations", vns), p("get", "velero.io", "backups", vns),
+		// Is the node-agent (data mover) installed?
+		p("get", "apps", "daemonsets", vns)}
 	if useBackup {
 		perms = append(perms, p("create", "velero.io", "backups", vns), p("list", "velero.io", "backups", vns), p("watch", "velero.io", "backups", vns))
 	}
 	if useRestore {
 		perms = append(perms,
 			p("create", "velero.io", "restores", vns), p("get", "velero.io", "restores", vns), p("list", "velero.io", "restores", vns), p("watch", "velero.io", "restores", vns),
-			p("list", "", "configmaps", vns), p("create", "", "configmaps", vns), p("update", "", "configmaps", vns), p("delete", "", "configmaps", vns),
+			// Only an unstarted Restore of rebind's (no server picked it up,
+			// or a rollback while it is queued), so it never runs later.
+			p("delete", "velero.io", "restores", vns),
+			p("get", "", "configmaps", vns), p("list", "", "configmaps", vns), p("create", "", "configmaps", vns), p("update", "", "configmaps", vns), p("delete", "", "configmaps", vns),
 			// The staging namespace does not exist yet: cluster-wide rights.
 			p("get", "", "persistentvolumeclaims", ""), p("list", "", "persistentvolumeclaims", ""), p("watch", "", "persistentvolumeclaims", ""),
 			p("delete", "", "persistentvolumeclaims", ""), p("delete", "", "namespaces", ""))
@@ -437,7 +474,7 @@ func VeleroPermissions(o Options) []preflight.Permission {
 // checkVelero finds Velero and validates the backup to restore, changing
 // nothing. Problems go to r.
 func (m *Migrate) checkVelero(ctx context.Context, o Options, spec *Spec, r *preflight.Report) error {
-	spec.Backup, spec.VeleroNamespace, spec.FromBackup = o.Backup, o.VeleroNamespace, o.FromBackup
+	spec.Backup, spec.VeleroNamespace, spec.FromBackup, spec.SnapshotMove = o.Backup, o.VeleroNamespace, o.FromBackup, o.SnapshotMoveData
 	if spec.VeleroNamespace == "" {
 		spec.VeleroNamespace = velero.DefaultNamespace
 	}
@@ -462,6 +499,18 @@ func (m *Migrate) checkVelero(ctx context.Context, o Options, spec *Spec, r *pre
 			return nil
 		}
 		return err
+	}
+	agent, err := v.NodeAgentRunning(ctx)
+	if err != nil {
+		return err
+	}
+	noAgent := fmt.Sprintf("Velero's node-agent, which namespace %s does not run (no DaemonSet %s)", spec.VeleroNamespace, velero.NodeAgentDaemonSet)
+	installAgent := "install the node-agent (`velero install --use-node-agent`, or the Helm chart's deployNodeAgent: true)"
+	switch {
+	case o.SnapshotMoveData && spec.Backup == "":
+		r.Add("--snapshot-move-data", "only applies to --backup velero", "drop it, or add --backup velero")
+	case o.SnapshotMoveData && !agent:
+		r.Add("--snapshot-move-data", "needs "+noAgent, installAgent+", or drop --snapshot-move-data to keep the volumes as CSI snapshots in the backup")
 	}
 	if o.Strategy != VeleroRestore {
 		return nil
@@ -493,7 +542,25 @@ func (m *Migrate) checkVelero(ctx context.Context, o Options, spec *Spec, r *pre
 	if res := b.Spec.IncludedResources; len(res) > 0 && !slices.Contains(res, "*") && !slices.Contains(res, "persistentvolumeclaims") {
 		r.Add(ref, fmt.Sprintf("includes only %v: no claims to restore", res), "pass a backup that includes persistentvolumeclaims")
 	}
-	if b.Status.Phase == velerov1.BackupPhaseCompleted && ptr.Deref(b.Spec.SnapshotVolumes, true) == false && !ptr.Deref(b.Spec.DefaultVolumesToFsBackup, false) {
+	moved, fsb := ptr.Deref(b.Spec.SnapshotMoveData, false), ptr.Deref(b.Spec.DefaultVolumesToFsBackup, false)
+	switch {
+	case moved || fsb:
+		how := "with snapshotMoveData (Velero's data mover)"
+		if !moved {
+			how = "with file-system backup"
+		}
+		if !agent {
+			r.Add(ref, fmt.Sprintf("was taken %s: restoring its volume data needs %s", how, noAgent), installAgent+" and re-run")
+		}
+	case ptr.Deref(b.Spec.SnapshotVolumes, true):
+		// Without data movement the volumes stay CSI snapshots on the
+		// storage system, and only their own driver can restore them:
+		// Velero would create claims no provisioner can fill, Pending for
+		// the whole timeout.
+		if err := m.checkSnapshotDriver(ctx, spec, ref, r); err != nil {
+			return err
+		}
+	case b.Status.Phase == velerov1.BackupPhaseCompleted:
 		r.Add(ref, "was taken with snapshotVolumes=false and no file-system backup: it holds no volume data", "pass a backup that includes volume data")
 	}
 	for _, ord := range t.Ordinals {
@@ -502,6 +569,43 @@ func (m *Migrate) checkVelero(ctx context.Context, o Options, spec *Spec, r *pre
 			break
 		}
 	}
+	return nil
+}
+
+// checkSnapshotDriver refuses a restore of CSI snapshots into a class of
+// another driver. The snapshots' driver is the one of the volumes backed
+// up: the target's PVs, or its class's provisioner once they are gone.
+func (m *Migrate) checkSnapshotDriver(ctx context.Context, spec *Spec, ref string, r *preflight.Report) error {
+	if spec.ToClass == "" {
+		return nil // reported by the class check
+	}
+	to, err := m.Clients.Kube.StorageV1().StorageClasses().Get(ctx, spec.ToClass, metav1.GetOptions{})
+	if err != nil {
+		return nil // reported by the class check
+	}
+	driver := ""
+	for _, ord := range spec.Target.Ordinals {
+		if ord.Driver != "" {
+			driver = ord.Driver
+			break
+		}
+	}
+	if driver == "" {
+		if from := sourceClass(spec.Target); from != "" {
+			sc, err := m.Clients.Kube.StorageV1().StorageClasses().Get(ctx, from, metav1.GetOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("reading StorageClass %s: %w", from, err)
+			}
+			if err == nil {
+				driver = sc.Provisioner
+			}
+		}
+	}
+	if driver == "" || driver == to.Provisioner {
+		return nil
+	}
+	r.Add(ref, fmt.Sprintf("holds the volumes as CSI snapshots of driver %s (taken without --snapshot-move-data): only that driver can restore them, and StorageClass %s is provisioned by %s", driver, spec.ToClass, to.Provisioner),
+		fmt.Sprintf("restore into a class of driver %s, or pass a backup that moved the data (`velero backup create --snapshot-move-data`, or rebind's --backup velero --snapshot-move-data; both need Velero's node-agent)", driver))
 	return nil
 }
 

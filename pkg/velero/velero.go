@@ -139,6 +139,17 @@ func serves(list *metav1.APIResourceList, names ...string) bool {
 type Wait struct {
 	Pickup  time.Duration
 	Timeout time.Duration
+	// Progress receives short human lines while a Restore waits (queued,
+	// in progress); nil discards them. ProgressEvery repeats the current
+	// line with the time waited; default 30s.
+	Progress      func(string)
+	ProgressEvery time.Duration
+}
+
+func (w Wait) progress(line string) {
+	if w.Progress != nil {
+		w.Progress(line)
+	}
 }
 
 func (w Wait) withDefaults() Wait {
@@ -147,6 +158,9 @@ func (w Wait) withDefaults() Wait {
 	}
 	if w.Timeout <= 0 {
 		w.Timeout = 30 * time.Minute
+	}
+	if w.ProgressEvery <= 0 {
+		w.ProgressEvery = 30 * time.Second
 	}
 	return w
 }
@@ -327,21 +341,6 @@ func (c *Client) GetRestore(ctx context.Context, name string) (*velerov1.Restore
 	u, err := c.Dyn.Resource(RestoresGVR).Namespace(c.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("reading Velero Restore %s/%s: %w", c.Namespace, name, err)
-	}
-	return fromUnstructured[velerov1.Restore](u)
-}
-
-// WaitRestore watches a Restore until it ends; any end but Completed is an error.
-func (c *Client) WaitRestore(ctx context.Context, name string, w Wait) (*velerov1.Restore, error) {
-	u, err := c.waitPhase(ctx, RestoresGVR, "Restore", name, w, func(u *unstructured.Unstructured) (bool, error) {
-		r, err := fromUnstructured[velerov1.Restore](u)
-		if err != nil {
-			return false, err
-		}
-		return RestoreOutcome(r)
-	})
-	if err != nil {
-		return nil, err
 	}
 	return fromUnstructured[velerov1.Restore](u)
 }

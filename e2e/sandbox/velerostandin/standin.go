@@ -1,8 +1,14 @@
-// Package velerostandin plays a Velero server in the sandbox, just enough
-// for rebind's Velero paths to run against real velero.io/v1 objects:
+// Package velerostandin plays a Velero server WITH its node-agent data mover
+// in the sandbox, the one Velero path the real server (which the sandbox
+// also runs, in namespace velero) cannot take on kwok: the data mover runs
+// in node-agent pods, and kwok runs no containers. It serves namespace
+// velero-datamover only, just enough for a move across CSI drivers to run
+// against real velero.io/v1 objects:
 //
-//   - at start, namespace velero and a BackupStorageLocation "default" with
-//     status Available, which is how rebind tells that a server runs;
+//   - at start, the namespace, a BackupStorageLocation "default" with
+//     status Available, which is how rebind tells that a server runs, and a
+//     node-agent DaemonSet (kwok makes its pods Ready), which is how rebind
+//     and Velero tell that the data mover runs;
 //   - Backups (New -> InProgress -> Completed, PartiallyFailed or Failed):
 //     for every claim of the included namespaces (label selector honoured)
 //     it records the claim and PV manifests and copies the volume directory
@@ -41,6 +47,7 @@ import (
 
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,8 +62,9 @@ import (
 )
 
 const (
-	// Namespace is where the stand-in serves, like a default `velero install`.
-	Namespace = "velero"
+	// Namespace is where the stand-in serves; the real Velero server has
+	// namespace velero.
+	Namespace = "velero-datamover"
 	// LocationName is the BackupStorageLocation it creates.
 	LocationName = "default"
 	// FailAnnotation on a claim makes the Backup that includes it fail.
@@ -126,6 +134,9 @@ func (s *StandIn) Setup(ctx context.Context) error {
 	}
 	if err != nil {
 		return fmt.Errorf("velerostandin: BackupStorageLocation: %w", err)
+	}
+	if err := s.setupNodeAgent(ctx); err != nil {
+		return err
 	}
 	now := metav1.Now()
 	_ = unstructured.SetNestedField(got.Object, string(velerov1.BackupStorageLocationPhaseAvailable), "status", "phase")
@@ -277,4 +288,27 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+// setupNodeAgent creates the DaemonSet `velero install --use-node-agent`
+// creates (name node-agent, pods labelled name=node-agent); its pods do
+// nothing on kwok, the stand-in moves the data itself.
+func (s *StandIn) setupNodeAgent(ctx context.Context) error {
+	labels := map[string]string{"name": "node-agent", "role": "node-agent"}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-agent", Namespace: Namespace, Labels: map[string]string{"component": "velero"}},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "node-agent", Image: "velero/velero:v1.18.3",
+					Command: []string{"/velero"}, Args: []string{"node-agent", "server"}}}},
+			},
+		},
+	}
+	_, err := s.cfg.Kube.AppsV1().DaemonSets(Namespace).Create(ctx, ds, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("velerostandin: node-agent DaemonSet: %w", err)
+	}
+	return nil
 }
