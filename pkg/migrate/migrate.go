@@ -141,6 +141,20 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	if err != nil {
 		return finish(report.Failed, err)
 	}
+	if existing == nil && !o.Again && mode == Apply {
+		done, err := m.recentlyCompleted(ctx, o)
+		if err != nil {
+			return finish(report.Failed, err)
+		}
+		if done != nil {
+			rec := done.Record()
+			rep.RunID = rec.RunID
+			rep.Notes = append(rep.Notes, fmt.Sprintf("the same migration completed %s ago as run %s (journal ConfigMap %s/%s), verified then: nothing to do; pass --again to migrate a second time",
+				time.Since(rec.UpdatedAt).Round(time.Second), rec.RunID, ns, done.ConfigMapName()))
+			fmt.Fprintln(m.out(), rep.Notes[len(rep.Notes)-1])
+			return finish(report.Succeeded, nil)
+		}
+	}
 
 	var spec *Spec
 	var j *journal.Journal
@@ -433,6 +447,51 @@ func (m *Migrate) existingJournal(ctx context.Context, o Options) (*journal.Jour
 }
 
 func unfinished(j *journal.Journal) bool { return j.Record().Phase.Unfinished() }
+
+// completedWindow is how long an identical re-run counts as the re-run of a
+// run that was killed at its very end (journal Completed, exit code lost).
+const completedWindow = 15 * time.Minute
+
+// recentlyCompleted finds the journal of the same migration completed
+// within completedWindow: re-running the command of a run killed after it
+// recorded its end must not migrate a second time (a second snapshot and
+// volume for a restore).
+func (m *Migrate) recentlyCompleted(ctx context.Context, o Options) (*journal.Journal, error) {
+	name := o.Target.StatefulSet
+	if name == "" {
+		name = o.Target.Deployment
+	}
+	var candidates []string
+	if name != "" {
+		candidates = []string{name}
+	} else {
+		list, err := m.Clients.Kube.CoreV1().ConfigMaps(o.Target.Namespace).List(ctx, metav1.ListOptions{LabelSelector: journal.LabelManagedBy + "=" + journal.ManagedBy})
+		if err != nil {
+			return nil, fmt.Errorf("looking for a rebind journal in %s: %w", o.Target.Namespace, err)
+		}
+		for _, cm := range list.Items {
+			candidates = append(candidates, cm.Labels[journal.LabelTarget])
+		}
+	}
+	for _, target := range candidates {
+		j, err := journal.Load(ctx, m.Clients.Kube, o.Target.Namespace, target)
+		if err != nil || j == nil {
+			continue
+		}
+		rec := j.Record()
+		if rec.Operation != "migrate" || rec.Phase != journal.Completed || time.Since(rec.UpdatedAt) > completedWindow {
+			continue
+		}
+		spec, err := decodePublicSpec(j)
+		if err != nil || (o.Target.Release != "" && spec.Target.Release != o.Target.Release) {
+			continue
+		}
+		if sameRequest(spec, o) == nil {
+			return j, nil
+		}
+	}
+	return nil, nil
+}
 
 // decodeSpec returns the spec a journal recorded, with the target as it
 // was discovered: from the journal's Secret (format 2: the ConfigMap's copy

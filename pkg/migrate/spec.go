@@ -64,12 +64,16 @@ type Options struct {
 	FromPV string
 	// ReadDB gives the path of a PV's application database read offline
 	// (--offline-volume-root): the reference for --from-pv.
-	ReadDB        func(ctx context.Context, pv *corev1.PersistentVolume) (path string, done func(), err error)
-	Quiesce       bool   // scale to 0 before snapshotting
-	KeepRetain    bool   // leave Retain on the PVs in use
-	NoRollback    bool   // keep the failed state for inspection
-	BaselineFile  string // inventory saved earlier, instead of capturing now
-	SkipVerify    bool   // no application check (discouraged)
+	ReadDB       func(ctx context.Context, pv *corev1.PersistentVolume) (path string, done func(), err error)
+	Quiesce      bool   // scale to 0 before snapshotting
+	KeepRetain   bool   // leave Retain on the PVs in use
+	NoRollback   bool   // keep the failed state for inspection
+	BaselineFile string // inventory saved earlier, instead of capturing now
+	SkipVerify   bool   // no application check (discouraged)
+	// Again runs a migration even when the same one completed moments ago
+	// (by default such a re-run, after a run killed at its very end,
+	// reports that run instead of migrating a second time).
+	Again         bool
 	Timeouts      Timeouts
 	HolderID      string // lease holder identity
 	ChartVersion  string // Grafana chart version, for the values advice
