@@ -117,26 +117,9 @@ func TestEventsOfAutomaticRollback(t *testing.T) {
 	rec := events.New(sb.Kube, "rebind")
 	m := e.Migrator()
 	m.Events = rec
-	m.AfterStep = func(ctx context.Context, id string) error {
-		if id != "restore/0" {
-			return nil
-		}
-		list, err := sb.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		for _, pv := range list.Items {
-			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != e.Rel.Namespace || pv.Status.Phase != corev1.VolumeReleased {
-				continue
-			}
-			dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)
-			if err != nil {
-				return err
-			}
-			return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 2)
-		}
-		return errors.New("restored PV not found")
-	}
+	m.AfterStep = damageRestoredVolume(e, orig, func(dir string) error {
+		return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 2)
+	})
 	_, err := m.Run(e.Ctx, e.options(migrate.Restore), migrate.Apply)
 	rec.Close(10 * time.Second)
 	var rb *migrate.RolledBackError

@@ -1,16 +1,12 @@
 package migrate_test
 
 import (
-	"context"
 	"database/sql"
 	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
@@ -76,32 +72,15 @@ func TestLostAlertRuleRollsBack(t *testing.T) {
 	e := &grafanaEnv{e2eutil.DeploySeeded(t, sb, fixtures.Release{Name: "grafana", Replicas: 1, GrafanaVersion: "12.4.0"}, spec)}
 	orig := e.BoundPV(0).Name
 	m := e.Migrator()
-	m.AfterStep = func(ctx context.Context, id string) error {
-		if id != "restore/0" {
-			return nil
-		}
-		list, err := sb.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+	m.AfterStep = damageRestoredVolume(e, orig, func(dir string) error {
+		db, err := sql.Open("sqlite", filepath.Join(dir, grafanastandin.DBFile))
 		if err != nil {
 			return err
 		}
-		for _, pv := range list.Items {
-			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != e.Rel.Namespace || pv.Status.Phase != corev1.VolumeReleased {
-				continue
-			}
-			dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)
-			if err != nil {
-				return err
-			}
-			db, err := sql.Open("sqlite", filepath.Join(dir, grafanastandin.DBFile))
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			_, err = db.Exec(`DELETE FROM alert_rule WHERE id = (SELECT MIN(id) FROM alert_rule)`)
-			return err
-		}
-		return errors.New("restored PV not found")
-	}
+		defer db.Close()
+		_, err = db.Exec(`DELETE FROM alert_rule WHERE id = (SELECT MIN(id) FROM alert_rule)`)
+		return err
+	})
 	o := e.options(migrate.Restore)
 	o.ToClass = "premium"
 	rep, err := m.Run(e.Ctx, o, migrate.Apply)

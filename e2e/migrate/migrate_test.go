@@ -318,27 +318,9 @@ func TestVerificationFailure(t *testing.T) {
 			orig := e.BoundPV(0).Name
 			base := e.Inventory(0)
 			m := e.Migrator()
-			m.AfterStep = func(ctx context.Context, id string) error {
-				if id != "restore/0" {
-					return nil
-				}
-				// Find the restored PV (reserved by nobody yet) and corrupt it.
-				list, err := sb.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
-				if err != nil {
-					return err
-				}
-				for _, pv := range list.Items {
-					if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != e.Rel.Namespace || pv.Status.Phase != corev1.VolumeReleased {
-						continue
-					}
-					dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)
-					if err != nil {
-						return err
-					}
-					return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 3)
-				}
-				return errors.New("restored PV not found")
-			}
+			m.AfterStep = damageRestoredVolume(e, orig, func(dir string) error {
+				return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 3)
+			})
 			o := e.options(migrate.Restore)
 			o.NoRollback = tc.noRollback
 			rep, err := m.Run(e.Ctx, o, migrate.Apply)
