@@ -49,7 +49,9 @@ func run(ctx context.Context, rebind string, keep bool) error {
 		return err
 	}
 	say("Starting a local Kubernetes sandbox: etcd, kube-apiserver, kube-controller-manager (real PV binder and StatefulSet controller), kube-scheduler, snapshot-controller, kwok nodes, a storage agent playing a CSI driver.\n    The first run builds these from the Go module proxy (several minutes on 2 cores); later runs reuse ~/.cache/rebind-sandbox.")
-	sb, err := sandbox.Start(ctx, sandbox.Options{Progress: os.Stdout})
+	// The demo restores through CSI snapshots: no Velero server (whose
+	// first build takes tens of minutes on 2 cores).
+	sb, err := sandbox.Start(ctx, sandbox.Options{Progress: os.Stdout, NoVelero: true})
 	if err != nil {
 		return err
 	}
