@@ -149,8 +149,12 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		if done != nil {
 			rec := done.Record()
 			rep.RunID = rec.RunID
-			rep.Notes = append(rep.Notes, fmt.Sprintf("the same migration completed %s ago as run %s (journal ConfigMap %s/%s), verified then: nothing to do; pass --again to migrate a second time",
-				time.Since(rec.UpdatedAt).Round(time.Second), rec.RunID, ns, done.ConfigMapName()))
+			checked := "verified then"
+			if prev, err := decodePublicSpec(done); err == nil && prev.SkipVerify {
+				checked = "NOT verified (it ran with --skip-verify)"
+			}
+			rep.Notes = append(rep.Notes, fmt.Sprintf("the same migration completed %s ago as run %s (journal ConfigMap %s/%s), %s: nothing to do; pass --again to migrate a second time",
+				time.Since(rec.UpdatedAt).Round(time.Second), rec.RunID, ns, done.ConfigMapName(), checked))
 			fmt.Fprintln(m.out(), rep.Notes[len(rep.Notes)-1])
 			return finish(report.Succeeded, nil)
 		}
