@@ -88,13 +88,7 @@ func TestDeploymentModeRedeployWithHelm(t *testing.T) {
 // values from before, and a plain `helm upgrade` works again.
 func TestDeploymentModeHelmRollback(t *testing.T) {
 	e2eutil.NeedSandbox(t)
-	for _, tc := range []struct {
-		name      string
-		killAfter string
-	}{
-		{"after success", ""},
-		{"mid-way, after the helm upgrade", "redeploy"},
-	} {
+	for _, tc := range helmRollbackPoints {
 		t.Run(tc.name, func(t *testing.T) {
 			r := installDeployment(t, 4)
 			origPV := r.claim().Spec.VolumeName

@@ -20,13 +20,7 @@ import (
 // `helm upgrade` works again.
 func TestHelmRedeployRollback(t *testing.T) {
 	e2eutil.NeedSandbox(t)
-	for _, tc := range []struct {
-		name      string
-		killAfter string
-	}{
-		{"after success", ""},
-		{"mid-way, after the helm upgrade", "redeploy"},
-	} {
+	for _, tc := range helmRollbackPoints {
 		t.Run(tc.name, func(t *testing.T) {
 			r := install(t, 4)
 			origPV := r.BoundPV(0).Name
@@ -67,6 +61,16 @@ func TestHelmRedeployRollback(t *testing.T) {
 			r.assertUpgradeKeeps(nil)
 		})
 	}
+}
+
+// helmRollbackPoints are where the rollback tests stop a --redeploy helm
+// migration: after it succeeded, and right after rebind's upgrade.
+var helmRollbackPoints = []struct {
+	name      string
+	killAfter string
+}{
+	{"after success", ""},
+	{"mid-way, after the helm upgrade", "redeploy"},
 }
 
 // migrateKilledAfter runs a migration that stops right after step
