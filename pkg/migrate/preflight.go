@@ -238,6 +238,7 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 			}
 		}
 	}
+	spec.KeepClaims = spec.Strategy == Reuse && len(spec.FromPVs) == 0 && !t.IsDeployment()
 	return spec, r.Err()
 }
 

@@ -108,7 +108,14 @@ type Spec struct {
 	KeepRetain   bool              `json:"keepRetain,omitempty"`
 	SkipVerify   bool              `json:"skipVerify,omitempty"`
 	VolumeName   bool              `json:"volumeNameInTemplate"` // replicas == 1
-	Timeouts     Timeouts          `json:"timeouts"`
+	// KeepClaims: a StatefulSet reusing the volumes its claims are bound
+	// to keeps those claims. The controller adopts a claim of the right
+	// name as it is, so only the StatefulSet is recreated (with volumeName
+	// in its template); the pods keep serving and no volume is ever
+	// released, even for a moment. A journal written before this field
+	// existed decodes it false and resumes the claim swap it planned.
+	KeepClaims bool     `json:"keepClaims,omitempty"`
+	Timeouts   Timeouts `json:"timeouts"`
 
 	Backup          string `json:"backup,omitempty"`
 	VeleroNamespace string `json:"veleroNamespace,omitempty"`
