@@ -74,16 +74,7 @@ func TestIdenticalRerunAfterTheClusterChanged(t *testing.T) {
 	if err := workload.WaitPodGone(e.Ctx, sb.Kube, ns, e.Rel.Pod(0), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	c, err := sb.Kube.CoreV1().PersistentVolumeClaims(ns).Get(e.Ctx, e.Rel.Claim(0), metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sb.Kube.CoreV1().PersistentVolumeClaims(ns).Delete(e.Ctx, c.Name, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := volume.WaitClaimGone(e.Ctx, sb.Kube, ns, c.Name, c.UID, time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	c := deleteClaim(t, e, e.Rel.Claim(0))
 	if err := workload.Scale(e.Ctx, sb.Kube, ns, e.Rel.FullName(), 1); err != nil {
 		t.Fatal(err)
 	}
