@@ -78,12 +78,21 @@ func TestIdenticalRerunAfterTheClusterChanged(t *testing.T) {
 	if err := workload.Scale(e.Ctx, sb.Kube, ns, e.Rel.FullName(), 1); err != nil {
 		t.Fatal(err)
 	}
+	// Settled: the new claim and pod exist and the StatefulSet's status
+	// counts the pod (its controller writes nothing more while it waits).
 	err = wait.PollUntilContextTimeout(e.Ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		n, err := sb.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, c.Name, metav1.GetOptions{})
-		return err == nil && n.UID != c.UID, nil
+		if err != nil || n.UID == c.UID {
+			return false, nil
+		}
+		if _, err := sb.Kube.CoreV1().Pods(ns).Get(ctx, e.Rel.Pod(0), metav1.GetOptions{}); err != nil {
+			return false, nil
+		}
+		sts, err := sb.Kube.AppsV1().StatefulSets(ns).Get(ctx, e.Rel.FullName(), metav1.GetOptions{})
+		return err == nil && sts.Status.ObservedGeneration == sts.Generation && sts.Status.Replicas == 1 && sts.Status.CurrentReplicas == 1, nil
 	})
 	if err != nil {
-		t.Fatalf("the StatefulSet made no new claim %s: %v", c.Name, err)
+		t.Fatalf("the StatefulSet made no new claim %s and pod: %v", c.Name, err)
 	}
 
 	before := e.ClusterState()
