@@ -145,7 +145,7 @@ func scopeOf(o Options, t *discovery.Target, scratch string) Scope {
 		s.Secrets = append(s.Secrets, t.AdminSecret)
 	}
 	if !o.Offline {
-		for _, ref := range referencedObjects(&t.StatefulSet.Spec.Template.Spec) {
+		for _, ref := range referencedObjects(&t.PodTemplate().Spec) {
 			if ref.Kind == "Secret" {
 				s.Secrets = append(s.Secrets, ref.Name)
 			}
@@ -189,7 +189,7 @@ func (d *Drill) checkRestoreClass(ctx context.Context, class, driver string, exp
 // checkReferences finds the Secrets and ConfigMaps the copy would need but
 // cannot have: a pod that never starts would look like a failed restore.
 func (d *Drill) checkReferences(ctx context.Context, t *discovery.Target, r *preflight.Report) {
-	for _, ref := range referencedObjects(&t.StatefulSet.Spec.Template.Spec) {
+	for _, ref := range referencedObjects(&t.PodTemplate().Spec) {
 		var err error
 		switch ref.Kind {
 		case "Secret":
