@@ -60,7 +60,7 @@ func drillFlags() []cli.Flag {
 		&cli.StringFlag{Name: "pushgateway-url", Category: resultsCategory, Usage: "push each target's metrics to this Prometheus Pushgateway (job rebind_drill, grouped by namespace and statefulset)"},
 		&cli.StringFlag{Name: "metrics-addr", Category: resultsCategory, Usage: "serve the drill metrics at http://`HOST:PORT`/metrics for Prometheus to scrape while rebind runs (with --every: a long-running drill)"},
 		&cli.DurationFlag{Name: "every", Category: drillCategory, Usage: "repeat the drills of every target each `DURATION` until interrupted (a long-running drill, e.g. a Deployment scraped through --metrics-addr) instead of running once"},
-		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one production pod's Grafana (repeatable)"},
+		grafanaPodURLFlag("one pod's Grafana (a production pod; or the restored copy's, in the scratch namespace)"),
 		&cli.StringFlag{Name: "grafana-url-template", Category: grafanaCategory, Value: defaultURLTemplate, Usage: "URL of a pod's Grafana, production or restored copy; {pod}, {service} and {namespace} are replaced"},
 	)
 	return append(append(flags, grafanaFlags()...), allowEmptyFlag())
@@ -150,7 +150,14 @@ func runDrill(c *cli.Context) error {
 		return cli.Exit("--scratch-namespace with --create-scratch-namespace names one namespace to create, but the selector matched several targets", exitUsage)
 	}
 
-	checker, err := drillChecker(c, clients, log)
+	podURLs, err := grafanaPodURLs(c)
+	if err == nil {
+		err = podURLs.checkTargets(targets, scratch)
+	}
+	if err != nil {
+		return cli.Exit(err.Error(), exitUsage)
+	}
+	checker, err := drillChecker(c, clients, log, podURLs)
 	if err != nil {
 		return cli.Exit(err.Error(), exitUsage)
 	}
@@ -276,11 +283,7 @@ func publishDrillMetrics(c *cli.Context, results []*drill.Result, log *zap.Logge
 // namespace. The restored copy runs on production's data and Secret, so
 // both take production's credentials: the flags, or the chart's Secret of
 // the target (read once per target namespace).
-func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger) (func(*discovery.Target, string) app.Checker, error) {
-	podURLs, err := grafanaPodURLs(c)
-	if err != nil {
-		return nil, err
-	}
+func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger, podURLs podURLs) (func(*discovery.Target, string) app.Checker, error) {
 	tmpl := c.String("grafana-url-template")
 	if !strings.Contains(tmpl, "{pod}") {
 		return nil, fmt.Errorf("--grafana-url-template %q must contain {pod}", tmpl)
@@ -310,12 +313,9 @@ func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger) (func(
 			Inventory:          inventory.Options{OrgIDs: c.Int64Slice(flagGrafanaOrgID), Logger: log},
 			AllowEmptyBaseline: c.Bool("allow-empty-baseline"),
 			ClientFor: func(pod string) (*grafana.Client, error) {
-				url := ""
-				if ns == t.Namespace {
-					url = podURLs[pod]
-					if url == "" {
-						url = c.String(flagGrafanaURL)
-					}
+				url := podURLs.lookup(ns, pod, ns == t.Namespace)
+				if url == "" && ns == t.Namespace {
+					url = c.String(flagGrafanaURL)
 				}
 				switch {
 				case url != "":
