@@ -146,3 +146,26 @@ func TestPodURLsCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestInventoryReleaseFlags: a release and a URL or file are refused
+// together, before anything is reached; with neither, the error names the
+// release as a way in.
+func TestInventoryReleaseFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"release and URL", []string{"inventory", "--release", "grafana", "--grafana-url", "http://127.0.0.1:1"}, "give either a release"},
+		{"StatefulSet and grafana.db", []string{"inventory", "--statefulset", "grafana", "--from-db", "x.db"}, "give either a release"},
+		{"nothing to read", []string{"inventory"}, "a release (-n NAMESPACE --release NAME"},
+		{"bad access mode", []string{"inventory", "--release", "grafana", "--grafana-access", "tunnel"}, `--grafana-access "tunnel": use auto, pod-proxy or cluster-dns`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runAppSplit(t, tc.args...)
+			if code != exitVerifyError || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, want %d with %q:\n%s", code, exitVerifyError, tc.want, stderr)
+			}
+		})
+	}
+}
