@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
@@ -140,6 +141,7 @@ func TestDrillOnlinePodProxy(t *testing.T) {
 		r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 4)
 		before := takeState(t, r.Rel.Namespace)
 		res, out := drillRun(t, sb.Kubeconfig, r, r.scratch(), 0)
+		t.Logf("online drill through the pod proxy: %s", time.Duration(res.Duration))
 		if res.Outcome != drill.Passed || res.Mode != "online" || res.Checked != r.total() || res.Lost != 0 || !strings.Contains(out.Stderr, viaProxy) {
 			t.Errorf("result: %s %s checked %d of %d, lost %d (%s)\n%s", res.Outcome, res.Mode, res.Checked, r.total(), res.Lost, res.Error, out.Stderr)
 		}
