@@ -20,6 +20,7 @@ import (
 // production (one admin password for both, so that the wrong one answers).
 // A bare POD=URL is refused (it could mean either pod), and
 // the URLs given crosswise make both drills fail: the URL really decides.
+// With no URL at all, each is reached through the API server's pod proxy.
 func TestDrillPodURLPerNamespace(t *testing.T) {
 	e2eutil.NeedSandbox(t)
 	bin := e2eutil.BuildRebind(t)
@@ -100,6 +101,19 @@ func TestDrillPodURLPerNamespace(t *testing.T) {
 		}
 		if rels[0].total() == rels[1].total() {
 			t.Fatal("the two releases hold as many dashboards: the check above cannot tell them apart")
+		}
+		assertNothingLeft(t, before, rep.Results...)
+	})
+
+	t.Run("no URL: each through the pod proxy", func(t *testing.T) {
+		// The API server's pod proxy names the namespace in its path.
+		before := takeState(t, nss...)
+		rep := drillRun(t, 0)
+		got := byNS(rep)
+		for _, r := range rels {
+			if res := got[r.Rel.Namespace]; res == nil || res.Outcome != drill.Passed || res.Checked != r.total() {
+				t.Errorf("%s: %+v, want passed with %d dashboards checked", r.Rel.Namespace, res, r.total())
+			}
 		}
 		assertNothingLeft(t, before, rep.Results...)
 	})
