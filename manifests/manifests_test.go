@@ -245,6 +245,20 @@ func TestRBACMatchesCode(t *testing.T) {
 			}),
 			subject: "ServiceAccount monitoring/rebind-drill",
 		},
+		{
+			// Optional, for drills run outside the cluster: the pod proxy
+			// in production and in the fixed scratch namespace, and the
+			// pod list a Deployment's current pod is found with.
+			file: "rbac-drill-pod-proxy.yaml",
+			want: wantedOnly(drill.PodProxyPermissions(drill.Scope{Namespace: exampleNS, StatefulSet: "grafana", Scratch: drill.DefaultScratchNamespace,
+				Deployment: true, PodProxy: drill.PodProxyUse{Production: true, Scratch: true}}), func(ns string) string {
+				if ns == exampleNS {
+					return scopeRelease
+				}
+				return "namespace " + ns
+			}),
+			subject: "ServiceAccount monitoring/rebind-drill",
+		},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			got, subjects := granted(t, tc.file)
@@ -265,6 +279,7 @@ func TestManifestsDecode(t *testing.T) {
 		{"rbac-migrate-velero-helm.yaml", []string{"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}},
 		{"rbac-drill.yaml", []string{"ServiceAccount", "Namespace", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Role", "RoleBinding"}},
 		{"rbac-drill-create-namespace.yaml", []string{"ClusterRole", "ClusterRoleBinding"}},
+		{"rbac-drill-pod-proxy.yaml", []string{"Role", "RoleBinding", "Role", "RoleBinding"}},
 		{"admission-drill.yaml", []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}},
 		{"cronjob-drill.yaml", []string{"CronJob"}},
 		{"helm/prebound-claim-older-charts.yaml", []string{"PersistentVolumeClaim"}},

@@ -81,7 +81,7 @@ func migrateFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "snapshot-timeout", Value: migrate.DefaultTimeouts().Snapshot, Usage: "limit of each wait for a snapshot or a restored volume"},
 		&cli.DurationFlag{Name: "verify-timeout", Value: migrate.DefaultTimeouts().Verify, Usage: "limit for Grafana to answer after the redeploy"},
 		leaseDurationFlag(),
-		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one pod's Grafana (repeatable); default: --grafana-url, else --grafana-access"},
+		grafanaPodURLFlag("one pod's Grafana, instead of --grafana-url or --grafana-access"),
 		grafanaAccessFlag(),
 		outputFlag(),
 	)
@@ -242,6 +242,9 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 // contacted.
 func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.Logger) (_ *verify.Grafana, viaProxy bool, _ error) {
 	podURLs, err := grafanaPodURLs(c)
+	if err == nil {
+		err = podURLs.checkNamespace(ns)
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -255,20 +258,20 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 		targets = &grafanaTargets{clients: clients, ns: ns, known: map[string]grafanaTarget{}}
 	)
 	if viaProxy {
-		if len(c.StringSlice(flagGrafanaToken)) > 0 && len(podURLs) == 0 {
+		if len(c.StringSlice(flagGrafanaToken)) > 0 && podURLs.empty() {
 			return nil, false, fmt.Errorf("--%s cannot be used through the API server's pod proxy: %w", flagGrafanaToken, grafana.ErrTokenNeedsHeader)
 		}
 		if px, err = podproxy.New(clients.Config, clients.Kube); err != nil {
 			return nil, false, err
 		}
-		if len(podURLs) == 0 {
+		if podURLs.empty() {
 			fmt.Fprintln(progressWriter(c), "Grafana: reached through the API server's pod proxy (pods/<pod>:<port>/proxy) as the kubeconfig's user")
 		}
 	}
 	// Preflight asks for the pod proxy rights only when every pod goes
 	// through it; with some --grafana-pod-url given, a missing right shows
 	// as the API server's 403 when a pod without one is reached.
-	viaProxy = viaProxy && len(podURLs) == 0
+	viaProxy = viaProxy && podURLs.empty()
 	var (
 		mu   sync.Mutex
 		auth *grafanaAuth
@@ -291,7 +294,7 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 	}
 	return &verify.Grafana{
 		ClientFor: func(pod string) (*grafana.Client, error) {
-			url := podURLs[pod]
+			url := podURLs.lookup(ns, pod, true)
 			if url == "" {
 				url = c.String(flagGrafanaURL)
 			}

@@ -80,7 +80,10 @@ type Options struct {
 	KeepSnapshot bool
 	// Offline reads the restored grafana.db through DBReader instead of
 	// starting a copy of Grafana.
-	Offline  bool
+	Offline bool
+	// PodProxy says where the Checker reaches Grafana through the API
+	// server's pod proxy, for preflight to ask for those rights.
+	PodProxy PodProxyUse
 	Timeouts Timeouts
 	// LeaseDuration of the production Lease the drill shares with migrate
 	// (default journal.DefaultLeaseDuration).
