@@ -67,6 +67,7 @@ func installWith(t *testing.T, perOrg int, rel fixtures.Release, persistence map
 	if _, err := inst.RunWithContext(r.Ctx, ch, map[string]any{
 		"adminPassword": r.Rel.Password,
 		"persistence":   p,
+		"replicas":      r.Rel.Replicas,
 	}); err != nil {
 		t.Fatal(err)
 	}
