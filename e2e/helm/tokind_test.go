@@ -294,29 +294,30 @@ func TestToKindKilledAfterEachStepConverges(t *testing.T) {
 // claim and volume, every dashboard.
 func TestToKindRollbackAfterEachOutageStep(t *testing.T) {
 	e2eutil.NeedSandbox(t)
-	tc := switchCases[0]
-	for _, kill := range []string{"release-claim/0", "stop-pods", "reserve/0", "claim/0", "redeploy", "verify"} {
-		t.Run(kill, func(t *testing.T) {
-			r := installKind(t, tc.from, 3)
-			before := r.kindNow()
-			base := r.inventoryOf(tc.from)
-			r.migrateKilledAfter(migrate.Options{Strategy: migrate.Reuse, Redeploy: migrate.RedeployHelm, ToKind: tc.toKind}, kill)
-			rep, err := r.Migrator().Rollback(r.Ctx, r.Rel.Namespace, r.Rel.FullName())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rep.Outcome != report.RolledBack {
-				t.Fatalf("outcome %s", rep.Outcome)
-			}
-			r.waitKindReady(tc.from)
-			if now := r.kindNow(); now != before {
-				t.Errorf("after the rollback %+v, want %+v", now, before)
-			}
-			e2eutil.AssertSameDashboards(t, base, r.inventoryOf(tc.from))
-			if err := r.upgrade(nil); err != nil {
-				t.Errorf("plain helm upgrade after the rollback: %v", err)
-			}
-		})
+	for _, tc := range switchCases {
+		for _, kill := range []string{"release-claim/0", "stop-pods", "reserve/0", "claim/0", "redeploy", "verify"} {
+			t.Run(tc.name+"/"+kill, func(t *testing.T) {
+				r := installKind(t, tc.from, 3)
+				before := r.kindNow()
+				base := r.inventoryOf(tc.from)
+				r.migrateKilledAfter(migrate.Options{Strategy: migrate.Reuse, Redeploy: migrate.RedeployHelm, ToKind: tc.toKind}, kill)
+				rep, err := r.Migrator().Rollback(r.Ctx, r.Rel.Namespace, r.Rel.FullName())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rep.Outcome != report.RolledBack {
+					t.Fatalf("outcome %s", rep.Outcome)
+				}
+				r.waitKindReady(tc.from)
+				if now := r.kindNow(); now != before {
+					t.Errorf("after the rollback %+v, want %+v", now, before)
+				}
+				e2eutil.AssertSameDashboards(t, base, r.inventoryOf(tc.from))
+				if err := r.upgrade(nil); err != nil {
+					t.Errorf("plain helm upgrade after the rollback: %v", err)
+				}
+			})
+		}
 	}
 }
 
