@@ -3,6 +3,7 @@ package helm_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -168,9 +169,7 @@ func TestToKind(t *testing.T) {
 				if rev != 2 || p["type"] != tc.persistTyp || p["volumeName"] != after.pv {
 					t.Errorf("release at revision %d with persistence %v; want rebind's revision 2 with type %s on %s", rev, p, tc.persistTyp, after.pv)
 				}
-				for _, n := range rep.Notes {
-					t.Log("note: ", n)
-				}
+				t.Logf("outage %s (Grafana stopped until the new kind is Ready)", time.Duration(rep.Downtime))
 				e2eutil.AssertSameDashboards(t, base, r.inventoryOf(tc.to))
 				// The user's next plain upgrade renders what runs.
 				if err := r.upgrade(nil); err != nil {
@@ -371,4 +370,59 @@ func TestToKindRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestToKindCLI drives the binary: the plan, a refusal without --redeploy
+// helm (exit 2), the switch with Grafana reached through the API server's
+// pod proxy (the Deployment's current pod for the baseline, the
+// StatefulSet's pod by name for the verification) and its values file,
+// then `rebind rollback` naming the new kind.
+func TestToKindCLI(t *testing.T) {
+	e2eutil.NeedSandbox(t)
+	bin := e2eutil.BuildRebind(t)
+	r := installDeployment(t, 4)
+	before := r.kindNow()
+	base := r.inventoryOf(discovery.KindDeployment)
+	ns := r.Rel.Namespace
+	run := func(args ...string) e2eutil.CLIResult { return e2eutil.RunRebind(t, bin, sb.Kubeconfig, args...) }
+	target := []string{"-n", ns, "--release", r.Rel.Name, "--strategy", "reuse", "--to-kind", "statefulset", "--wait-timeout", "1m"}
+
+	p := run(append([]string{"plan"}, append(target, "--redeploy", "helm")...)...)
+	if p.Code != 0 || !strings.Contains(p.Stdout, "helm upgrade release grafana with persistence.type=statefulset") || !strings.Contains(p.Stdout, `type: "statefulset"`) {
+		t.Fatalf("plan: exit %d\n%s\n%s", p.Code, p.Stdout, p.Stderr)
+	}
+	state := r.ClusterState()
+	if res := run(append([]string{"migrate"}, target...)...); res.Code != 2 || !strings.Contains(res.Stderr, "add --redeploy helm") {
+		t.Fatalf("without --redeploy helm: exit %d\n%s", res.Code, res.Stderr)
+	}
+	if after := r.ClusterState(); after != state {
+		t.Fatalf("a refused run changed the cluster:\n%s\n---\n%s", state, after)
+	}
+
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	res := run(append([]string{"migrate"}, append(target, "--redeploy", "helm", "--values-out", values, "-o", "json")...)...)
+	if res.Code != 0 {
+		t.Fatalf("migrate: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	rep := res.Report(t)
+	if len(rep.Verification) != 1 || !rep.Verification[0].OK || rep.Verification[0].Checked != r.Dashboards[0] {
+		t.Fatalf("verification %+v", rep.Verification)
+	}
+	t.Logf("outage %s", time.Duration(rep.Downtime))
+	if now := r.kindNow(); now.kind != discovery.KindStatefulSet || now.pv != before.pv {
+		t.Fatalf("after the switch %+v", now)
+	}
+	raw, err := os.ReadFile(values)
+	if err != nil || !strings.Contains(string(raw), `type: "statefulset"`) || !strings.Contains(string(raw), `volumeName: "`+before.pv+`"`) {
+		t.Errorf("values file: %v\n%s", err, raw)
+	}
+
+	if res := run("rollback", "-n", ns, "--statefulset", r.Rel.FullName()); res.Code != 0 {
+		t.Fatalf("rollback: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	r.waitKindReady(discovery.KindDeployment)
+	if now := r.kindNow(); now != before {
+		t.Errorf("after the rollback %+v, want %+v", now, before)
+	}
+	e2eutil.AssertSameDashboards(t, base, r.inventoryOf(discovery.KindDeployment))
 }

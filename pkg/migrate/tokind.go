@@ -184,6 +184,10 @@ func (m *Migrate) checkToKind(ctx context.Context, o Options, spec *Spec, r *pre
 	case o.Quiesce:
 		r.Add("--to-kind "+kind, "does not take --quiesce", "drop --quiesce (the snapshot is taken while Grafana serves) or take it in a run without --to-kind")
 	}
+	if kind == ToStatefulSet && t.Replicas() > 1 {
+		r.Add(ref, fmt.Sprintf("runs %d replicas on one claim; a StatefulSet gives each replica a claim of its own, so replicas 1..%d would start on new, empty volumes", t.Replicas(), t.Replicas()-1),
+			fmt.Sprintf("run one replica (`kubectl scale deployment %s -n %s --replicas=1` and replicas: 1 in the release's values) and re-run", t.Name(), t.Namespace))
+	}
 	if kind == ToDeployment && t.Replicas() > 1 {
 		r.Add(ref, fmt.Sprintf("runs %d replicas, each with its own database; the chart's Deployment mode has one claim, so only one of them can move", t.Replicas()),
 			fmt.Sprintf("scale it to the replica whose data you keep (`kubectl scale statefulset %s -n %s --replicas=1` keeps ordinal 0; its other claims stay, unless its persistentVolumeClaimRetentionPolicy whenScaled is Delete) and re-run", t.Name(), t.Namespace))
@@ -242,6 +246,12 @@ func rendersSwitch(objs []*unstructured.Unstructured, spec *Spec) string {
 			old = true
 		case spec.newKindName():
 			found = true
+			// One replica: a StatefulSet of more would start ordinals 1..
+			// on new, empty claims; a Deployment of more would share the
+			// ReadWriteOnce claim.
+			if n, ok, _ := unstructured.NestedFieldNoCopy(o.Object, "spec", "replicas"); ok && fmt.Sprint(n) != "1" {
+				return fmt.Sprintf("with persistence.type=%s it renders %s %s with %v replicas; only one replica can run on the data rebind moves", chartType(spec.ToKind), spec.newKindName(), name, n)
+			}
 			if spec.ToKind == ToStatefulSet {
 				tpls, _, _ := unstructured.NestedSlice(o.Object, "spec", "volumeClaimTemplates")
 				ok := false

@@ -146,6 +146,11 @@ func TestRendersSwitch(t *testing.T) {
 		{"a subchart renders nothing new (values not under grafana:)", toSTS, []*unstructured.Unstructured{dep("grafana", "grafana")}, "renders no StatefulSet named grafana"},
 		{"old and new kind both", toSTS, []*unstructured.Unstructured{dep("grafana", "grafana"), sts("grafana", "storage")}, "still renders Deployment grafana"},
 		{"deployment as the chart renders it", toDep, []*unstructured.Unstructured{dep("grafana", "grafana")}, ""},
+		{"two replicas of the new kind", toSTS, []*unstructured.Unstructured{func() *unstructured.Unstructured {
+			o := sts("grafana", "storage")
+			o.Object["spec"].(map[string]any)["replicas"] = int64(2)
+			return o
+		}()}, "with 2 replicas"},
 		{"deployment on another claim", toDep, []*unstructured.Unstructured{dep("grafana", "other")}, `mounts claim "other", not "grafana"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
