@@ -33,7 +33,7 @@ func (r *release) kindNow() kindState {
 	r.T.Helper()
 	ns, name := r.Rel.Namespace, r.Rel.FullName()
 	_, stsErr := sb.Kube.AppsV1().StatefulSets(ns).Get(r.Ctx, name, metav1.GetOptions{})
-	_, depErr := sb.Kube.AppsV1().Deployments(ns).Get(r.Ctx, name, metav1.GetOptions{})
+	d, depErr := sb.Kube.AppsV1().Deployments(ns).Get(r.Ctx, name, metav1.GetOptions{})
 	var st kindState
 	switch {
 	case stsErr == nil && depErr == nil:
@@ -41,7 +41,12 @@ func (r *release) kindNow() kindState {
 	case stsErr == nil:
 		st.kind, st.claim = discovery.KindStatefulSet, discovery.ClaimName("storage", name, 0)
 	case depErr == nil:
-		st.kind, st.claim = discovery.KindDeployment, name
+		st.kind = discovery.KindDeployment
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name == "storage" && v.PersistentVolumeClaim != nil {
+				st.claim = v.PersistentVolumeClaim.ClaimName
+			}
+		}
 	default:
 		r.T.Fatalf("neither a StatefulSet nor a Deployment %s/%s: %v / %v", ns, name, stsErr, depErr)
 	}
@@ -109,15 +114,33 @@ var switchCases = []struct {
 }{
 	{"deployment to statefulset", discovery.KindDeployment, discovery.KindStatefulSet, "statefulset", "statefulset"},
 	{"statefulset to deployment", discovery.KindStatefulSet, discovery.KindDeployment, "deployment", "pvc"},
+	// The user's own claim (persistence.existingClaim): the chart renders
+	// no StatefulSet while it is set, so the switch clears it.
+	{"deployment with existingClaim to statefulset", existingClaimKind, discovery.KindStatefulSet, "statefulset", "statefulset"},
 }
+
+// existingClaimKind is a Deployment on the user's claim grafana-data.
+const existingClaimKind = "Deployment with existingClaim"
 
 // installKind installs the chart in the given kind.
 func installKind(t *testing.T, kind string, perOrg int) *release {
 	t.Helper()
-	if kind == discovery.KindDeployment {
+	switch kind {
+	case discovery.KindDeployment:
 		return installDeployment(t, perOrg)
+	case existingClaimKind:
+		return installWith(t, perOrg, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true, ExistingClaim: "grafana-data"},
+			map[string]any{"type": "pvc", "existingClaim": "grafana-data"})
 	}
 	return install(t, perOrg)
+}
+
+// kindOf is the workload kind a switch case starts from.
+func kindOf(kind string) string {
+	if kind == existingClaimKind {
+		return discovery.KindDeployment
+	}
+	return kind
 }
 
 // TestToKind switches a release across the chart's persistence.type with
@@ -133,7 +156,7 @@ func TestToKind(t *testing.T) {
 			t.Run(tc.name+"/"+string(strategy), func(t *testing.T) {
 				r := installKind(t, tc.from, 5)
 				before := r.kindNow()
-				base := r.inventoryOf(tc.from)
+				base := r.inventoryOf(kindOf(tc.from))
 				o := migrate.Options{Strategy: strategy, Redeploy: migrate.RedeployHelm, ToKind: tc.toKind}
 				if strategy == migrate.Restore {
 					o.ToClass = "premium"
@@ -195,7 +218,7 @@ func TestToKindVerificationFailureRollsBack(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := installKind(t, tc.from, 6)
 			before := r.kindNow()
-			base := r.inventoryOf(tc.from)
+			base := r.inventoryOf(kindOf(tc.from))
 			m := r.Migrator()
 			m.AfterStep = damageRestored(r, before.pv, func(dir string) error {
 				return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 2)
@@ -205,7 +228,7 @@ func TestToKindVerificationFailureRollsBack(t *testing.T) {
 			if !errors.As(err, &rb) || rep.Outcome != report.RolledBack || len(rep.Verification) != 1 || rep.Verification[0].Lost != 2 {
 				t.Fatalf("want a rollback after 2 lost, got %s: %v (verification %+v)", rep.Outcome, err, rep.Verification)
 			}
-			r.waitKindReady(tc.from)
+			r.waitKindReady(kindOf(tc.from))
 			if now := r.kindNow(); now != before {
 				t.Errorf("after the rollback %+v, want %+v", now, before)
 			}
@@ -213,11 +236,11 @@ func TestToKindVerificationFailureRollsBack(t *testing.T) {
 			if rev != 3 || p["volumeName"] != nil || p["type"] == tc.persistTyp {
 				t.Errorf("release at revision %d with persistence %v; want revision 3 with the original values", rev, p)
 			}
-			e2eutil.AssertSameDashboards(t, base, r.inventoryOf(tc.from))
+			e2eutil.AssertSameDashboards(t, base, r.inventoryOf(kindOf(tc.from)))
 			if err := r.upgrade(nil); err != nil {
 				t.Fatalf("plain helm upgrade after the rollback: %v", err)
 			}
-			r.waitKindReady(tc.from)
+			r.waitKindReady(kindOf(tc.from))
 			if now := r.kindNow(); now != before {
 				t.Errorf("after a plain upgrade %+v, want %+v", now, before)
 			}
@@ -261,7 +284,7 @@ func TestToKindKilledAfterEachStepConverges(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := installKind(t, tc.from, 4)
 			before := r.kindNow()
-			base := r.inventoryOf(tc.from)
+			base := r.inventoryOf(kindOf(tc.from))
 			o := migrate.Options{Strategy: migrate.Reuse, Redeploy: migrate.RedeployHelm, ToKind: tc.toKind}
 			planned, err := r.Migrator().Run(r.Ctx, r.targeting(o), migrate.PlanOnly)
 			if err != nil {
@@ -298,7 +321,7 @@ func TestToKindRollbackAfterEachOutageStep(t *testing.T) {
 			t.Run(tc.name+"/"+kill, func(t *testing.T) {
 				r := installKind(t, tc.from, 3)
 				before := r.kindNow()
-				base := r.inventoryOf(tc.from)
+				base := r.inventoryOf(kindOf(tc.from))
 				r.migrateKilledAfter(migrate.Options{Strategy: migrate.Reuse, Redeploy: migrate.RedeployHelm, ToKind: tc.toKind}, kill)
 				rep, err := r.Migrator().Rollback(r.Ctx, r.Rel.Namespace, r.Rel.FullName())
 				if err != nil {
@@ -307,11 +330,11 @@ func TestToKindRollbackAfterEachOutageStep(t *testing.T) {
 				if rep.Outcome != report.RolledBack {
 					t.Fatalf("outcome %s", rep.Outcome)
 				}
-				r.waitKindReady(tc.from)
+				r.waitKindReady(kindOf(tc.from))
 				if now := r.kindNow(); now != before {
 					t.Errorf("after the rollback %+v, want %+v", now, before)
 				}
-				e2eutil.AssertSameDashboards(t, base, r.inventoryOf(tc.from))
+				e2eutil.AssertSameDashboards(t, base, r.inventoryOf(kindOf(tc.from)))
 				if err := r.upgrade(nil); err != nil {
 					t.Errorf("plain helm upgrade after the rollback: %v", err)
 				}
