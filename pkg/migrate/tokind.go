@@ -144,9 +144,8 @@ func SwitchPermissions(ns string, o Options) []preflight.Permission {
 		return preflight.Permission{Verb: verb, Group: group, Resource: res, Namespace: ns}
 	}
 	return []preflight.Permission{
-		p("create", "apps", "deployments"), p("delete", "apps", "deployments"), p("list", "apps", "deployments"),
+		p("create", "apps", "deployments"), p("delete", "apps", "deployments"),
 		p("create", "", "services"), p("delete", "", "services"),
-		p("get", "apps", "replicasets"),
 	}
 }
 
