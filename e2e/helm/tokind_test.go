@@ -280,34 +280,45 @@ func damageRestored(r *release, orig string, damage func(dir string) error) func
 // after the switch, rolled back instead.
 func TestToKindKilledAfterEachStepConverges(t *testing.T) {
 	e2eutil.NeedSandbox(t)
-	for _, tc := range switchCases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := installKind(t, tc.from, 4)
-			before := r.kindNow()
-			base := r.inventoryOf(kindOf(tc.from))
-			o := migrate.Options{Strategy: migrate.Reuse, Redeploy: migrate.RedeployHelm, ToKind: tc.toKind}
-			planned, err := r.Migrator().Run(r.Ctx, r.targeting(o), migrate.PlanOnly)
-			if err != nil {
-				t.Fatal(err)
+	for n, tc := range switchCases {
+		for _, strategy := range []migrate.Strategy{migrate.Reuse, migrate.Restore} {
+			if strategy == migrate.Restore && n > 0 {
+				continue // the restore steps are the same in every direction
 			}
-			var ids []string
-			for _, s := range planned.Steps {
-				ids = append(ids, s.ID)
-			}
-			t.Logf("plan: %v", ids)
-			for _, id := range ids {
-				r.migrateKilledAfter(o, id)
-			}
-			rep := r.migrate(o)
-			after := r.kindNow()
-			if after.kind != tc.to || after.pv != before.pv {
-				t.Fatalf("after the resumed switch %+v, want a %s on %s", after, tc.to, before.pv)
-			}
-			if len(rep.Steps) != len(ids) {
-				t.Errorf("final run reports %d steps, plan has %d", len(rep.Steps), len(ids))
-			}
-			e2eutil.AssertSameDashboards(t, base, r.inventoryOf(tc.to))
-		})
+			t.Run(tc.name+"/"+string(strategy), func(t *testing.T) {
+				r := installKind(t, tc.from, 4)
+				before := r.kindNow()
+				base := r.inventoryOf(kindOf(tc.from))
+				o := migrate.Options{Strategy: strategy, Redeploy: migrate.RedeployHelm, ToKind: tc.toKind}
+				if strategy == migrate.Restore {
+					o.ToClass = "premium"
+				}
+				planned, err := r.Migrator().Run(r.Ctx, r.targeting(o), migrate.PlanOnly)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ids []string
+				for _, s := range planned.Steps {
+					ids = append(ids, s.ID)
+				}
+				t.Logf("plan: %v", ids)
+				for _, id := range ids {
+					r.migrateKilledAfter(o, id)
+				}
+				rep := r.migrate(o)
+				after := r.kindNow()
+				if after.kind != tc.to || (strategy == migrate.Reuse) != (after.pv == before.pv) {
+					t.Fatalf("after the resumed switch %+v (before %+v), want a %s", after, before, tc.to)
+				}
+				if len(rep.Steps) != len(ids) {
+					t.Errorf("final run reports %d steps, plan has %d", len(rep.Steps), len(ids))
+				}
+				if _, err := sb.Kube.CoreV1().PersistentVolumes().Get(r.Ctx, before.pv, metav1.GetOptions{}); err != nil {
+					t.Errorf("the original volume %s: %v", before.pv, err)
+				}
+				e2eutil.AssertSameDashboards(t, base, r.inventoryOf(tc.to))
+			})
+		}
 	}
 }
 

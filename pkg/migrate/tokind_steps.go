@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/kube"
@@ -214,16 +215,20 @@ func (s switchReserveStep) Undo(ctx context.Context) error {
 	if c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, claim, metav1.GetOptions{}); err == nil && c.Spec.VolumeName == pvName {
 		return fmt.Errorf("claim %s/%s still uses PersistentVolume %s", ns, claim, pvName)
 	}
-	pv, err := s.getPV(ctx, pvName)
-	if err != nil {
+	// The binder writes the PV's status as the new claim goes: a conflict
+	// is re-read and re-checked, never an overwrite.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pv, err := s.getPV(ctx, pvName)
+		if err != nil {
+			return err
+		}
+		if !volume.IsReservedFor(pv, ns, claim) {
+			return nil
+		}
+		pv.Spec.ClaimRef = &ref
+		_, err = s.c.Kube.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{})
 		return err
-	}
-	if !volume.IsReservedFor(pv, ns, claim) {
-		return nil
-	}
-	pv.Spec.ClaimRef = &ref
-	_, err = s.c.Kube.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{})
-	return err
+	})
 }
 
 // ---------------------------------------------------------------- new claim

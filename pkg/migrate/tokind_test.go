@@ -161,3 +161,31 @@ func TestRendersSwitch(t *testing.T) {
 		})
 	}
 }
+
+// TestSameRequestToKind: a switch resumes only with the same --to-kind
+// (in any of the chart's spellings), and a migration within one kind is
+// not resumed as a switch.
+func TestSameRequestToKind(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		recorded string
+		asked    string
+		refused  bool
+	}{
+		{"same kind", ToStatefulSet, "statefulset", false},
+		{"the chart's other spelling", ToStatefulSet, "StatefulSet", false},
+		{"resumed without --to-kind", ToStatefulSet, "", true},
+		{"the other kind", ToStatefulSet, "deployment", true},
+		{"a plain run asked to switch", "", "statefulset", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := switchFromDeployment(Reuse, false)
+			s.ToKind = tt.recorded
+			o := Options{Strategy: Reuse, Redeploy: RedeployHelm, ToKind: tt.asked}
+			err := sameRequest(s, o)
+			if (err != nil) != tt.refused || (err != nil && !strings.Contains(err.Error(), "--to-kind")) {
+				t.Errorf("sameRequest = %v, refused want %v", err, tt.refused)
+			}
+		})
+	}
+}
