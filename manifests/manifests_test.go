@@ -200,7 +200,8 @@ func TestRBACMatchesCode(t *testing.T) {
 			file: "rbac-migrate-velero-helm.yaml",
 			want: wantedScoped(append(
 				migrate.VeleroPermissions(migrate.Options{Backup: migrate.BackupVelero, Strategy: migrate.VeleroRestore}),
-				migrate.HelmPermissions(exampleNS, migrate.Options{Redeploy: migrate.RedeployHelm})...),
+				slices.Concat(migrate.HelmPermissions(exampleNS, migrate.Options{Redeploy: migrate.RedeployHelm}),
+					migrate.SwitchPermissions(exampleNS, migrate.Options{Redeploy: migrate.RedeployHelm, ToKind: migrate.ToStatefulSet}))...),
 				func(p preflight.Permission) string {
 					switch {
 					case p.Namespace == "" && clusterScoped[p.Resource]:

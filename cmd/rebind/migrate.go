@@ -69,6 +69,7 @@ func migrateFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "velero-restore-timeout", Value: migrate.DefaultTimeouts().Snapshot, Usage: "limit of the wait for rebind's Velero Restore, queued behind other Restores included (Velero runs one at a time); when it passes, the Restore is left to Velero and a re-run waits again"},
 		&cli.StringFlag{Name: "velero-namespace", Value: velero.DefaultNamespace, Usage: "namespace Velero runs in (--backup velero, --strategy velero-restore)"},
 		&cli.StringFlag{Name: "redeploy", Value: migrate.RedeployDirect, Usage: "direct (recreate the StatefulSet from its saved manifest) or helm (helm upgrade the release with its values plus the persistence values, so Helm's record matches)"},
+		&cli.StringFlag{Name: "to-kind", Usage: "statefulset or deployment: move the data across the chart's persistence.type switch (the new kind's claim is bound to the data volume before Helm renders it; needs --redeploy helm)"},
 		&cli.BoolFlag{Name: "quiesce", Usage: "scale to 0 before snapshotting: consistent, but Grafana is down for the snapshot and restore too"},
 		&cli.BoolFlag{Name: "keep-retain", Usage: "leave reclaim policy Retain on the volumes in use afterwards"},
 		&cli.BoolFlag{Name: "no-rollback", Usage: "when verification fails, leave the new state for inspection instead of rolling back"},
@@ -208,7 +209,7 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 		NoRollback: c.Bool("no-rollback"), BaselineFile: c.Path("baseline"), SkipVerify: c.Bool("skip-verify"), Again: c.Bool("again"),
 		Timeouts: migrate.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"), Verify: c.Duration("verify-timeout"), VeleroRestore: c.Duration("velero-restore-timeout")},
 		Backup:   c.String("backup"), VeleroNamespace: c.String("velero-namespace"), FromBackup: c.String("from-backup"),
-		SnapshotMoveData: c.Bool("snapshot-move-data"), Redeploy: c.String("redeploy"),
+		SnapshotMoveData: c.Bool("snapshot-move-data"), Redeploy: c.String("redeploy"), ToKind: c.String("to-kind"),
 	}
 	if root := c.Path("offline-volume-root"); root != "" {
 		o.ReadDB = volumeRootReader(root)

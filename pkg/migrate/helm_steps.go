@@ -372,6 +372,9 @@ func (m *Migrate) checkHelm(o Options, spec *Spec, r *preflight.Report) {
 
 // redeployWarnings are what the user must act on after the run.
 func redeployWarnings(s *Spec) []string {
+	if s.ToKind != "" {
+		return nil // rebind's upgrade applied the values (tokind.go)
+	}
 	if s.Target.IsDeployment() {
 		if s.Redeploy == RedeployHelm {
 			return nil // rebind's upgrade applied the values, Recreate included

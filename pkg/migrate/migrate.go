@@ -129,6 +129,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	var access preflight.Report
 	perms := append(Permissions(ns, o.Strategy), VeleroPermissions(o)...)
 	perms = append(perms, HelmPermissions(ns, o)...)
+	perms = append(perms, SwitchPermissions(ns, o)...)
 	if o.GrafanaPodProxy {
 		perms = append(perms, PodProxyPermissions(ns)...)
 	}
@@ -620,6 +621,9 @@ func sameRequest(s *Spec, o Options) error {
 	if o.Redeploy != "" && o.Redeploy != s.Redeploy && !(o.Redeploy == RedeployDirect && s.Redeploy == "") {
 		differ("--redeploy", o.Redeploy, s.Redeploy)
 	}
+	if normalizeKind(o.ToKind) != s.ToKind {
+		differ("--to-kind", o.ToKind, s.ToKind)
+	}
 	if o.Quiesce != s.Quiesce {
 		differ("--quiesce", fmt.Sprint(o.Quiesce), fmt.Sprint(s.Quiesce))
 	}
@@ -696,9 +700,18 @@ func volumesOf(t *discovery.Target) []report.Volume {
 
 func currentVolumes(ctx context.Context, c *kube.Clients, s *Spec) []report.Volume {
 	var out []report.Volume
-	for _, o := range s.Target.Ordinals {
+	for i, o := range s.Target.Ordinals {
 		v := report.Volume{Ordinal: o.Index, Claim: o.Claim}
-		claim, err := c.Kube.CoreV1().PersistentVolumeClaims(s.ns()).Get(ctx, o.Claim, metav1.GetOptions{})
+		// After a --to-kind switch the data is under the new kind's claim;
+		// before it, or after a rollback, under the original.
+		var claim *corev1.PersistentVolumeClaim
+		var err error
+		for _, name := range s.claimsOf(i) {
+			if claim, err = c.Kube.CoreV1().PersistentVolumeClaims(s.ns()).Get(ctx, name, metav1.GetOptions{}); err == nil && claim.Spec.VolumeName != "" {
+				v.Claim = name
+				break
+			}
+		}
 		if err == nil && claim.Spec.VolumeName != "" {
 			if pv, err := c.Kube.CoreV1().PersistentVolumes().Get(ctx, claim.Spec.VolumeName, metav1.GetOptions{}); err == nil {
 				v.PV, v.StorageClass = pv.Name, pv.Spec.StorageClassName

@@ -90,6 +90,9 @@ type Options struct {
 	// GrafanaPodProxy: the checker reaches Grafana through the API
 	// server's pod proxy, so preflight checks PodProxyPermissions too.
 	GrafanaPodProxy bool
+	// ToKind switches the release's persistence.type (tokind.go):
+	// ToStatefulSet or ToDeployment; "" keeps the kind.
+	ToKind string
 }
 
 // Spec is the resolved, immutable input of a run. It is stored in the
@@ -122,6 +125,8 @@ type Spec struct {
 	FromBackup      string `json:"fromBackup,omitempty"`
 	SnapshotMove    bool   `json:"snapshotMoveData,omitempty"`
 	Redeploy        string `json:"redeploy,omitempty"`
+	// ToKind: the workload kind the data moves to (tokind.go).
+	ToKind string `json:"toKind,omitempty"`
 }
 
 // privateTarget is the key, in the journal's Secret, of the target as
