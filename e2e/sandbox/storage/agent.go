@@ -49,18 +49,18 @@ type Config struct {
 	// Root/snapshots when set (shared by several agents, see the package
 	// comment).
 	SnapshotRoot string
-	Kube kubernetes.Interface
-	Snap snapclientset.Interface
-	Log  *zap.Logger
+	Kube         kubernetes.Interface
+	Snap         snapclientset.Interface
+	Log          *zap.Logger
 }
 
 // Agent provisions volumes and cuts snapshots for both sandbox drivers.
 type Agent struct {
 	root      string
 	snapshots string // directory of the snapshots
-	kube kubernetes.Interface
-	snap snapclientset.Interface
-	log  *zap.Logger
+	kube      kubernetes.Interface
+	snap      snapclientset.Interface
+	log       *zap.Logger
 
 	runOnce sync.Once
 }
