@@ -63,6 +63,7 @@ func drillFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one production pod's Grafana (repeatable)"},
 		&cli.StringFlag{Name: "grafana-url-template", Category: grafanaCategory, Value: defaultURLTemplate, Usage: "URL of a pod's Grafana, production or restored copy; {pod}, {service} and {namespace} are replaced"},
 	)
+	flags = append(flags, drDrillFlags()...)
 	return append(append(flags, grafanaFlags()...), allowEmptyFlag())
 }
 
@@ -99,6 +100,9 @@ type drillSummary struct {
 }
 
 func runDrill(c *cli.Context) error {
+	if c.IsSet("to-context") || c.IsSet("to-kubeconfig") {
+		return runDRDrill(c)
+	}
 	switch c.String("output") {
 	case "text", "json":
 	default:
