@@ -17,7 +17,7 @@ import (
 func testMeta() *Meta {
 	return &Meta{Format: MetaFormat, Namespace: "monitoring", Release: "grafana", Kind: "StatefulSet", Workload: "grafana", Baseline: BaselineName("grafana"),
 		Ordinals: []Ordinal{{Index: 0, Pod: "grafana-0", Claim: "storage-grafana-0", StorageClass: "standard", Driver: "d"}, {Index: 1, Pod: "grafana-1", Claim: "storage-grafana-1", StorageClass: "standard", Driver: "d"}},
-		TakenAt: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
+		TakenAt:  time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}
 }
 
 func TestBaselineRoundTrip(t *testing.T) {
