@@ -2,6 +2,7 @@ package dr
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"strings"
@@ -12,6 +13,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/rebind-dev/rebind/pkg/app"
+	"github.com/rebind-dev/rebind/pkg/kube"
 )
 
 func testMeta() *Meta {
@@ -181,5 +187,89 @@ func TestRestoreNameStableAndDistinct(t *testing.T) {
 	}
 	if RestoreName(long, long+"a") == RestoreName(long, long+"b") {
 		t.Error("truncation made two restores one")
+	}
+}
+
+// fakeChecker answers Ready and Verify from tables.
+type fakeChecker struct {
+	readyErr map[string]error
+	verdict  map[string]app.Verdict
+	got      map[string]string // pod -> the capture it was asked to verify against
+}
+
+func (f *fakeChecker) Kind() string { return "fake" }
+func (f *fakeChecker) Ready(_ context.Context, pod string) error {
+	return f.readyErr[pod]
+}
+func (f *fakeChecker) Capture(context.Context, string) ([]byte, error) {
+	return nil, errors.New("unused")
+}
+func (f *fakeChecker) Verify(_ context.Context, pod string, capture []byte) (app.Verdict, error) {
+	if f.got == nil {
+		f.got = map[string]string{}
+	}
+	f.got[pod] = string(capture)
+	return f.verdict[pod], nil
+}
+
+// TestVerifyRestored: only a comparison that ran and found every
+// dashboard counts; no baseline or an unreadable Grafana is unverified.
+func TestVerifyRestored(t *testing.T) {
+	m := testMeta()
+	cm, err := BaselineConfigMap(m, [][]byte{[]byte("base-0"), []byte("base-1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Namespace = "restored"
+	ok := app.Verdict{OK: true, Checked: 5}
+	lost := app.Verdict{OK: false, Checked: 5, Lost: 2, Summary: "2 missing"}
+	for _, tc := range []struct {
+		name     string
+		objects  []runtime.Object
+		checker  *fakeChecker
+		want     string // "", "unverified" or "failed"
+		verdicts int
+	}{
+		{"verified", []runtime.Object{cm}, &fakeChecker{verdict: map[string]app.Verdict{"grafana-0": ok, "grafana-1": ok}}, "", 2},
+		{"a dashboard lost", []runtime.Object{cm}, &fakeChecker{verdict: map[string]app.Verdict{"grafana-0": ok, "grafana-1": lost}}, "failed", 2},
+		{"no baseline restored", nil, &fakeChecker{verdict: map[string]app.Verdict{"grafana-0": ok, "grafana-1": ok}}, "unverified", 0},
+		{"an org unreadable", []runtime.Object{cm}, &fakeChecker{readyErr: map[string]error{"grafana-1": errors.New("org 3 cannot be read")},
+			verdict: map[string]app.Verdict{"grafana-0": ok}}, "unverified", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &Env{Clients: &kube.Clients{Kube: fake.NewSimpleClientset(tc.objects...)}}
+			p := &restorePlan{meta: m, into: "restored"}
+			verdicts, err := e.verifyRestored(context.Background(), p, RestoreOptions{Verify: time.Second,
+				CheckerFor: func(ns string) (app.Checker, error) {
+					if ns != "restored" {
+						t.Errorf("checker for %s", ns)
+					}
+					return tc.checker, nil
+				}})
+			var (
+				failed     *VerificationFailedError
+				unverified *UnverifiedError
+			)
+			switch tc.want {
+			case "":
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.checker.got["grafana-0"] != "base-0" || tc.checker.got["grafana-1"] != "base-1" {
+					t.Errorf("ordinals compared with the wrong baselines: %v", tc.checker.got)
+				}
+			case "failed":
+				if !errors.As(err, &failed) || !strings.Contains(err.Error(), "grafana-1: 2 missing") {
+					t.Fatalf("got %v", err)
+				}
+			case "unverified":
+				if !errors.As(err, &unverified) {
+					t.Fatalf("got %v", err)
+				}
+			}
+			if len(verdicts) != tc.verdicts {
+				t.Errorf("%d verdicts, want %d", len(verdicts), tc.verdicts)
+			}
+		})
 	}
 }
