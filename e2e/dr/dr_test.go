@@ -2,8 +2,10 @@ package dr_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -157,6 +159,30 @@ func TestDisasterRecovery(t *testing.T) {
 		}
 		if after := leftovers(t, clusterB, occupied); after != before {
 			t.Errorf("a refused restore changed B:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+
+	t.Run("a damaged backup is caught by the binary", func(t *testing.T) {
+		// B is production now: back it up, then damage ordinal 0's snapshot
+		// in the snapshot store, as a torn snapshot would be.
+		if r := rebind(t, "b", append([]string{"backup", "-n", releaseNS, "--release", "grafana", "--backup-name", "dr-2"}, pickup...)...); r.Code != 0 {
+			t.Fatalf("backup in B: exit %d\n%s", r.Code, r.Stdout)
+		}
+		pv := boundPV(t, clusterB, releaseNS, g.Rel.Claim(0))
+		snap := snapshotOf(t, clusterB.SnapshotRoot(), pv.Spec.CSI.VolumeHandle)
+		if err := e2eutil.DeleteSomeDashboards(filepath.Join(snap, "grafana.db"), 2); err != nil {
+			t.Fatal(err)
+		}
+		r := rebind(t, "b", append([]string{"restore", "--from-backup", "dr-2", "--into-namespace", "damaged-backup", "--to-storage-class", sandbox.StorageClassDefault, "-o", "json"}, pickup...)...)
+		if r.Code != 3 {
+			t.Fatalf("exit %d, want 3\n%s", r.Code, r.Stdout)
+		}
+		rep := r.Report(t)
+		if rep.Outcome != report.Failed || len(rep.Verification) != 2 || rep.Verification[0].Lost != 2 || !rep.Verification[1].OK {
+			t.Errorf("outcome %s, verdicts %+v", rep.Outcome, rep.Verification)
+		}
+		if !strings.Contains(r.Stderr, "verification of the restored StatefulSet damaged-backup/grafana failed") {
+			t.Errorf("stderr: %s", r.Stderr)
 		}
 	})
 
@@ -344,4 +370,52 @@ func leftovers(t *testing.T, sb *sandbox.Sandbox, ns string) string {
 		lines = append(lines, workloadState(t, sb, ns))
 	}
 	return e2eutil.Fingerprint(lines)
+}
+
+func boundPV(t *testing.T, sb *sandbox.Sandbox, ns, claim string) *corev1.PersistentVolume {
+	t.Helper()
+	c, err := sb.Kube.CoreV1().PersistentVolumeClaims(ns).Get(context.Background(), claim, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pv, err := sb.Kube.CoreV1().PersistentVolumes().Get(context.Background(), c.Spec.VolumeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pv.Spec.CSI == nil {
+		t.Fatalf("PV %s is not CSI", pv.Name)
+	}
+	return pv
+}
+
+// snapshotOf finds the newest snapshot directory cut from a volume, by the
+// storage agent's record next to it (<dir>.json, sourceVolumeHandle).
+func snapshotOf(t *testing.T, root, volumeHandle string) string {
+	t.Helper()
+	metas, err := filepath.Glob(filepath.Join(root, "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var best string
+	var newest int64
+	for _, m := range metas {
+		b, err := os.ReadFile(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec struct {
+			Source  string `json:"sourceVolumeHandle"`
+			Created int64  `json:"creationTime"`
+		}
+		if err := json.Unmarshal(b, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Source == volumeHandle && rec.Created > newest {
+			best, newest = strings.TrimSuffix(m, ".json"), rec.Created
+		}
+	}
+	if best == "" {
+		t.Fatalf("no snapshot of volume %s under %s", volumeHandle, root)
+	}
+	return best
 }
