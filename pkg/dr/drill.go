@@ -98,14 +98,18 @@ func Drill(ctx context.Context, prod, to *Env, o DrillOptions) (*report.Report, 
 	} else if !apierrors.IsNotFound(err) {
 		return finish(err)
 	}
+	meta := MetaOf(t, begin)
 	class := o.ToClass
 	if class == "" {
-		class = MetaOf(t, begin).SourceClass()
+		class = meta.SourceClass()
 	}
 	if sc, err := to.Clients.Kube.StorageV1().StorageClasses().Get(ctx, class, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		pf.Add("StorageClass "+class+" of the DR cluster", "not found", "pass --restore-storage-class with a class of the DR cluster")
 	} else if err != nil {
 		return finish(err)
+	} else if d := meta.Driver(); d != "" && sc.Provisioner != d {
+		pf.Add("StorageClass "+class+" of the DR cluster", fmt.Sprintf("is provisioned by %s, but the backup will hold CSI snapshots of driver %s, which only that driver can restore", sc.Provisioner, d),
+			"pass --restore-storage-class with a class of driver "+d)
 	} else if sc.ReclaimPolicy != nil && *sc.ReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
 		pf.Add("StorageClass "+class+" of the DR cluster", "has reclaim policy "+string(*sc.ReclaimPolicy)+": the drill's restored volumes would stay after it", "pass --restore-storage-class with a class whose reclaimPolicy is Delete")
 	}
