@@ -59,6 +59,22 @@ func TestDisasterRecovery(t *testing.T) {
 	}
 	pickup := []string{"--velero-pickup-timeout", "30s", "--grafana-access", "pod-proxy"}
 
+	t.Run("drill refused before anything is backed up", func(t *testing.T) {
+		before := leftovers(t, clusterB, "")
+		r := rebind(t, "a", append([]string{"drill", "-n", releaseNS, "--release", "grafana", "--to-context", "b",
+			"--restore-storage-class", sandbox.StorageClassOther}, pickup...)...)
+		if r.Code != 2 || !strings.Contains(r.Stderr, "is provisioned by "+sandbox.OtherDriverName) || !strings.Contains(r.Stderr, "nothing was changed") {
+			t.Fatalf("exit %d, want 2 naming the driver:\n%s", r.Code, r.Stderr)
+		}
+		va := velero.New(g.Clients, sandbox.VeleroNamespace, nil)
+		if list, err := va.Dyn.Resource(velero.BackupsGVR).Namespace(va.Namespace).List(ctx, metav1.ListOptions{}); err != nil || len(list.Items) != 0 {
+			t.Errorf("a refused drill backed up: %v %d", err, len(list.Items))
+		}
+		if after := leftovers(t, clusterB, ""); after != before {
+			t.Errorf("a refused drill changed B:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+
 	t.Run("drill into B cleans up there", func(t *testing.T) {
 		beforeA := workloadState(t, clusterA, releaseNS)
 		before := leftovers(t, clusterB, "")
