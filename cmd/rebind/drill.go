@@ -65,6 +65,7 @@ func drillFlags() []cli.Flag {
 		&cli.StringFlag{Name: "grafana-url-template", Category: grafanaCategory, Value: defaultURLTemplate, Usage: "URL of a pod's Grafana, production or restored copy; {pod}, {service} and {namespace} are replaced. Used with --grafana-access cluster-dns (the default inside the cluster), or whenever given"},
 		grafanaAccessFlag(),
 	)
+	flags = append(flags, drDrillFlags()...)
 	return append(append(flags, grafanaFlags()...), allowEmptyFlag())
 }
 
@@ -101,6 +102,9 @@ type drillSummary struct {
 }
 
 func runDrill(c *cli.Context) error {
+	if c.IsSet("to-context") || c.IsSet("to-kubeconfig") {
+		return runDRDrill(c)
+	}
 	switch c.String("output") {
 	case "text", "json":
 	default:
