@@ -25,6 +25,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/dr"
 	"github.com/rebind-dev/rebind/pkg/grafana"
 	"github.com/rebind-dev/rebind/pkg/inventory"
+	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/report"
 	"github.com/rebind-dev/rebind/pkg/velero"
@@ -103,6 +104,26 @@ func TestDisasterRecovery(t *testing.T) {
 		}
 		if after := workloadState(t, clusterA, releaseNS); after != beforeA {
 			t.Errorf("the drill changed production:\nbefore:\n%s\nafter:\n%s", beforeA, after)
+		}
+	})
+
+	t.Run("backup refused while a migration holds the workload's Lease", func(t *testing.T) {
+		held, err := journal.TakeLease(ctx, clusterA.Kube, journal.LeaseOptions{Namespace: releaseNS, Name: journal.LeaseName("grafana"),
+			Holder: "migrate-test-holder", Duration: 3 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = held.Release(context.WithoutCancel(ctx)) }()
+		r := rebind(t, "a", append([]string{"backup", "-n", releaseNS, "--release", "grafana", "--backup-name", "dr-held"}, pickup...)...)
+		if r.Code != 2 || !strings.Contains(r.Stderr, "Lease "+releaseNS+"/"+journal.LeaseName("grafana")) || !strings.Contains(r.Stderr, "migrate-test-holder") {
+			t.Fatalf("exit %d, want 2 naming the Lease and its holder:\n%s", r.Code, r.Stderr)
+		}
+		va := velero.New(g.Clients, sandbox.VeleroNamespace, nil)
+		if _, err := va.GetBackup(ctx, "dr-held"); err == nil {
+			t.Errorf("a refused backup created Velero Backup dr-held")
+		}
+		if cms, _ := clusterA.Kube.CoreV1().ConfigMaps(releaseNS).List(ctx, metav1.ListOptions{LabelSelector: dr.LabelBaseline}); len(cms.Items) > 0 {
+			t.Errorf("a refused backup wrote baseline ConfigMap %s", cms.Items[0].Name)
 		}
 	})
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -64,6 +66,50 @@ type BackupOptions struct {
 	// KeepBaseline leaves the baseline ConfigMap in the namespace after
 	// the Backup (by default it is removed: the Backup holds it).
 	KeepBaseline bool
+	// LeaseDuration of the workload's Lease held while backing up
+	// (journal.DefaultLeaseDuration when 0).
+	LeaseDuration time.Duration
+}
+
+// lockWorkload takes the Lease `rebind migrate`, `rollback` and `drill`
+// take for the workload: a backup taken while a migration moves the
+// volumes (or of a migration stopped half-way) would hold neither the old
+// data nor the new, so both are refused before anything is written.
+func lockWorkload(ctx context.Context, c *kube.Clients, t *discovery.Target, d time.Duration) (*journal.Lease, error) {
+	ns, name := t.Namespace, journal.LeaseName(t.Name())
+	host, _ := os.Hostname()
+	l, err := journal.TakeLease(ctx, c.Kube, journal.LeaseOptions{Namespace: ns, Name: name, Duration: d,
+		Holder: fmt.Sprintf("dr-backup-%s-%d", host, os.Getpid())})
+	var locked *journal.LockedError
+	if errors.As(err, &locked) {
+		return nil, &preflight.Error{Problems: []preflight.Problem{{Object: fmt.Sprintf("Lease %s/%s", ns, name),
+			Message: fmt.Sprintf("%s; a backup does not run while a migration, a rollback or a drill of %s/%s does", locked.Error(), ns, t.Name()),
+			Fix:     "nothing was written; back up once that run has finished"}}}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("taking Lease %s/%s: %w", ns, name, err)
+	}
+	rec, err := journal.LoadRecord(ctx, c.Kube, ns, t.Name())
+	if err == nil && rec != nil && rec.Phase.Unfinished() {
+		err = &preflight.Error{Problems: []preflight.Problem{{Object: fmt.Sprintf("ConfigMap %s/%s", ns, journal.Name(t.Name())),
+			Message: fmt.Sprintf("the %s run %s of %s/%s is unfinished (phase %s): its volumes are in the middle of a move", rec.Operation, rec.RunID, ns, t.Name(), rec.Phase),
+			Fix:     fmt.Sprintf("nothing was written; finish it first (re-run the same `rebind migrate`, or `rebind rollback -n %s --%s %s`), then back up", ns, strings.ToLower(t.KindName()), t.Name())}}}
+	}
+	if err != nil {
+		_ = l.Release(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return l, nil
+}
+
+// releaseLease gives the Lease back; one that cannot be released expires
+// after its duration, which the report says.
+func releaseLease(parent context.Context, l *journal.Lease, rep *report.Report) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 15*time.Second)
+	defer cancel()
+	if err := l.Release(ctx); err != nil {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("Lease not released (it expires after its duration): %v", err))
+	}
 }
 
 // Backup takes, in the cluster of e, the inventory of every pod's Grafana,
@@ -128,6 +174,14 @@ func (e *Env) Backup(ctx context.Context, o BackupOptions) (*report.Report, erro
 	if err := pf.Err(); err != nil {
 		return finish(err)
 	}
+	lease, err := lockWorkload(ctx, e.Clients, t, o.LeaseDuration)
+	if err != nil {
+		return finish(err)
+	}
+	defer releaseLease(ctx, lease, rep)
+	// Losing the Lease (a migration took over) stops the waits below.
+	ctx, stopGuard := lease.Guard(ctx)
+	defer stopGuard()
 
 	// The baseline, taken before the Backup: every dashboard in it existed
 	// before Velero's snapshot, so a restore of the Backup must hold it.
