@@ -11,6 +11,9 @@ import (
 // quiesced (consistent) snapshot, so downtime is only the swap itself.
 func buildPlan(e *env) *plan.Plan {
 	s := e.spec
+	if s.Install != nil {
+		return buildInstallPlan(e)
+	}
 	p := &plan.Plan{Name: fmt.Sprintf("%s %s/%s (%s)", s.Strategy, s.ns(), s.name(), s.RunID)}
 	add := func(steps ...plan.Step) { p.Steps = append(p.Steps, steps...) }
 
