@@ -432,3 +432,31 @@ func TestFromPVInstallCLI(t *testing.T) {
 	}
 	e2eutil.AssertSameDashboards(t, u.base, u.Inventory(0))
 }
+
+// TestFromPVInstallWithoutReferenceIsUnverified: no --baseline and no way
+// to read the PV's database: the release is installed onto the PV, but the
+// run ends "unverified", never a pass, and says why.
+func TestFromPVInstallWithoutReferenceIsUnverified(t *testing.T) {
+	e2eutil.NeedSandbox(t)
+	u := installThenUninstall(t, false, 2)
+	o := u.options(&migrate.InstallOptions{Chart: chartDir, ValuesFiles: []string{u.values}})
+	o.ReadDB = nil
+	rep, err := u.Migrator().Run(u.Ctx, o, migrate.Apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Outcome != report.Unverified || len(rep.Verification) != 0 {
+		t.Fatalf("outcome %s, verification %+v; want unverified", rep.Outcome, rep.Verification)
+	}
+	if w := strings.Join(rep.Warnings, "\n"); !strings.Contains(w, "NOT verified") || !strings.Contains(w, "--offline-volume-root") {
+		t.Errorf("warnings %q do not say why nothing was verified", w)
+	}
+	for _, s := range rep.Steps {
+		if s.ID == "verify" || s.ID == "baseline" {
+			t.Errorf("step %s ran without a reference", s.ID)
+		}
+	}
+	if pv := u.BoundPV(0); pv.Name != u.pv.Name {
+		t.Fatalf("the release runs on %s, want %s", pv.Name, u.pv.Name)
+	}
+}
