@@ -358,6 +358,11 @@ func TestFromPVInstallRefusals(t *testing.T) {
 			o.Redeploy = ""
 			return o
 		}, []string{"--chart", "needs --redeploy helm"}},
+		{"namespace gone", func() migrate.Options {
+			o := u.options(&migrate.InstallOptions{Chart: chartDir, ValuesFiles: []string{u.values}})
+			o.Target.Namespace = u.Rel.Namespace + "-deleted"
+			return o
+		}, []string{"namespace " + u.Rel.Namespace + "-deleted", "kubectl create namespace"}},
 		{"persistence off", func() migrate.Options {
 			return u.options(&migrate.InstallOptions{Chart: chartDir, ValuesFiles: []string{u.writeValues(map[string]any{"enabled": false})}})
 		}, []string{"renders no Grafana"}},

@@ -108,6 +108,15 @@ func (m *Migrate) resolveInstall(ctx context.Context, o Options) (*Spec, error) 
 	if strings.Contains(o.FromPV, "{ordinal}") {
 		r.Add("--from-pv", "names a PersistentVolume per ordinal, but rebind installs a release onto one volume (replicas 1)", "name one PersistentVolume; scale up after the install")
 	}
+	if rel != "" {
+		// After a namespace's deletion the release goes back into a new
+		// one of the same name, which the journal needs too.
+		if _, err := m.Clients.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			r.Add("namespace "+ns, "does not exist", fmt.Sprintf("create it first (`kubectl create namespace %s`), with the Secrets and ConfigMaps the release's values refer to", ns))
+		} else if err != nil && !apierrors.IsForbidden(err) {
+			return nil, fmt.Errorf("reading namespace %s: %w", ns, err)
+		}
+	}
 	if err := r.Err(); err != nil {
 		return nil, err
 	}
@@ -337,6 +346,14 @@ func (m *Migrate) checkInstallPV(ctx context.Context, o Options, spec *Spec, r *
 	spec.ToClass = class
 	size := claimSpec.Resources.Requests[corev1.ResourceStorage]
 	spec.Size = size.String()
+	// The chart renders the claim: what it asks is in the values, not in
+	// rebind's flags, which would otherwise be silently ignored.
+	if o.ToClass != "" && o.ToClass != class {
+		r.Add("--to-storage-class", fmt.Sprintf("%q is not the class the chart's claim asks for (%q): when rebind installs the release, the values decide it", o.ToClass, class), "drop --to-storage-class; set persistence.storageClassName in the values (-f)")
+	}
+	if q, err := resource.ParseQuantity(o.Size); o.Size != "" && (err != nil || q.Cmp(size) != 0) {
+		r.Add("--size", fmt.Sprintf("%q is not the size the chart's claim asks for (%s): when rebind installs the release, the values decide it", o.Size, size.String()), "drop --size; set persistence.size in the values (-f)")
+	}
 	fix := fmt.Sprintf("set the chart's values to the volume's (-f): persistence.storageClassName=%q, persistence.size at most %s, persistence.accessModes among %v", pv.Spec.StorageClassName, capacityOf(pv), pv.Spec.AccessModes)
 	if err := volume.CheckFits(pv, volume.ShapeFromSpec(t.Namespace, ord.Claim, claimSpec)); err != nil {
 		r.Add(ref, err.Error(), fix)
