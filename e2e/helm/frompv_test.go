@@ -358,6 +358,11 @@ func TestFromPVInstallRefusals(t *testing.T) {
 			o.Redeploy = ""
 			return o
 		}, []string{"--chart", "needs --redeploy helm"}},
+		{"--to-storage-class the chart does not ask for", func() migrate.Options {
+			o := u.options(&migrate.InstallOptions{Chart: chartDir, ValuesFiles: []string{u.values}})
+			o.ToClass = "premium"
+			return o
+		}, []string{"--to-storage-class", "persistence.storageClassName"}},
 		{"namespace gone", func() migrate.Options {
 			o := u.options(&migrate.InstallOptions{Chart: chartDir, ValuesFiles: []string{u.values}})
 			o.Target.Namespace = u.Rel.Namespace + "-deleted"
