@@ -200,7 +200,8 @@ func TestRBACMatchesCode(t *testing.T) {
 			file: "rbac-migrate-velero-helm.yaml",
 			want: wantedScoped(append(
 				migrate.VeleroPermissions(migrate.Options{Backup: migrate.BackupVelero, Strategy: migrate.VeleroRestore}),
-				migrate.HelmPermissions(exampleNS, migrate.Options{Redeploy: migrate.RedeployHelm})...),
+				slices.Concat(migrate.HelmPermissions(exampleNS, migrate.Options{Redeploy: migrate.RedeployHelm}),
+					migrate.SwitchPermissions(exampleNS, migrate.Options{Redeploy: migrate.RedeployHelm, ToKind: migrate.ToStatefulSet}))...),
 				func(p preflight.Permission) string {
 					switch {
 					case p.Namespace == "" && clusterScoped[p.Resource]:
@@ -250,6 +251,20 @@ func TestRBACMatchesCode(t *testing.T) {
 			}),
 			subject: "ServiceAccount monitoring/rebind-drill",
 		},
+		{
+			// Optional, for drills run outside the cluster: the pod proxy
+			// in production and in the fixed scratch namespace, and the
+			// pod list a Deployment's current pod is found with.
+			file: "rbac-drill-pod-proxy.yaml",
+			want: wantedOnly(drill.PodProxyPermissions(drill.Scope{Namespace: exampleNS, StatefulSet: "grafana", Scratch: drill.DefaultScratchNamespace,
+				Deployment: true, PodProxy: drill.PodProxyUse{Production: true, Scratch: true}}), func(ns string) string {
+				if ns == exampleNS {
+					return scopeRelease
+				}
+				return "namespace " + ns
+			}),
+			subject: "ServiceAccount monitoring/rebind-drill",
+		},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			got, subjects := granted(t, tc.file)
@@ -271,6 +286,7 @@ func TestManifestsDecode(t *testing.T) {
 		{"rbac-migrate-install.yaml", []string{"Role", "RoleBinding"}},
 		{"rbac-drill.yaml", []string{"ServiceAccount", "Namespace", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Role", "RoleBinding"}},
 		{"rbac-drill-create-namespace.yaml", []string{"ClusterRole", "ClusterRoleBinding"}},
+		{"rbac-drill-pod-proxy.yaml", []string{"Role", "RoleBinding", "Role", "RoleBinding"}},
 		{"admission-drill.yaml", []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}},
 		{"cronjob-drill.yaml", []string{"CronJob"}},
 		{"helm/prebound-claim-older-charts.yaml", []string{"PersistentVolumeClaim"}},

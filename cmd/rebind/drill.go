@@ -21,6 +21,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/inventory"
 	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/podproxy"
 	"github.com/rebind-dev/rebind/pkg/report"
 	"github.com/rebind-dev/rebind/pkg/verify"
 )
@@ -60,9 +61,11 @@ func drillFlags() []cli.Flag {
 		&cli.StringFlag{Name: "pushgateway-url", Category: resultsCategory, Usage: "push each target's metrics to this Prometheus Pushgateway (job rebind_drill, grouped by namespace and statefulset)"},
 		&cli.StringFlag{Name: "metrics-addr", Category: resultsCategory, Usage: "serve the drill metrics at http://`HOST:PORT`/metrics for Prometheus to scrape while rebind runs (with --every: a long-running drill)"},
 		&cli.DurationFlag{Name: "every", Category: drillCategory, Usage: "repeat the drills of every target each `DURATION` until interrupted (a long-running drill, e.g. a Deployment scraped through --metrics-addr) instead of running once"},
-		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one production pod's Grafana (repeatable)"},
-		&cli.StringFlag{Name: "grafana-url-template", Category: grafanaCategory, Value: defaultURLTemplate, Usage: "URL of a pod's Grafana, production or restored copy; {pod}, {service} and {namespace} are replaced"},
+		grafanaPodURLFlag("one pod's Grafana (a production pod; or the restored copy's, in the scratch namespace)"),
+		&cli.StringFlag{Name: "grafana-url-template", Category: grafanaCategory, Value: defaultURLTemplate, Usage: "URL of a pod's Grafana, production or restored copy; {pod}, {service} and {namespace} are replaced. Used with --grafana-access cluster-dns (the default inside the cluster), or whenever given"},
+		grafanaAccessFlag(),
 	)
+	flags = append(flags, drDrillFlags()...)
 	return append(append(flags, grafanaFlags()...), allowEmptyFlag())
 }
 
@@ -99,6 +102,9 @@ type drillSummary struct {
 }
 
 func runDrill(c *cli.Context) error {
+	if c.IsSet("to-context") || c.IsSet("to-kubeconfig") {
+		return runDRDrill(c)
+	}
 	switch c.String("output") {
 	case "text", "json":
 	default:
@@ -150,7 +156,14 @@ func runDrill(c *cli.Context) error {
 		return cli.Exit("--scratch-namespace with --create-scratch-namespace names one namespace to create, but the selector matched several targets", exitUsage)
 	}
 
-	checker, err := drillChecker(c, clients, log)
+	podURLs, err := grafanaPodURLs(c)
+	if err == nil {
+		err = podURLs.checkTargets(targets, scratch)
+	}
+	if err != nil {
+		return cli.Exit(err.Error(), exitUsage)
+	}
+	checker, proxyUse, err := drillChecker(c, clients, log, podURLs)
 	if err != nil {
 		return cli.Exit(err.Error(), exitUsage)
 	}
@@ -164,7 +177,7 @@ func runDrill(c *cli.Context) error {
 	for _, t := range targets {
 		opts = append(opts, drill.Options{
 			Target: t, ScratchNamespace: scratch, CreateScratchNamespace: create, RestoreStorageClass: c.String("restore-storage-class"),
-			UseLatestSnapshot: c.Bool("use-latest-snapshot"), KeepSnapshot: c.Bool("keep-snapshot"), Offline: c.Bool("offline"),
+			UseLatestSnapshot: c.Bool("use-latest-snapshot"), KeepSnapshot: c.Bool("keep-snapshot"), Offline: c.Bool("offline"), PodProxy: proxyUse,
 			LeaseDuration: c.Duration("lease-duration"),
 			Timeouts: drill.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"),
 				Verify: c.Duration("verify-timeout"), Cleanup: c.Duration("cleanup-timeout")},
@@ -275,15 +288,41 @@ func publishDrillMetrics(c *cli.Context, results []*drill.Result, log *zap.Logge
 // drillChecker reaches Grafana pods in production and in the scratch
 // namespace. The restored copy runs on production's data and Secret, so
 // both take production's credentials: the flags, or the chart's Secret of
-// the target (read once per target namespace).
-func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger) (func(*discovery.Target, string) app.Checker, error) {
-	podURLs, err := grafanaPodURLs(c)
-	if err != nil {
-		return nil, err
-	}
+// the target (read once per target namespace). A pod is reached at its
+// --grafana-pod-url, else (in production) --grafana-url, else at
+// --grafana-url-template when given, else through the API server's pod
+// proxy or at its cluster DNS name (--grafana-access). use says where the
+// pod proxy serves every pod, for preflight to ask for its rights there.
+func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger, podURLs podURLs) (_ func(*discovery.Target, string) app.Checker, use drill.PodProxyUse, _ error) {
 	tmpl := c.String("grafana-url-template")
 	if !strings.Contains(tmpl, "{pod}") {
-		return nil, fmt.Errorf("--grafana-url-template %q must contain {pod}", tmpl)
+		return nil, use, fmt.Errorf("--grafana-url-template %q must contain {pod}", tmpl)
+	}
+	viaProxy, err := usePodProxy(c)
+	if err != nil {
+		return nil, use, err
+	}
+	// A template is a URL the user gave: it wins over the pod proxy.
+	viaProxy = viaProxy && !c.IsSet("grafana-url-template")
+	var px *podproxy.Proxy
+	if viaProxy {
+		// Preflight asks for the rights only where every pod goes through
+		// the proxy; with some --grafana-pod-url given, a missing right
+		// shows as the API server's 403 when a pod without one is reached.
+		use.Production = c.String(flagGrafanaURL) == "" && podURLs.empty()
+		use.Scratch = !c.Bool("offline") && podURLs.empty()
+		if c.Bool("offline") && c.String(flagGrafanaURL) != "" {
+			viaProxy = false // every production pod at that URL, no copy runs
+		}
+	}
+	if viaProxy {
+		if len(c.StringSlice(flagGrafanaToken)) > 0 {
+			return nil, use, fmt.Errorf("--%s cannot be used through the API server's pod proxy: %w", flagGrafanaToken, grafana.ErrTokenNeedsHeader)
+		}
+		if px, err = podproxy.New(clients.Config, clients.Kube); err != nil {
+			return nil, use, err
+		}
+		fmt.Fprintln(progressWriter(c), "Grafana: reached through the API server's pod proxy (pods/<pod>:<port>/proxy) as the kubeconfig's user, where no URL is given")
 	}
 	var mu sync.Mutex
 	cache := map[string]grafanaAuth{}
@@ -310,35 +349,46 @@ func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger) (func(
 			Inventory:          inventory.Options{OrgIDs: c.Int64Slice(flagGrafanaOrgID), Logger: log},
 			AllowEmptyBaseline: c.Bool("allow-empty-baseline"),
 			ClientFor: func(pod string) (*grafana.Client, error) {
-				url := ""
-				if ns == t.Namespace {
-					url = podURLs[pod]
-					if url == "" {
-						url = c.String(flagGrafanaURL)
-					}
+				url := podURLs.lookup(ns, pod, ns == t.Namespace)
+				if url == "" && ns == t.Namespace {
+					url = c.String(flagGrafanaURL)
 				}
+				a, err := authFor(t)
+				if err != nil {
+					return nil, err
+				}
+				opts := a.options(c, url, log)
 				switch {
 				case url != "":
+				case px != nil:
+					// The copy runs production's pod template, so the
+					// Grafana port is the same in both namespaces; the
+					// target is known, so nothing needs reading.
+					port := podproxy.ContainerPort(&t.PodTemplate().Spec, "grafana", "grafana", 3000)
+					if t.IsDeployment() {
+						if opts.URL, opts.Transport, err = px.DeploymentSelector(ns, pod, t.Selector(), port); err != nil {
+							return nil, err
+						}
+					} else {
+						opts.URL, opts.Transport = px.Pod(ns, pod, port)
+					}
+					opts.SessionLogin = true
 				case t.IsDeployment() && tmpl == defaultURLTemplate:
 					// A Deployment's pods change names: its "pod" is the
 					// workload, reached through the chart's Service.
-					url = defaultGrafanaURL(pod, ns)
+					opts.URL = defaultGrafanaURL(pod, ns)
 				default:
 					// A pod's DNS name is under its governing Service.
 					svc := t.Service
 					if t.StatefulSet != nil {
 						svc = t.StatefulSet.Spec.ServiceName
 					}
-					url = strings.NewReplacer("{pod}", pod, "{service}", svc, "{namespace}", ns).Replace(tmpl)
+					opts.URL = strings.NewReplacer("{pod}", pod, "{service}", svc, "{namespace}", ns).Replace(tmpl)
 				}
-				a, err := authFor(t)
-				if err != nil {
-					return nil, err
-				}
-				return grafana.New(a.options(c, url, log))
+				return grafana.New(opts)
 			},
 		}
-	}, nil
+	}, use, nil
 }
 
 // volumeRootReader finds a restored CSI volume's grafana.db under root, for

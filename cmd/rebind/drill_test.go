@@ -30,7 +30,7 @@ func TestDrillUsageErrors(t *testing.T) {
 		{"parallel zero", []string{"--release", "grafana", "--parallel", "0"}, "--parallel must be at least 1"},
 		{"volume root without offline", []string{"--release", "grafana", "--offline-volume-root", "/x"}, "only applies with --offline"},
 		{"bad url template", []string{"--release", "grafana", "--grafana-url-template", "http://x"}, "must contain {pod}"},
-		{"bad pod url", []string{"--release", "grafana", "--grafana-pod-url", "nourl"}, "use POD=URL"},
+		{"bad pod url", []string{"--release", "grafana", "--grafana-pod-url", "nourl"}, "use NS/POD=URL"},
 		{"empty scratch namespace", []string{"--release", "grafana", "--scratch-namespace", ""}, "--scratch-namespace must name a namespace prepared for drills"},
 		{"lease duration too short", []string{"--release", "grafana", "--lease-duration", "1s"}, "--lease-duration 1s: use a value from 3s"},
 		{"lease duration in fractions", []string{"--release", "grafana", "--lease-duration", "4500ms"}, "use whole seconds"},

@@ -2,14 +2,18 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/grafana"
 )
 
@@ -175,15 +179,133 @@ func allowEmptyFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "allow-empty-baseline", Category: grafanaCategory, Usage: "accept a Grafana with no dashboard at all as the baseline (otherwise refused: \"0 of 0 identical\" would pass any restore)"}
 }
 
-// grafanaPodURLs reads the repeatable --grafana-pod-url POD=URL flag.
-func grafanaPodURLs(c *cli.Context) (map[string]string, error) {
-	urls := map[string]string{}
-	for _, kv := range c.StringSlice("grafana-pod-url") {
-		pod, url, ok := strings.Cut(kv, "=")
-		if !ok || pod == "" || url == "" {
-			return nil, fmt.Errorf("--grafana-pod-url %q: use POD=URL", kv)
-		}
-		urls[pod] = url
+// flagGrafanaPodURL is repeatable: NS/POD=URL, or POD=URL for a pod in the
+// release's own namespace.
+const flagGrafanaPodURL = "grafana-pod-url"
+
+func grafanaPodURLFlag(what string) cli.Flag {
+	return &cli.StringSliceFlag{Name: flagGrafanaPodURL, Category: grafanaCategory,
+		Usage: "`NS/POD=URL` of " + what + " (repeatable); POD=URL means the pod of that name in the release's own namespace"}
+}
+
+// podURLs are the --grafana-pod-url entries. A pod is named by namespace
+// and name: in a fleet, releases of one name in two namespaces both have a
+// pod grafana-0, and each must be reached at its own URL.
+type podURLs struct {
+	// exact: "NS/POD" -> URL.
+	exact map[string]string
+	// bare: "POD" -> URL, for the pod of that name in its release's
+	// namespace (the target's, never a scratch namespace's).
+	bare map[string]string
+}
+
+func (u podURLs) empty() bool { return len(u.exact) == 0 && len(u.bare) == 0 }
+
+// lookup is the URL given for pod in ns ("" for none); home says that ns is
+// the namespace of the release the pod belongs to, where POD=URL applies.
+func (u podURLs) lookup(ns, pod string, home bool) string {
+	if url := u.exact[ns+"/"+pod]; url != "" {
+		return url
 	}
-	return urls, nil
+	if home {
+		return u.bare[pod]
+	}
+	return ""
+}
+
+// parsePodURLs reads --grafana-pod-url values. The key ends at the first
+// "=": a URL may hold "=" (a query), a pod or namespace name never does.
+func parsePodURLs(values []string) (podURLs, error) {
+	u := podURLs{exact: map[string]string{}, bare: map[string]string{}}
+	for _, kv := range values {
+		key, raw, ok := strings.Cut(kv, "=")
+		bad := func(why string) (podURLs, error) {
+			return podURLs{}, fmt.Errorf("--%s %q: %s; use NS/POD=URL (or POD=URL for a pod in the release's namespace), e.g. monitoring/grafana-0=https://grafana-0.example.com", flagGrafanaPodURL, kv, why)
+		}
+		if !ok || key == "" || raw == "" {
+			return bad("no POD=URL")
+		}
+		ns, pod, namespaced := strings.Cut(key, "/")
+		if !namespaced {
+			ns, pod = "", key
+		}
+		if namespaced {
+			if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+				return bad(fmt.Sprintf("namespace %q is not a namespace name (%s)", ns, errs[0]))
+			}
+		}
+		if errs := validation.IsDNS1123Subdomain(pod); len(errs) > 0 {
+			return bad(fmt.Sprintf("pod %q is not a pod name (%s)", pod, errs[0]))
+		}
+		parsed, err := url.Parse(raw)
+		if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
+			return bad(fmt.Sprintf("%q is not an http(s) URL", raw))
+		}
+		m, k := u.bare, pod
+		if namespaced {
+			m, k = u.exact, ns+"/"+pod
+		}
+		if prev, dup := m[k]; dup && prev != raw {
+			return bad(fmt.Sprintf("%s is given twice, with %s and %s", k, prev, raw))
+		}
+		m[k] = raw
+	}
+	return u, nil
+}
+
+// grafanaPodURLs reads the repeatable --grafana-pod-url flag.
+func grafanaPodURLs(c *cli.Context) (podURLs, error) {
+	return parsePodURLs(c.StringSlice(flagGrafanaPodURL))
+}
+
+// checkNamespace refuses entries that name a pod outside ns, the one
+// namespace a migration touches: they would be ignored without a word.
+func (u podURLs) checkNamespace(ns string) error {
+	for k := range u.exact {
+		if n, _, _ := strings.Cut(k, "/"); n != ns {
+			return fmt.Errorf("--%s %s: the release is in namespace %s, not %s; name the pod as %s/POD, or just POD", flagGrafanaPodURL, k, ns, n, ns)
+		}
+	}
+	return nil
+}
+
+// checkTargets refuses entries a drill of targets would ignore or could
+// apply to the wrong pod: NS/POD in a namespace with no target (nor the
+// scratch namespace, where the restored copy runs), and POD=URL when
+// targets in two namespaces have a pod of that name (a fleet with release
+// grafana in two namespaces has grafana-0 twice).
+func (u podURLs) checkTargets(targets []discovery.Options, scratch string) error {
+	homes := map[string]bool{}
+	for _, t := range targets {
+		homes[t.Namespace] = true
+	}
+	for k := range u.exact {
+		if n, _, _ := strings.Cut(k, "/"); !homes[n] && n != scratch {
+			return fmt.Errorf("--%s %s: no target of this drill is in namespace %s (targets are in %s)", flagGrafanaPodURL, k, n, strings.Join(sortedKeys(homes), ", "))
+		}
+	}
+	for pod := range u.bare {
+		in := map[string]bool{}
+		for _, t := range targets {
+			// A target named by release has a workload name known only
+			// after discovery: it may have the pod.
+			if t.StatefulSet == "" && t.Deployment == "" || t.StatefulSet == workloadOf(pod) || t.Deployment == pod {
+				in[t.Namespace] = true
+			}
+		}
+		if len(in) > 1 {
+			nss := sortedKeys(in)
+			return fmt.Errorf("--%s %s=...: pod %s is in namespaces %s; say which, as %s/%s=URL", flagGrafanaPodURL, pod, pod, strings.Join(nss, " and "), nss[0], pod)
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

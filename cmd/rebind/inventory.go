@@ -70,9 +70,10 @@ func inventoryCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "inventory",
 		Usage: "record every dashboard and folder of a Grafana (by content hash) to a JSON file",
-		Description: "Online through the HTTP API (--grafana-url) or offline from a grafana.db file (--from-db).\n" +
+		Description: "Online through the HTTP API (--grafana-url, or a release's pod: -n NS --release NAME, reached through\n" +
+			"the API server's pod proxy with nothing but the kubeconfig) or offline from a grafana.db file (--from-db).\n" +
 			"Keep the file: `rebind verify --baseline FILE` proves later that nothing was lost.",
-		Flags: append(grafanaFlags(),
+		Flags: append(append(grafanaFlags(), releaseGrafanaFlags()...),
 			renamedPathFlag("from-db", "db", "read this grafana.db `FILE` directly instead of the API (opened read-only)"),
 			&cli.PathFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the inventory here (default: stdout)"},
 			workersFlag(),
@@ -80,7 +81,7 @@ func inventoryCommand() *cli.Command {
 			apiFlag(),
 		),
 		Action: func(c *cli.Context) error {
-			inv, err := takeInventory(c, c.String(flagGrafanaURL), c.Path("from-db"))
+			inv, err := takeInventory(c, c.String(flagGrafanaURL), c.Path("from-db"), true)
 			if err != nil {
 				return cli.Exit(err.Error(), exitVerifyError)
 			}
@@ -98,11 +99,24 @@ func inventoryCommand() *cli.Command {
 	}
 }
 
-// takeInventory reads from exactly one of a live Grafana and a database file.
-func takeInventory(c *cli.Context, url, db string) (*inventory.Inventory, error) {
+// takeInventory reads from exactly one of a live Grafana and a database file;
+// release says that the release's Grafana (the target flags) may be it.
+func takeInventory(c *cli.Context, url, db string, release bool) (*inventory.Inventory, error) {
+	release = release && hasReleaseTarget(c)
 	switch {
 	case url != "" && db != "":
 		return nil, errors.New("give either a Grafana URL or a grafana.db, not both")
+	case release && (url != "" || db != ""):
+		return nil, errors.New("give either a release (--release, --statefulset or --deployment) or a Grafana URL or grafana.db, not both")
+	case release:
+		if api := c.String("grafana-api"); api != inventory.APIAuto && api != inventory.APILegacy {
+			return nil, fmt.Errorf("--grafana-api %q: use legacy, or leave it out for /apis where Grafana serves it", api)
+		}
+		client, log, err := releaseGrafanaClient(c)
+		if err != nil {
+			return nil, err
+		}
+		return inventory.FromGrafana(c.Context, client, inventoryOptions(c, log))
 	case db != "":
 		st := inventory.Storage(c.String("db-storage"))
 		switch st {
@@ -125,7 +139,7 @@ func takeInventory(c *cli.Context, url, db string) (*inventory.Inventory, error)
 		}
 		return inventory.FromGrafana(c.Context, client, inventoryOptions(c, log))
 	default:
-		return nil, fmt.Errorf("give --%s or a grafana.db (inventory --from-db, verify --current-db)", flagGrafanaURL)
+		return nil, fmt.Errorf("give --%s, a release (-n NAMESPACE --release NAME, or --statefulset/--deployment: its Grafana is reached through the API server) or a grafana.db (inventory --from-db, verify --current-db)", flagGrafanaURL)
 	}
 }
 
@@ -133,11 +147,12 @@ func verifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "verify",
 		Usage: "prove that a Grafana still holds every dashboard of a baseline, unchanged",
-		Description: "The current state is --grafana-url (or --current-db). The baseline is one of --baseline FILE\n" +
+		Description: "The current state is --grafana-url, a release's pod (-n NS --release NAME, reached through the API server's\n" +
+			"pod proxy with nothing but the kubeconfig) or --current-db. The baseline is one of --baseline FILE\n" +
 			"(from `rebind inventory`), --against-url (another live Grafana, same credentials) or --baseline-db FILE.\n" +
 			"Exit code 0: every dashboard matches; 1: something was lost, changed or moved; 2: could not verify.\n" +
 			"Dashboards only in the current Grafana are reported but do not fail verification.",
-		Flags: append(grafanaFlags(),
+		Flags: append(append(grafanaFlags(), releaseGrafanaFlags()...),
 			&cli.PathFlag{Name: "baseline", Usage: "inventory `FILE` written by \"rebind inventory\""},
 			&cli.StringFlag{Name: "against-url", Usage: "a second live Grafana to use as the baseline"},
 			renamedPathFlag("baseline-db", "db", "a grafana.db `FILE` to use as the baseline"),
@@ -156,7 +171,7 @@ func verifyCommand() *cli.Command {
 			if baseline.Totals().Dashboards == 0 && !c.Bool("allow-empty-baseline") {
 				return cli.Exit(fmt.Sprintf("verify: baseline %s holds no dashboard: any Grafana would match it; pass --allow-empty-baseline if it really is empty", baseline.Source), exitVerifyError)
 			}
-			current, err := takeInventory(c, c.String(flagGrafanaURL), c.Path("current-db"))
+			current, err := takeInventory(c, c.String(flagGrafanaURL), c.Path("current-db"), true)
 			if err != nil {
 				return cli.Exit("verify: current: "+err.Error(), exitVerifyError)
 			}
@@ -194,7 +209,7 @@ func verifyBaseline(c *cli.Context) (*inventory.Inventory, error) {
 	if file != "" {
 		return inventory.LoadFile(file)
 	}
-	return takeInventory(c, against, db)
+	return takeInventory(c, against, db, false)
 }
 
 // renamedPathFlag is a flag whose old spelling stays as an alias. "--db"

@@ -113,6 +113,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			inventoryCommand(),
 			verifyCommand(),
 			drillCommand(),
+			backupCommand(),
+			restoreCommand(),
 			versionCommand(),
 			completionCommand(),
 		},

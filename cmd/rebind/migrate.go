@@ -69,6 +69,7 @@ func migrateFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "velero-restore-timeout", Value: migrate.DefaultTimeouts().Snapshot, Usage: "limit of the wait for rebind's Velero Restore, queued behind other Restores included (Velero runs one at a time); when it passes, the Restore is left to Velero and a re-run waits again"},
 		&cli.StringFlag{Name: "velero-namespace", Value: velero.DefaultNamespace, Usage: "namespace Velero runs in (--backup velero, --strategy velero-restore)"},
 		&cli.StringFlag{Name: "redeploy", Value: migrate.RedeployDirect, Usage: "direct (recreate the StatefulSet from its saved manifest) or helm (helm upgrade the release with its values plus the persistence values, so Helm's record matches)"},
+		&cli.StringFlag{Name: "to-kind", Usage: "statefulset or deployment: move the data across the chart's persistence.type switch (the new kind's claim is bound to the data volume before Helm renders it; needs --redeploy helm)"},
 		&cli.BoolFlag{Name: "quiesce", Usage: "scale to 0 before snapshotting: consistent, but Grafana is down for the snapshot and restore too"},
 		&cli.BoolFlag{Name: "keep-retain", Usage: "leave reclaim policy Retain on the volumes in use afterwards"},
 		&cli.BoolFlag{Name: "no-rollback", Usage: "when verification fails, leave the new state for inspection instead of rolling back"},
@@ -84,7 +85,7 @@ func migrateFlags() []cli.Flag {
 	)
 	flags = append(flags, installFlags()...)
 	flags = append(flags,
-		&cli.StringSliceFlag{Name: "grafana-pod-url", Category: grafanaCategory, Usage: "`POD=URL` of one pod's Grafana (repeatable); default: --grafana-url, else --grafana-access"},
+		grafanaPodURLFlag("one pod's Grafana, instead of --grafana-url or --grafana-access"),
 		grafanaAccessFlag(),
 		outputFlag(),
 	)
@@ -211,7 +212,7 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 		NoRollback: c.Bool("no-rollback"), BaselineFile: c.Path("baseline"), SkipVerify: c.Bool("skip-verify"), Again: c.Bool("again"),
 		Timeouts: migrate.Timeouts{Wait: c.Duration("wait-timeout"), Snapshot: c.Duration("snapshot-timeout"), Verify: c.Duration("verify-timeout"), VeleroRestore: c.Duration("velero-restore-timeout")},
 		Backup:   c.String("backup"), VeleroNamespace: c.String("velero-namespace"), FromBackup: c.String("from-backup"),
-		SnapshotMoveData: c.Bool("snapshot-move-data"), Redeploy: c.String("redeploy"),
+		SnapshotMoveData: c.Bool("snapshot-move-data"), Redeploy: c.String("redeploy"), ToKind: c.String("to-kind"),
 	}
 	if root := c.Path("offline-volume-root"); root != "" {
 		o.ReadDB = volumeRootReader(root)
@@ -246,6 +247,9 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 // contacted.
 func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.Logger) (_ *verify.Grafana, viaProxy bool, _ error) {
 	podURLs, err := grafanaPodURLs(c)
+	if err == nil {
+		err = podURLs.checkNamespace(ns)
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -259,20 +263,20 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 		targets = &grafanaTargets{clients: clients, ns: ns, known: map[string]grafanaTarget{}}
 	)
 	if viaProxy {
-		if len(c.StringSlice(flagGrafanaToken)) > 0 && len(podURLs) == 0 {
+		if len(c.StringSlice(flagGrafanaToken)) > 0 && podURLs.empty() {
 			return nil, false, fmt.Errorf("--%s cannot be used through the API server's pod proxy: %w", flagGrafanaToken, grafana.ErrTokenNeedsHeader)
 		}
 		if px, err = podproxy.New(clients.Config, clients.Kube); err != nil {
 			return nil, false, err
 		}
-		if len(podURLs) == 0 {
+		if podURLs.empty() {
 			fmt.Fprintln(progressWriter(c), "Grafana: reached through the API server's pod proxy (pods/<pod>:<port>/proxy) as the kubeconfig's user")
 		}
 	}
 	// Preflight asks for the pod proxy rights only when every pod goes
 	// through it; with some --grafana-pod-url given, a missing right shows
 	// as the API server's 403 when a pod without one is reached.
-	viaProxy = viaProxy && len(podURLs) == 0
+	viaProxy = viaProxy && podURLs.empty()
 	var (
 		mu   sync.Mutex
 		auth *grafanaAuth
@@ -295,7 +299,7 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 	}
 	return &verify.Grafana{
 		ClientFor: func(pod string) (*grafana.Client, error) {
-			url := podURLs[pod]
+			url := podURLs.lookup(ns, pod, true)
 			if url == "" {
 				url = c.String(flagGrafanaURL)
 			}

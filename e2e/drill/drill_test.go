@@ -371,11 +371,12 @@ func assertEventOn(t *testing.T, r *release, kind, reason, typ, contains string)
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// TestDrillDeploymentMode: the chart's Deployment mode drills offline (its
-// claim snapshotted, restored into the scratch namespace, the restored
-// grafana.db compared with what production served), the Event lands on the
-// Deployment and nothing is left; online is refused, naming --offline,
-// before anything is created.
+// TestDrillDeploymentMode: the chart's Deployment mode drills online (the
+// Deployment's pod template runs as a one-replica StatefulSet copy in the
+// scratch namespace, on the claim restored under the Deployment's claim
+// name) and offline (the restored grafana.db compared with what production
+// served); each checks every dashboard, the Event lands on the Deployment
+// and nothing is left.
 func TestDrillDeploymentMode(t *testing.T) {
 	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -383,24 +384,23 @@ func TestDrillDeploymentMode(t *testing.T) {
 	r := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 4)
 	before := takeState(t, r.Rel.Namespace)
 
-	res := newDrill(t, nil).Run(ctx, r.options())
-	if res.Outcome != drill.Refused || !strings.Contains(res.Error, "Deployment "+r.Rel.Namespace+"/grafana") || !strings.Contains(res.Error, "--offline") {
-		t.Fatalf("online: outcome %s: %s", res.Outcome, res.Error)
+	for _, offline := range []bool{false, true} {
+		o := r.options()
+		o.Offline = offline
+		res := newDrill(t, nil).Run(ctx, o)
+		if res.Outcome != drill.Passed {
+			t.Fatalf("offline=%v: outcome %s: %s", offline, res.Outcome, res.Error)
+		}
+		if res.Checked != r.total() || res.Lost != 0 || len(res.Verification) != 1 || !res.Verification[0].OK {
+			t.Errorf("offline=%v: checked %d lost %d verdicts %+v, want %d checked", offline, res.Checked, res.Lost, res.Verification, r.total())
+		}
+		if len(res.Snapshots) != 1 || !res.Snapshots[0].Taken || res.Snapshots[0].RestoredPV == "" {
+			t.Errorf("offline=%v: snapshots %+v", offline, res.Snapshots)
+		}
+		if want := map[bool]string{false: "online", true: "offline"}[offline]; res.Mode != want {
+			t.Errorf("mode %q, want %q", res.Mode, want)
+		}
+		assertNothingLeft(t, before, res)
 	}
-	assertNothingLeft(t, before)
-
-	o := r.options()
-	o.Offline = true
-	res = newDrill(t, nil).Run(ctx, o)
-	if res.Outcome != drill.Passed {
-		t.Fatalf("offline: outcome %s: %s", res.Outcome, res.Error)
-	}
-	if res.Checked != r.total() || res.Lost != 0 || len(res.Verification) != 1 || !res.Verification[0].OK {
-		t.Errorf("checked %d lost %d verdicts %+v, want %d checked", res.Checked, res.Lost, res.Verification, r.total())
-	}
-	if len(res.Snapshots) != 1 || !res.Snapshots[0].Taken || res.Snapshots[0].RestoredPV == "" {
-		t.Errorf("snapshots %+v", res.Snapshots)
-	}
-	assertNothingLeft(t, before, res)
 	assertEventOn(t, r, "Deployment", drill.ReasonSucceeded, corev1.EventTypeNormal, "PASSED")
 }

@@ -69,3 +69,29 @@ func NeedSandbox(t testing.TB) {
 		t.Skip("needs the e2e sandbox, not started in -short mode (make e2e runs this)")
 	}
 }
+
+// RunMainWith is RunMain for suites that start their own sandboxes (several
+// clusters): start runs unless -short and returns what stops them, told
+// whether the tests failed (keep the logs then).
+func RunMainWith(m *testing.M, start func(ctx context.Context) (stop func(failed bool) error, err error)) int {
+	flag.Parse()
+	if testing.Short() {
+		noSandbox = true
+		return m.Run()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startBudget)
+	stop, err := start(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox:", err)
+		return 1
+	}
+	code := m.Run()
+	if err := stop(code != 0); err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox stop:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}

@@ -12,8 +12,11 @@ import (
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/rebind-dev/rebind/e2e/e2eutil"
 	"github.com/rebind-dev/rebind/e2e/fixtures"
@@ -54,6 +57,15 @@ func installWith(t *testing.T, perOrg int, rel fixtures.Release, persistence map
 	if r.helm, err = helmredeploy.New(sb.RESTConfig, ns, nil); err != nil {
 		t.Fatal(err)
 	}
+	if rel.ExistingClaim != "" {
+		// persistence.existingClaim: the user's claim, made before the install.
+		c := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: rel.ExistingClaim, Namespace: ns}, Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr.To("standard"),
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
+		if _, err := sb.Kube.CoreV1().PersistentVolumeClaims(ns).Create(r.Ctx, c, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ch, err := loader.Load(chartDir)
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +79,7 @@ func installWith(t *testing.T, perOrg int, rel fixtures.Release, persistence map
 	if _, err := inst.RunWithContext(r.Ctx, ch, map[string]any{
 		"adminPassword": r.Rel.Password,
 		"persistence":   p,
+		"replicas":      r.Rel.Replicas,
 	}); err != nil {
 		t.Fatal(err)
 	}

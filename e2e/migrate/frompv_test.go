@@ -44,7 +44,15 @@ func uninstall(t *testing.T, e *grafanaEnv) {
 		_ = sb.Kube.CoreV1().Services(ns).Delete(e.Ctx, svc, metav1.DeleteOptions{})
 	}
 	_ = sb.Kube.CoreV1().Secrets(ns).Delete(e.Ctx, name, metav1.DeleteOptions{})
-	c, err := sb.Kube.CoreV1().PersistentVolumeClaims(ns).Get(e.Ctx, e.Rel.Claim(0), metav1.GetOptions{})
+	deleteClaim(t, e, e.Rel.Claim(0))
+}
+
+// deleteClaim deletes claim name of e's namespace, waits until it is gone
+// and returns it as it was.
+func deleteClaim(t *testing.T, e *grafanaEnv, name string) *corev1.PersistentVolumeClaim {
+	t.Helper()
+	ns := e.Rel.Namespace
+	c, err := sb.Kube.CoreV1().PersistentVolumeClaims(ns).Get(e.Ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +62,7 @@ func uninstall(t *testing.T, e *grafanaEnv) {
 	if err := volume.WaitClaimGone(e.Ctx, sb.Kube, ns, c.Name, c.UID, time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	return c
 }
 
 // TestFromPVAfterUninstall: the operator set Retain and uninstalled the

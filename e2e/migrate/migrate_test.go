@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/rebind-dev/rebind/e2e/e2eutil"
@@ -38,6 +41,8 @@ func TestReuse(t *testing.T) {
 				}
 			}
 			pvs := pvState(e)
+			claims, pods := uidsOf(t, e)
+			released := watchReleased(t, before)
 
 			rep, err := e.Migrator().Run(e.Ctx, e.options(migrate.Reuse), migrate.Apply)
 			if err != nil {
@@ -45,6 +50,15 @@ func TestReuse(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.AssertVerified(rep)
+			// Reusing the volumes the claims are bound to keeps the claims
+			// and the pods: the new StatefulSet adopts both, Grafana never
+			// stops and no volume is released, even for a moment.
+			if c, p := uidsOf(t, e); !slices.Equal(c, claims) || !slices.Equal(p, pods) {
+				t.Errorf("claims %v -> %v, pods %v -> %v: want both kept", claims, c, pods, p)
+			}
+			if pv := released(); pv != "" {
+				t.Errorf("PersistentVolume %s left Bound during the run", pv)
+			}
 			for i := 0; i < int(tc.replicas); i++ {
 				pv := e.BoundPV(i)
 				if pv.Name != before[i].Name {
@@ -65,11 +79,64 @@ func TestReuse(t *testing.T) {
 			if (tc.replicas == 1) != (vn != "") {
 				t.Errorf("template volumeName %q with %d replicas", vn, tc.replicas)
 			}
-			if rep.Downtime <= 0 {
-				t.Errorf("downtime not measured")
+			if rep.Downtime != 0 {
+				t.Errorf("downtime %v reported, but no pod stopped", rep.Downtime)
 			}
 			assertNoPVDeleted(t, pvs)
 		})
+	}
+}
+
+// uidsOf lists the uids of e's claims and pods, by ordinal.
+func uidsOf(t *testing.T, e *grafanaEnv) (claims, pods []types.UID) {
+	t.Helper()
+	for i := 0; i < int(e.Rel.Replicas); i++ {
+		c, err := sb.Kube.CoreV1().PersistentVolumeClaims(e.Rel.Namespace).Get(e.Ctx, e.Rel.Claim(i), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := sb.Kube.CoreV1().Pods(e.Rel.Namespace).Get(e.Ctx, e.Rel.Pod(i), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		claims, pods = append(claims, c.UID), append(pods, p.UID)
+	}
+	return claims, pods
+}
+
+// watchReleased watches the PVs and returns a function naming the first of
+// them seen in any phase but Bound since the call.
+func watchReleased(t *testing.T, pvs []*corev1.PersistentVolume) func() string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	w, err := sb.Kube.CoreV1().PersistentVolumes().Watch(ctx, metav1.ListOptions{ResourceVersion: pvs[len(pvs)-1].ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched := map[string]bool{}
+	for _, pv := range pvs {
+		watched[pv.Name] = true
+	}
+	var mu sync.Mutex
+	seen := ""
+	go func() {
+		for ev := range w.ResultChan() {
+			pv, ok := ev.Object.(*corev1.PersistentVolume)
+			if !ok || !watched[pv.Name] || pv.Status.Phase == corev1.VolumeBound {
+				continue
+			}
+			mu.Lock()
+			if seen == "" {
+				seen = pv.Name + " (" + string(pv.Status.Phase) + ")"
+			}
+			mu.Unlock()
+		}
+	}()
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen
 	}
 }
 

@@ -27,10 +27,11 @@ import (
 // old claim to go, another party reserves the PV for a claim of its own
 // (claimRef namespace/name, no uid: a pre-binding for a claim that does not
 // exist yet). rebind must refuse naming the PV and that claim, and leave
-// the PV exactly as the other party set it.
+// the PV exactly as the other party set it. A Deployment-mode reuse swaps
+// its claim (a StatefulSet's keeps its claims, so it has no such window).
 func TestReservationMadeMidRunIsNotStolen(t *testing.T) {
 	e2eutil.NeedSandbox(t)
-	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1}, 5)
+	e := deployGrafana(t, fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true}, 5)
 	pvName := e.BoundPV(0).Name
 	claim := e.Rel.Claim(0)
 	other := &corev1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1", Namespace: "team-b", Name: "someone-else"}

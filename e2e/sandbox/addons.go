@@ -39,7 +39,7 @@ func (s *Sandbox) startAddons(context.Context) error {
 	if err != nil {
 		return err
 	}
-	agent, err := storage.New(storage.Config{Root: s.StorageRoot(), Kube: kube, Snap: snap, Log: s.logger})
+	agent, err := storage.New(storage.Config{Root: s.StorageRoot(), SnapshotRoot: s.opts.SnapshotRoot, Kube: kube, Snap: snap, Log: s.logger})
 	if err != nil {
 		return err
 	}
@@ -142,3 +142,13 @@ func (s *Sandbox) GrafanaAttached(ns, pod string) bool {
 // StorageRoot is the storage agent's root: volumes/<handle> and
 // snapshots/<handle> below it.
 func (s *Sandbox) StorageRoot() string { return filepath.Join(s.Dir, "storage") }
+
+// SnapshotRoot is where the storage agent keeps snapshots/<handle>:
+// Options.SnapshotRoot when given (shared with other sandboxes), else
+// below StorageRoot.
+func (s *Sandbox) SnapshotRoot() string {
+	if s.opts.SnapshotRoot != "" {
+		return s.opts.SnapshotRoot
+	}
+	return filepath.Join(s.StorageRoot(), "snapshots")
+}

@@ -51,6 +51,12 @@ type Options struct {
 	// own; sandboxes given one store share their backups, as clusters of
 	// one cloud account do (see StartObjectStore).
 	ObjectStore string
+	// SnapshotRoot is a directory the storage agent keeps its snapshots
+	// in instead of its own root. Sandboxes given one SnapshotRoot (and one
+	// ObjectStore) restore each other's CSI snapshots, as clusters of one
+	// cloud account do: a Velero backup taken in one restores its volumes
+	// in another. Volumes stay per sandbox. Never removed by Stop.
+	SnapshotRoot string
 }
 
 // Timing tells where a start spent its time.

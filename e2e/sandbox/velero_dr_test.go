@@ -23,7 +23,8 @@ import (
 // clusters of one cloud account. A Backup taken by the real Velero of A is
 // synced into B's Velero after A is stopped (lost), and restored there.
 // The foundation of disaster recovery into another cluster; volume data
-// across clusters (a storage root both storage agents read) is not here.
+// across clusters (Options.SnapshotRoot) and rebind's DR commands are
+// tested in e2e/dr.
 func TestVeleroBackupOutlivesItsCluster(t *testing.T) {
 	e2eutil.NeedSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -211,6 +211,26 @@ func Discover(ctx context.Context, c *kube.Clients, o Options) (*Target, error) 
 	return t, nil
 }
 
+// Workload finds only the target's StatefulSet or Deployment, without its
+// volumes: enough to reach its Grafana (inventory, verify), with no right
+// to read claims, volumes or classes. AdminSecret is the chart's name for
+// it (the workload's), whether or not it exists.
+func Workload(ctx context.Context, c *kube.Clients, o Options) (*Target, error) {
+	if o.AppName == "" {
+		o.AppName = "grafana"
+	}
+	sts, dep, err := findWorkload(ctx, c, o)
+	if err != nil {
+		return nil, err
+	}
+	t := &Target{Namespace: o.Namespace, Release: o.Release, Kind: KindStatefulSet, StatefulSet: sts, ClaimTemplate: o.ClaimTemplate}
+	if dep != nil {
+		t.Kind, t.StatefulSet, t.Deployment = KindDeployment, nil, dep
+	}
+	t.AdminSecret = t.Name()
+	return t, nil
+}
+
 // discoverDeployment reads a Deployment-mode release: one claim, named in
 // the pod's data volume (<fullname>, or persistence.existingClaim).
 func discoverDeployment(ctx context.Context, c *kube.Clients, o Options, dep *appsv1.Deployment) (*Target, error) {

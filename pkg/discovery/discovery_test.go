@@ -110,6 +110,11 @@ func TestFindWorkloadByRelease(t *testing.T) {
 			if err != nil || got != tt.want {
 				t.Fatalf("got %q, %v; want %s", got, err, tt.want)
 			}
+			// Workload finds the same, and nothing of its volumes.
+			w, err := Workload(context.Background(), c, o)
+			if err != nil || w.KindName()+" "+w.Name() != tt.want || w.AdminSecret != w.Name() || len(w.Ordinals) != 0 {
+				t.Fatalf("Workload: %+v, %v; want %s", w, err, tt.want)
+			}
 		})
 	}
 }

@@ -80,7 +80,10 @@ type Options struct {
 	KeepSnapshot bool
 	// Offline reads the restored grafana.db through DBReader instead of
 	// starting a copy of Grafana.
-	Offline  bool
+	Offline bool
+	// PodProxy says where the Checker reaches Grafana through the API
+	// server's pod proxy, for preflight to ask for those rights.
+	PodProxy PodProxyUse
 	Timeouts Timeouts
 	// LeaseDuration of the production Lease the drill shares with migrate
 	// (default journal.DefaultLeaseDuration).
@@ -281,18 +284,6 @@ func (d *Drill) Run(ctx context.Context, o Options) *Result {
 		return res
 	}
 	res.StatefulSet = t.Name()
-	if t.IsDeployment() && !o.Offline {
-		// The throwaway copy is a StatefulSet with its own confinement
-		// (manifests/admission-drill.yaml); a Deployment copy is not
-		// built yet. Refused before anything is created.
-		res.Outcome = Refused
-		p := preflight.Problem{Object: fmt.Sprintf("Deployment %s/%s", t.Namespace, t.Name()),
-			Message: "online drills of a Deployment-mode release (persistence.type: pvc) are not supported yet: the drill would need to start a copy of the Deployment",
-			Fix:     "nothing was created; run the drill with --offline (it restores claim " + t.Ordinals[0].Claim + " and reads the restored grafana.db), or run the release as persistence.type=statefulset"}
-		res.Problems = append(res.Problems, p)
-		res.Error = (&preflight.Error{Problems: res.Problems}).Error()
-		return res
-	}
 	log := d.log().With(zap.String("target", res.Target()), zap.String("run", res.RunID))
 	scratch := o.ScratchNamespace
 	switch {

@@ -10,6 +10,7 @@ import (
 
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -271,12 +272,12 @@ func (d *Drill) verifyOffline(ctx context.Context, plans []*ordinalPlan, r *Rest
 
 func (d *Drill) verifyOnline(ctx context.Context, o Options, t *discovery.Target, scratch string, plans []*ordinalPlan, r *Restored, captures [][]byte, res *Result, log *zap.Logger) error {
 	drillOf := t.Namespace + "/" + t.Name()
-	for _, ref := range referencedObjects(&t.StatefulSet.Spec.Template.Spec) {
+	for _, ref := range referencedObjects(&t.PodTemplate().Spec) {
 		if err := d.copyObject(ctx, t.Namespace, scratch, drillOf, res.RunID, ref); err != nil {
 			return err
 		}
 	}
-	if svcName := t.StatefulSet.Spec.ServiceName; svcName != "" {
+	if svcName := governingService(t); svcName != "" {
 		svc, err := d.Clients.Kube.CoreV1().Services(t.Namespace).Get(ctx, svcName, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
@@ -289,7 +290,12 @@ func (d *Drill) verifyOnline(ctx context.Context, o Options, t *discovery.Target
 			}
 		}
 	}
-	sts := scratchStatefulSet(t.StatefulSet, t.ClaimTemplate, scratch, plans[0].RestoreClass, res.RunID)
+	var sts *appsv1.StatefulSet
+	if t.IsDeployment() {
+		sts = scratchStatefulSetOfDeployment(t.Deployment, scratch, res.RunID)
+	} else {
+		sts = scratchStatefulSet(t.StatefulSet, t.ClaimTemplate, scratch, plans[0].RestoreClass, res.RunID)
+	}
 	if _, err := d.Clients.Kube.AppsV1().StatefulSets(scratch).Create(ctx, sts, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("creating the StatefulSet copy %s/%s: %w", scratch, sts.Name, err)
 	}
@@ -301,15 +307,16 @@ func (d *Drill) verifyOnline(ctx context.Context, o Options, t *discovery.Target
 
 	checker := d.Checker(t, scratch)
 	for i, p := range plans {
+		pod := scratchPod(t, p.Index, p.Pod)
 		vctx, cancel := context.WithTimeout(ctx, o.Timeouts.Verify)
-		err := checker.Ready(vctx, p.Pod)
+		err := checker.Ready(vctx, pod)
 		var v app.Verdict
 		if err == nil {
-			v, err = checker.Verify(vctx, p.Pod, captures[i])
+			v, err = checker.Verify(vctx, pod, captures[i])
 		}
 		cancel()
 		if err != nil {
-			return fmt.Errorf("checking the restored %s of pod %s/%s: %w", checker.Kind(), scratch, p.Pod, err)
+			return fmt.Errorf("checking the restored %s of pod %s/%s: %w", checker.Kind(), scratch, pod, err)
 		}
 		d.addVerdict(res, p.Index, v)
 	}

@@ -19,6 +19,21 @@ type Scope struct {
 	Scratch string
 	// CreateScratch is the opt-in mode that creates and deletes Scratch.
 	CreateScratch bool
+	// PodProxy: Grafana is reached through the API server's pod proxy
+	// (Options.PodProxy), in production and, online, in Scratch.
+	PodProxy PodProxyUse
+	// Deployment: the target is a Deployment, whose current pod the pod
+	// proxy looks up.
+	Deployment bool
+}
+
+// PodProxyUse says where a drill reaches Grafana through the API server's
+// pod proxy (rebind outside the cluster, no URL given for those pods).
+type PodProxyUse struct {
+	// Production pods, for the baseline inventory.
+	Production bool
+	// Scratch: the restored copy's pods (online drills).
+	Scratch bool
 }
 
 // Permissions lists every API verb a drill of s needs.
@@ -64,10 +79,39 @@ func Permissions(s Scope) []preflight.Permission {
 	for _, v := range []string{"get", "update", "watch"} {
 		out = append(out, named(perm(v, "coordination.k8s.io", "leases", ns), journal.LeaseName(s.StatefulSet)))
 	}
+	out = append(out, PodProxyPermissions(s)...)
 	if s.CreateScratch {
 		return append(out, CreateScratchPermissions(s.Scratch)...)
 	}
 	return append(out, scratchPermissions(s.Scratch, s.StatefulSet)...)
+}
+
+// PodProxyPermissions are what reaching Grafana through the API server's
+// pod proxy takes, only where s.PodProxy uses it: get on pods/proxy for the
+// API reads, create for the POST /login that opens a Grafana session (the
+// proxy keeps the Authorization header for the API server); for a
+// Deployment, list pods to find its current one (a StatefulSet pod is
+// addressed by name). The CronJob runs in the cluster and needs none of
+// this; manifests/rbac-drill-pod-proxy.yaml grants it for drills run from
+// outside.
+func PodProxyPermissions(s Scope) []preflight.Permission {
+	var out []preflight.Permission
+	proxy := func(ns string) {
+		out = append(out,
+			preflight.Permission{Verb: "get", Resource: "pods", Subresource: "proxy", Namespace: ns},
+			preflight.Permission{Verb: "create", Resource: "pods", Subresource: "proxy", Namespace: ns})
+	}
+	if s.PodProxy.Production {
+		proxy(s.Namespace)
+		if s.Deployment {
+			out = append(out, perm("list", "", "pods", s.Namespace))
+		}
+	}
+	if s.PodProxy.Scratch {
+		// The copy is a StatefulSet: its pods are addressed by name.
+		proxy(s.Scratch)
+	}
+	return out
 }
 
 // scratchPermissions are the verbs in the fixed scratch namespace. A Role

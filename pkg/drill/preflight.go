@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -31,6 +32,9 @@ func (d *Drill) preflight(ctx context.Context, o Options, t *discovery.Target, s
 	}
 	for i := range r.Problems {
 		r.Problems[i].Fix = "grant it to the user or ServiceAccount running rebind drill (see manifests/rbac-drill.yaml)"
+		if strings.Contains(r.Problems[i].Message, "pods/proxy") {
+			r.Problems[i].Fix = "Grafana is reached through the API server's pod proxy (rebind runs outside the cluster and no URL is given): grant get and create on pods/proxy (manifests/rbac-drill-pod-proxy.yaml), or run the drill in the cluster (--grafana-access cluster-dns), or give --grafana-url-template / --grafana-pod-url"
+		}
 	}
 	stsRef := fmt.Sprintf("%s %s/%s", t.KindName(), t.Namespace, t.Name())
 	if t.Replicas() == 0 {
@@ -140,12 +144,16 @@ func (d *Drill) preflight(ctx context.Context, o Options, t *discovery.Target, s
 
 // scopeOf is what a drill of t touches, for its access review.
 func scopeOf(o Options, t *discovery.Target, scratch string) Scope {
-	s := Scope{Namespace: t.Namespace, StatefulSet: t.Name(), Scratch: scratch, CreateScratch: o.CreateScratchNamespace}
+	s := Scope{Namespace: t.Namespace, StatefulSet: t.Name(), Scratch: scratch, CreateScratch: o.CreateScratchNamespace,
+		PodProxy: o.PodProxy, Deployment: t.IsDeployment()}
+	if o.Offline {
+		s.PodProxy.Scratch = false // no copy runs
+	}
 	if t.AdminSecret != "" {
 		s.Secrets = append(s.Secrets, t.AdminSecret)
 	}
 	if !o.Offline {
-		for _, ref := range referencedObjects(&t.StatefulSet.Spec.Template.Spec) {
+		for _, ref := range referencedObjects(&t.PodTemplate().Spec) {
 			if ref.Kind == "Secret" {
 				s.Secrets = append(s.Secrets, ref.Name)
 			}
@@ -189,7 +197,7 @@ func (d *Drill) checkRestoreClass(ctx context.Context, class, driver string, exp
 // checkReferences finds the Secrets and ConfigMaps the copy would need but
 // cannot have: a pod that never starts would look like a failed restore.
 func (d *Drill) checkReferences(ctx context.Context, t *discovery.Target, r *preflight.Report) {
-	for _, ref := range referencedObjects(&t.StatefulSet.Spec.Template.Spec) {
+	for _, ref := range referencedObjects(&t.PodTemplate().Spec) {
 		var err error
 		switch ref.Kind {
 		case "Secret":

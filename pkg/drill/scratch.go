@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/workload"
 )
@@ -238,6 +239,52 @@ func copyService(in *corev1.Service, scratch, drillOf, runID string) *corev1.Ser
 	return out
 }
 
+// governingService is the Service the copy needs: a StatefulSet's
+// governing one; a Deployment's copy gets none (nothing resolves its pod
+// by DNS, and the drill reaches it by name).
+func governingService(t *discovery.Target) string {
+	if t.IsDeployment() {
+		return ""
+	}
+	return t.StatefulSet.Spec.ServiceName
+}
+
+// scratchPod is the name of the copy's pod for an ordinal: production's
+// for a StatefulSet, the first ordinal of the one-replica StatefulSet that
+// runs a Deployment's pod template.
+func scratchPod(t *discovery.Target, ord int, prodPod string) string {
+	if t.IsDeployment() {
+		return fmt.Sprintf("%s-%d", t.Name(), ord)
+	}
+	return prodPod
+}
+
+// scratchStatefulSetOfDeployment runs a Deployment's pod template as the
+// throwaway copy. A StatefulSet rather than a Deployment: the copy then
+// falls under the same admission confinement, RBAC and cleanup as every
+// other drill's (manifests/admission-drill.yaml), and its pod has a name
+// the drill can reach. Its pod mounts the restored claim by the name the
+// Deployment's pod uses (restored in the scratch namespace under that
+// name); it has no claim template, so it names no PersistentVolume.
+func scratchStatefulSetOfDeployment(prod *appsv1.Deployment, scratch, runID string) *appsv1.StatefulSet {
+	sel := prod.Spec.Selector.DeepCopy()
+	if sel == nil {
+		sel = &metav1.LabelSelector{}
+	}
+	s := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: prod.Name, Namespace: prod.Namespace, Labels: prod.Labels, Annotations: prod.Annotations},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:    ptr.To(int32(1)),
+			Selector:    sel,
+			Template:    *prod.Spec.Template.DeepCopy(),
+			ServiceName: prod.Name,
+			// One pod; Parallel starts it without waiting on ordinal order.
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+		},
+	}
+	return confineCopy(s, scratch, prod.Namespace+"/"+prod.Name, runID)
+}
+
 // scratchStatefulSet is the throwaway copy: same name (so pods, claims and
 // the admin Secret keep the names Grafana and the chart expect), same pod
 // template and replica count, the claim template pointing at the restored
@@ -247,8 +294,21 @@ func copyService(in *corev1.Service, scratch, drillOf, runID string) *corev1.Ser
 // already, and a claim naming a volume could bind someone else's Available
 // PV, which the admission policy refuses.
 func scratchStatefulSet(prod *appsv1.StatefulSet, claimTemplate, scratch, restoreClass, runID string) *appsv1.StatefulSet {
-	s := workload.Sanitize(prod)
-	s.ObjectMeta = scratchMeta(s.ObjectMeta, scratch, prod.Namespace+"/"+prod.Name, runID)
+	s := confineCopy(workload.Sanitize(prod), scratch, prod.Namespace+"/"+prod.Name, runID)
+	for i := range s.Spec.VolumeClaimTemplates {
+		t := &s.Spec.VolumeClaimTemplates[i]
+		t.Spec.VolumeName = ""
+		if t.Name == claimTemplate {
+			t.Spec.StorageClassName = ptr.To(restoreClass)
+		}
+	}
+	return s
+}
+
+// confineCopy makes s a throwaway copy in the scratch namespace: the run's
+// labels on it and its pods, no API access, no grace period.
+func confineCopy(s *appsv1.StatefulSet, scratch, drillOf, runID string) *appsv1.StatefulSet {
+	s.ObjectMeta = scratchMeta(s.ObjectMeta, scratch, drillOf, runID)
 	s.Spec.PersistentVolumeClaimRetentionPolicy = nil
 	if s.Spec.Selector == nil {
 		s.Spec.Selector = &metav1.LabelSelector{}
@@ -270,12 +330,5 @@ func scratchStatefulSet(prod *appsv1.StatefulSet, claimTemplate, scratch, restor
 	// The copy's data is thrown away with it: no reason to wait out the
 	// chart's grace period when it is deleted.
 	s.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To(int64(0))
-	for i := range s.Spec.VolumeClaimTemplates {
-		t := &s.Spec.VolumeClaimTemplates[i]
-		t.Spec.VolumeName = ""
-		if t.Name == claimTemplate {
-			t.Spec.StorageClassName = ptr.To(restoreClass)
-		}
-	}
 	return s
 }

@@ -163,13 +163,15 @@ func (d *Drill) checkScratchContents(ctx context.Context, o Options, t *discover
 		add("PersistentVolumeClaim", ord.Claim)
 		add("VolumeSnapshot", ord.Claim)
 		if !o.Offline {
-			add("Pod", ord.Pod)
+			add("Pod", scratchPod(t, ord.Index, ord.Pod))
 		}
 	}
 	if !o.Offline {
 		add("StatefulSet", t.Name())
-		add("Service", t.StatefulSet.Spec.ServiceName)
-		for _, ref := range referencedObjects(&t.StatefulSet.Spec.Template.Spec) {
+		if !t.IsDeployment() {
+			add("Service", t.StatefulSet.Spec.ServiceName)
+		}
+		for _, ref := range referencedObjects(&t.PodTemplate().Spec) {
 			add(ref.Kind, ref.Name)
 		}
 	}

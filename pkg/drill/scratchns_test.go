@@ -258,3 +258,44 @@ func TestNames(t *testing.T) {
 }
 
 func getErr[T any](_ T, err error) error { return err }
+
+// TestPodProxyPermissions: pods/proxy is asked only where the pod proxy is
+// used, and a pod list only for a Deployment's current pod.
+func TestPodProxyPermissions(t *testing.T) {
+	proxy := func(ns string) []string {
+		return []string{"get pods/proxy in namespace " + ns, "create pods/proxy in namespace " + ns}
+	}
+	for _, tc := range []struct {
+		name  string
+		scope Scope
+		want  []string
+	}{
+		{"not used", Scope{Namespace: "monitoring", Scratch: testScratch}, nil},
+		{"production only", Scope{Namespace: "monitoring", Scratch: testScratch, PodProxy: PodProxyUse{Production: true}}, proxy("monitoring")},
+		{"production and the copy", Scope{Namespace: "monitoring", Scratch: testScratch, PodProxy: PodProxyUse{Production: true, Scratch: true}},
+			append(proxy("monitoring"), proxy(testScratch)...)},
+		{"the copy only (production by URL)", Scope{Namespace: "monitoring", Scratch: testScratch, PodProxy: PodProxyUse{Scratch: true}}, proxy(testScratch)},
+		{"Deployment", Scope{Namespace: "monitoring", Scratch: testScratch, Deployment: true, PodProxy: PodProxyUse{Production: true}},
+			append(proxy("monitoring"), "list pods in namespace monitoring")},
+		{"Deployment by URL", Scope{Namespace: "monitoring", Scratch: testScratch, Deployment: true}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, p := range PodProxyPermissions(tc.scope) {
+				got = append(got, p.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("%v, want %v", got, tc.want)
+			}
+			all := Permissions(tc.scope)
+			for _, w := range PodProxyPermissions(tc.scope) {
+				if !slices.Contains(all, w) {
+					t.Errorf("Permissions lacks %s", w)
+				}
+			}
+			if n := slices.IndexFunc(all, func(p preflight.Permission) bool { return p.Subresource == "proxy" }); n >= 0 && len(tc.want) == 0 {
+				t.Errorf("Permissions asks for %s although the pod proxy is not used", all[n])
+			}
+		})
+	}
+}

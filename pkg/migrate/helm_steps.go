@@ -378,6 +378,9 @@ func redeployWarnings(s *Spec) []string {
 	if s.Install != nil {
 		return installWarnings(s)
 	}
+	if s.ToKind != "" {
+		return nil // rebind's upgrade applied the values (tokind.go)
+	}
 	if s.Target.IsDeployment() {
 		if s.Redeploy == RedeployHelm {
 			return nil // rebind's upgrade applied the values, Recreate included

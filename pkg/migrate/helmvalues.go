@@ -36,6 +36,9 @@ func helmValues(s *Spec, e *env) (map[string]any, []string) {
 	if s.Install != nil {
 		return installNotes(s)
 	}
+	if s.ToKind != "" {
+		return switchValues(s, e) // tokind.go
+	}
 	if s.Target.IsDeployment() {
 		return deploymentValues(s, e)
 	}

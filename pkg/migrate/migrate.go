@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -128,6 +129,7 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	var access preflight.Report
 	perms := append(Permissions(ns, o.Strategy), VeleroPermissions(o)...)
 	perms = append(perms, HelmPermissions(ns, o)...)
+	perms = append(perms, SwitchPermissions(ns, o)...)
 	if o.GrafanaPodProxy {
 		perms = append(perms, PodProxyPermissions(ns)...)
 	}
@@ -147,6 +149,9 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 			return finish(report.Failed, err)
 		}
 		if done != nil {
+			if err := m.stillWhereItEnded(ctx, done); err != nil {
+				return finish(report.Failed, err)
+			}
 			rec := done.Record()
 			rep.RunID = rec.RunID
 			checked := "verified then"
@@ -513,6 +518,44 @@ func (m *Migrate) recentlyCompleted(ctx context.Context, o Options) (*journal.Jo
 	return nil, nil
 }
 
+// stillWhereItEnded checks that every claim of a completed run is still
+// bound to the volume that run left it on. The journal alone would say
+// "nothing to do" to someone whose cluster was changed by hand since (a
+// claim swapped back, a claim deleted); re-running from that state is a new
+// migration, which only --again asks for.
+func (m *Migrate) stillWhereItEnded(ctx context.Context, done *journal.Journal) error {
+	spec, err := decodePublicSpec(done)
+	if err != nil {
+		return err
+	}
+	e := &env{c: m.Clients, j: done, spec: spec}
+	rec := done.Record()
+	var moved []string
+	for i, o := range spec.Target.Ordinals {
+		want, err := e.pvFor(i)
+		if err != nil {
+			moved = append(moved, fmt.Sprintf("ordinal %d: %v", i, err))
+			continue
+		}
+		c, err := m.Clients.Kube.CoreV1().PersistentVolumeClaims(spec.ns()).Get(ctx, o.Claim, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			moved = append(moved, fmt.Sprintf("claim %s/%s no longer exists (run %s left it on PersistentVolume %s)", spec.ns(), o.Claim, rec.RunID, want))
+		case err != nil:
+			return fmt.Errorf("reading claim %s/%s to check run %s's end state: %w", spec.ns(), o.Claim, rec.RunID, err)
+		case c.Spec.VolumeName != want:
+			moved = append(moved, fmt.Sprintf("claim %s/%s is on PersistentVolume %q, run %s left it on %s", spec.ns(), o.Claim, c.Spec.VolumeName, rec.RunID, want))
+		case c.Status.Phase != corev1.ClaimBound:
+			moved = append(moved, fmt.Sprintf("claim %s/%s is %s, not bound to PersistentVolume %s as run %s left it (a new claim of that name?)", spec.ns(), o.Claim, c.Status.Phase, want, rec.RunID))
+		}
+	}
+	if len(moved) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the same migration completed %s ago as run %s (journal ConfigMap %s/%s), but the cluster changed since: %s. rebind changed nothing: find out who moved it; pass --again to migrate from the state the cluster is in now",
+		time.Since(rec.UpdatedAt).Round(time.Second), rec.RunID, done.Namespace(), done.ConfigMapName(), strings.Join(moved, "; "))
+}
+
 // decodeSpec returns the spec a journal recorded, with the target as it
 // was discovered: from the journal's Secret (format 2: the ConfigMap's copy
 // has no literal env values), or from the ConfigMap of a journal written
@@ -594,6 +637,9 @@ func sameRequest(s *Spec, o Options) error {
 	if o.Redeploy != "" && o.Redeploy != s.Redeploy && !(o.Redeploy == RedeployDirect && s.Redeploy == "") {
 		differ("--redeploy", o.Redeploy, s.Redeploy)
 	}
+	if normalizeKind(o.ToKind) != s.ToKind {
+		differ("--to-kind", o.ToKind, s.ToKind)
+	}
 	if o.Quiesce != s.Quiesce {
 		differ("--quiesce", fmt.Sprint(o.Quiesce), fmt.Sprint(s.Quiesce))
 	}
@@ -671,9 +717,18 @@ func volumesOf(t *discovery.Target) []report.Volume {
 
 func currentVolumes(ctx context.Context, c *kube.Clients, s *Spec) []report.Volume {
 	var out []report.Volume
-	for _, o := range s.Target.Ordinals {
+	for i, o := range s.Target.Ordinals {
 		v := report.Volume{Ordinal: o.Index, Claim: o.Claim}
-		claim, err := c.Kube.CoreV1().PersistentVolumeClaims(s.ns()).Get(ctx, o.Claim, metav1.GetOptions{})
+		// After a --to-kind switch the data is under the new kind's claim;
+		// before it, or after a rollback, under the original.
+		var claim *corev1.PersistentVolumeClaim
+		var err error
+		for _, name := range s.claimsOf(i) {
+			if claim, err = c.Kube.CoreV1().PersistentVolumeClaims(s.ns()).Get(ctx, name, metav1.GetOptions{}); err == nil && claim.Spec.VolumeName != "" {
+				v.Claim = name
+				break
+			}
+		}
 		if err == nil && claim.Spec.VolumeName != "" {
 			if pv, err := c.Kube.CoreV1().PersistentVolumes().Get(ctx, claim.Spec.VolumeName, metav1.GetOptions{}); err == nil {
 				v.PV, v.StorageClass = pv.Name, pv.Spec.StorageClassName

@@ -14,6 +14,9 @@ func buildPlan(e *env) *plan.Plan {
 	if s.Install != nil {
 		return buildInstallPlan(e)
 	}
+	if s.ToKind != "" {
+		return buildSwitchPlan(e) // tokind.go
+	}
 	p := &plan.Plan{Name: fmt.Sprintf("%s %s/%s (%s)", s.Strategy, s.ns(), s.name(), s.RunID)}
 	add := func(steps ...plan.Step) { p.Steps = append(p.Steps, steps...) }
 
@@ -79,23 +82,25 @@ func buildPlan(e *env) *plan.Plan {
 	} else {
 		add(orphanStep{e, quiesced})
 	}
-	for i, o := range s.Target.Ordinals {
-		if o.PVC != nil && o.PV != nil {
-			add(releaseClaimStep{e, i})
+	if !s.KeepClaims {
+		for i, o := range s.Target.Ordinals {
+			if o.PVC != nil && o.PV != nil {
+				add(releaseClaimStep{e, i})
+			}
 		}
-	}
-	switch {
-	case quiesced:
-	case s.Target.IsDeployment():
-		add(stopDeploymentStep{e})
-	default:
-		add(stopPodsStep{e})
-	}
-	for i := range s.Target.Ordinals {
-		if s.Strategy == Reuse {
-			add(reserveStep{e, i})
+		switch {
+		case quiesced:
+		case s.Target.IsDeployment():
+			add(stopDeploymentStep{e})
+		default:
+			add(stopPodsStep{e})
 		}
-		add(claimStep{e, i})
+		for i := range s.Target.Ordinals {
+			if s.Strategy == Reuse {
+				add(reserveStep{e, i})
+			}
+			add(claimStep{e, i})
+		}
 	}
 	add(redeployFor(e))
 	if !s.SkipVerify {

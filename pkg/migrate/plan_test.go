@@ -32,6 +32,11 @@ func testSpec(strategy Strategy, replicas int, quiesce, existingSnap bool) *Spec
 	return &Spec{RunID: "r1", Strategy: strategy, Target: t, ToClass: "premium", Size: "1Gi", Quiesce: quiesce, ExistingSnap: existingSnap, VolumeName: replicas == 1}
 }
 
+func keepClaims(s *Spec) *Spec {
+	s.KeepClaims = true
+	return s
+}
+
 func withHelm(s *Spec) *Spec {
 	s.Redeploy = RedeployHelm
 	return s
@@ -55,9 +60,15 @@ func TestPlanOrder(t *testing.T) {
 		spec *Spec
 		want string
 	}{
-		{"reuse, 1 replica", testSpec(Reuse, 1, false, false),
+		{"reuse, 1 replica: the claim is kept, the pods never stop", keepClaims(testSpec(Reuse, 1, false, false)),
+			"baseline retain/pv-a delete-statefulset redeploy verify reclaim-policy"},
+		{"reuse, 2 replicas", keepClaims(testSpec(Reuse, 2, false, false)),
+			"baseline retain/pv-a retain/pv-b delete-statefulset redeploy verify reclaim-policy"},
+		{"reuse with helm", withHelm(keepClaims(testSpec(Reuse, 1, false, false))),
+			"baseline retain/pv-a helm-revision delete-statefulset redeploy verify reclaim-policy"},
+		{"reuse from a journal written before claims were kept: the swap it planned", testSpec(Reuse, 1, false, false),
 			"baseline retain/pv-a delete-statefulset release-claim/0 stop-pods reserve/0 claim/0 redeploy verify reclaim-policy"},
-		{"reuse, 2 replicas", testSpec(Reuse, 2, false, false),
+		{"reuse, 2 replicas, from an older journal", testSpec(Reuse, 2, false, false),
 			"baseline retain/pv-a retain/pv-b delete-statefulset release-claim/0 release-claim/1 stop-pods reserve/0 claim/0 reserve/1 claim/1 redeploy verify reclaim-policy"},
 		{"restore, crash-consistent: snapshot and restore while serving", testSpec(Restore, 1, false, false),
 			"baseline retain/pv-a snapshot/0 restore/0 reserve/0 delete-statefulset release-claim/0 stop-pods claim/0 redeploy verify reclaim-policy"},

@@ -200,6 +200,9 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 		return nil, err
 	}
 	m.checkHelm(o, spec, &r)
+	if err := m.checkToKind(ctx, o, spec, &r); err != nil { // tokind.go
+		return nil, err
+	}
 
 	// With --from-pv the Grafana running now is not the reference (it does
 	// not run on that volume, and is often a fresh, empty install): it only
@@ -232,6 +235,7 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 			}
 		}
 	}
+	spec.KeepClaims = spec.Strategy == Reuse && len(spec.FromPVs) == 0 && !t.IsDeployment() && spec.ToKind == ""
 	return spec, r.Err()
 }
 

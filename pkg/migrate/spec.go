@@ -93,6 +93,9 @@ type Options struct {
 	// Install says what to redeploy onto FromPV when the release's
 	// workload no longer exists (frompv_install.go).
 	Install *InstallOptions
+	// ToKind switches the release's persistence.type (tokind.go):
+	// ToStatefulSet or ToDeployment; "" keeps the kind.
+	ToKind string
 }
 
 // Spec is the resolved, immutable input of a run. It is stored in the
@@ -111,7 +114,14 @@ type Spec struct {
 	KeepRetain   bool              `json:"keepRetain,omitempty"`
 	SkipVerify   bool              `json:"skipVerify,omitempty"`
 	VolumeName   bool              `json:"volumeNameInTemplate"` // replicas == 1
-	Timeouts     Timeouts          `json:"timeouts"`
+	// KeepClaims: a StatefulSet reusing the volumes its claims are bound
+	// to keeps those claims. The controller adopts a claim of the right
+	// name as it is, so only the StatefulSet is recreated (with volumeName
+	// in its template); the pods keep serving and no volume is ever
+	// released, even for a moment. A journal written before this field
+	// existed decodes it false and resumes the claim swap it planned.
+	KeepClaims bool     `json:"keepClaims,omitempty"`
+	Timeouts   Timeouts `json:"timeouts"`
 
 	Backup          string `json:"backup,omitempty"`
 	VeleroNamespace string `json:"veleroNamespace,omitempty"`
@@ -121,6 +131,8 @@ type Spec struct {
 	// Install: the release is installed onto FromPVs[0] (its workload was
 	// gone); frompv_install.go.
 	Install *InstallSpec `json:"install,omitempty"`
+	// ToKind: the workload kind the data moves to (tokind.go).
+	ToKind string `json:"toKind,omitempty"`
 }
 
 // privateTarget is the key, in the journal's Secret, of the target as

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"go.uber.org/zap"
 
@@ -347,24 +348,28 @@ func (s reserveStep) Undo(ctx context.Context) error {
 	if err := json.Unmarshal([]byte(prior), &ref); err != nil {
 		return err
 	}
-	pv, err := s.getPV(ctx, pvName)
-	if err != nil {
-		return err
-	}
 	claim := s.spec.Target.Ordinals[s.ord].Claim
-	if c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, claim, metav1.GetOptions{}); err == nil && c.Spec.VolumeName == pvName {
-		return fmt.Errorf("claim %s/%s still uses PersistentVolume %s", s.spec.ns(), claim, pvName)
-	}
-	if !volume.IsReservedFor(pv, s.spec.ns(), claim) {
-		return nil
-	}
-	if ref.Namespace == s.spec.ns() && ref.Name == claim {
-		// The original claim of that name: the release-claim undo binds it.
-		return nil
-	}
-	pv.Spec.ClaimRef = &ref
-	_, err = s.c.Kube.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{})
-	return err
+	// The binder writes the PV too (its phase); a conflict re-reads and
+	// re-checks everything before writing again, never overwriting blind.
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pv, err := s.getPV(ctx, pvName)
+		if err != nil {
+			return err
+		}
+		if c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, claim, metav1.GetOptions{}); err == nil && c.Spec.VolumeName == pvName {
+			return fmt.Errorf("claim %s/%s still uses PersistentVolume %s", s.spec.ns(), claim, pvName)
+		}
+		if !volume.IsReservedFor(pv, s.spec.ns(), claim) {
+			return nil
+		}
+		if ref.Namespace == s.spec.ns() && ref.Name == claim {
+			// The original claim of that name: the release-claim undo binds it.
+			return nil
+		}
+		pv.Spec.ClaimRef = &ref
+		_, err = s.c.Kube.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{})
+		return err
+	})
 }
 func (s reserveStep) ServerDryRun(ctx context.Context) error {
 	if s.spec.Strategy != Reuse {

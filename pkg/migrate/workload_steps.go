@@ -293,6 +293,9 @@ func (s redeployStep) Describe() string {
 	if s.spec.VolumeName {
 		how = "template volumeName"
 	}
+	if s.spec.KeepClaims {
+		return fmt.Sprintf("recreate StatefulSet %s (claim template class %s, %s); it adopts the serving pods and their claims as they are", s.spec.name(), s.spec.ToClass, how)
+	}
 	return fmt.Sprintf("recreate StatefulSet %s (claim template class %s, %s) and wait until Ready", s.spec.name(), s.spec.ToClass, how)
 }
 
@@ -390,6 +393,11 @@ func (s redeployStep) Undo(ctx context.Context) error {
 	}
 	if sts.UID == s.spec.Target.StatefulSet.UID {
 		return nil
+	}
+	if s.spec.KeepClaims {
+		// Its pods run on the original claims: the original StatefulSet,
+		// recreated by the orphan step's undo, adopts them serving.
+		return workload.DeleteOrphan(ctx, s.c.Kube, ns, name, sts.UID, s.spec.Timeouts.Wait)
 	}
 	if ptr.Deref(sts.Spec.Replicas, 1) != 0 {
 		if err := workload.Scale(ctx, s.c.Kube, ns, name, 0); err != nil {

@@ -87,6 +87,20 @@ func (p *Proxy) Deployment(ns, name string, port int32) (string, http.RoundTripp
 	return u.String(), &deploymentTransport{p: p, ns: ns, name: name, port: port, prefix: prefix}
 }
 
+// DeploymentSelector is Deployment for a caller that knows the
+// Deployment's pod selector already (the drill, from discovery): the
+// transport then only lists pods, and needs no right to read the
+// Deployment.
+func (p *Proxy) DeploymentSelector(ns, name string, selector *metav1.LabelSelector, port int32) (string, http.RoundTripper, error) {
+	sel, err := metav1.LabelSelectorAsSelector(selector)
+	if err != nil {
+		return "", nil, fmt.Errorf("pod proxy: selector of Deployment %s/%s: %w", ns, name, err)
+	}
+	u, rt := p.Deployment(ns, name, port)
+	rt.(*deploymentTransport).selector = sel
+	return u, rt, nil
+}
+
 // deploymentTransport rewrites .../pods/<deployment>:PORT/proxy to the
 // Deployment's current pod. The pod found is kept until a request through
 // it fails as a request to a pod that is gone does.

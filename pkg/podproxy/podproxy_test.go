@@ -148,3 +148,35 @@ func TestDeploymentFollowsTheCurrentPod(t *testing.T) {
 		t.Fatalf("paths:\n%s\nwant:\n%s", strings.Join(api.paths, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestDeploymentSelectorNeedsNoDeploymentRead: with the selector given, the
+// transport finds the pod without reading the Deployment (a drill may list
+// pods but not get Deployments), and a bad selector is refused up front.
+func TestDeploymentSelectorNeedsNoDeploymentRead(t *testing.T) {
+	api := &apiServer{gone: map[string]bool{}}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	ready := pod("grafana-abc", time.Minute, true, false)
+	other := pod("other-def", time.Second, true, false)
+	other.Labels = map[string]string{"app": "other"}
+	kube := fake.NewClientset(&ready, &other) // no Deployment object
+	base, _ := url.Parse(srv.URL)
+	p := newProxy(base, http.DefaultTransport, kube)
+
+	u, rt, err := p.DeploymentSelector("mon", "grafana", &metav1.LabelSelector{MatchLabels: map[string]string{"app": "grafana"}}, 3000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: rt}).Get(u + "/api/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(api.paths) != 1 || api.paths[0] != "/api/v1/namespaces/mon/pods/grafana-abc:3000/proxy/api/health" {
+		t.Fatalf("status %d, paths %v", resp.StatusCode, api.paths)
+	}
+	bad := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Nope"}}}
+	if _, _, err := p.DeploymentSelector("mon", "grafana", bad, 3000); err == nil || !strings.Contains(err.Error(), "selector of Deployment mon/grafana") {
+		t.Fatalf("bad selector: %v", err)
+	}
+}

@@ -234,8 +234,11 @@ type BackupRequest struct {
 	// be restored by another CSI driver.
 	MoveData bool
 	Labels   map[string]string
-	Location string
-	TTL      time.Duration
+	// Annotations travel with the Backup into every cluster that syncs
+	// it from the location (rebind's DR metadata).
+	Annotations map[string]string
+	Location    string
+	TTL         time.Duration
 }
 
 // CreateBackup creates the Backup, or returns the existing one of that name
@@ -243,7 +246,7 @@ type BackupRequest struct {
 func (c *Client) CreateBackup(ctx context.Context, req BackupRequest) (*velerov1.Backup, error) {
 	b := &velerov1.Backup{
 		TypeMeta:   metav1.TypeMeta{APIVersion: velerov1.SchemeGroupVersion.String(), Kind: "Backup"},
-		ObjectMeta: metav1.ObjectMeta{Name: req.Name, Namespace: c.Namespace, Labels: req.Labels},
+		ObjectMeta: metav1.ObjectMeta{Name: req.Name, Namespace: c.Namespace, Labels: req.Labels, Annotations: req.Annotations},
 		Spec: velerov1.BackupSpec{
 			IncludedNamespaces: []string{req.Namespace},
 			SnapshotVolumes:    ptrTo(true),
@@ -303,13 +306,14 @@ type RestoreRequest struct {
 	Resources       []string
 	Selector        *metav1.LabelSelector
 	Labels          map[string]string
+	Annotations     map[string]string
 }
 
 // CreateRestore creates the Restore (or returns the existing one of that name).
 func (c *Client) CreateRestore(ctx context.Context, req RestoreRequest) (*velerov1.Restore, error) {
 	r := &velerov1.Restore{
 		TypeMeta:   metav1.TypeMeta{APIVersion: velerov1.SchemeGroupVersion.String(), Kind: "Restore"},
-		ObjectMeta: metav1.ObjectMeta{Name: req.Name, Namespace: c.Namespace, Labels: req.Labels},
+		ObjectMeta: metav1.ObjectMeta{Name: req.Name, Namespace: c.Namespace, Labels: req.Labels, Annotations: req.Annotations},
 		Spec: velerov1.RestoreSpec{
 			BackupName:         req.BackupName,
 			IncludedNamespaces: []string{req.Namespace},

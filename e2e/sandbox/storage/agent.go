@@ -9,6 +9,12 @@
 //	volumes/<volumeHandle>/          one directory per PersistentVolume
 //	snapshots/<snapshotHandle>/      one directory per snapshot
 //	snapshots/<snapshotHandle>.json  what the snapshot was cut from (size, time)
+//
+// Config.SnapshotRoot moves the snapshots elsewhere: agents of several
+// sandboxes given one SnapshotRoot see each other's snapshots, as clusters
+// of one cloud account see one snapshot store (a disk snapshot taken in
+// one region's cluster restores in another's), while each keeps its own
+// volumes. Handles are "snapshot-<content UID>", unique across clusters.
 package storage
 
 import (
@@ -39,17 +45,22 @@ const (
 type Config struct {
 	// Root holds the volume and snapshot directories; created if missing.
 	Root string
-	Kube kubernetes.Interface
-	Snap snapclientset.Interface
-	Log  *zap.Logger
+	// SnapshotRoot holds the snapshot directories instead of
+	// Root/snapshots when set (shared by several agents, see the package
+	// comment).
+	SnapshotRoot string
+	Kube         kubernetes.Interface
+	Snap         snapclientset.Interface
+	Log          *zap.Logger
 }
 
 // Agent provisions volumes and cuts snapshots for both sandbox drivers.
 type Agent struct {
-	root string
-	kube kubernetes.Interface
-	snap snapclientset.Interface
-	log  *zap.Logger
+	root      string
+	snapshots string // directory of the snapshots
+	kube      kubernetes.Interface
+	snap      snapclientset.Interface
+	log       *zap.Logger
 
 	runOnce sync.Once
 }
@@ -67,7 +78,13 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: root: %w", err)
 	}
-	for _, d := range []string{volumesDir(root), snapshotsDir(root)} {
+	snapshots := snapshotsDir(root)
+	if cfg.SnapshotRoot != "" {
+		if snapshots, err = filepath.Abs(cfg.SnapshotRoot); err != nil {
+			return nil, fmt.Errorf("storage: snapshot root: %w", err)
+		}
+	}
+	for _, d := range []string{volumesDir(root), snapshots} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("storage: %w", err)
 		}
@@ -76,7 +93,7 @@ func New(cfg Config) (*Agent, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Agent{root: root, kube: cfg.Kube, snap: cfg.Snap, log: log.Named("storage")}, nil
+	return &Agent{root: root, snapshots: snapshots, kube: cfg.Kube, snap: cfg.Snap, log: log.Named("storage")}, nil
 }
 
 // Run provisions, deletes and snapshots until ctx is done. It may be called once.
@@ -130,5 +147,5 @@ func (a *Agent) snapshotPath(handle string) (string, error) {
 	if err := checkHandle(handle); err != nil {
 		return "", err
 	}
-	return filepath.Join(snapshotsDir(a.root), handle), nil
+	return filepath.Join(a.snapshots, handle), nil
 }

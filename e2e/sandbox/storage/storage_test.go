@@ -299,3 +299,52 @@ func TestHandlesStayInsideRoot(t *testing.T) {
 		t.Error("VolumeDir accepted a foreign driver")
 	}
 }
+
+// TestSharedSnapshotRoot: two agents on one SnapshotRoot see each other's
+// snapshots (a pre-provisioned content naming the handle one cut is ready
+// for the other), while their volumes stay apart.
+func TestSharedSnapshotRoot(t *testing.T) {
+	ctx := context.Background()
+	shared := t.TempDir()
+	agent := func() *Agent {
+		a, err := New(Config{Root: t.TempDir(), SnapshotRoot: shared, Kube: kubefake.NewClientset(), Snap: snapfake.NewSimpleClientset()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	a, b := agent(), agent()
+	handle := "snapshot-from-a"
+	dirA, err := a.snapshotPath(handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(dirA) != shared {
+		t.Fatalf("snapshot of A at %s, not under %s", dirA, shared)
+	}
+	if err := os.MkdirAll(dirA, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dirA, "grafana.db"), []byte("abc"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	content := &snapv1.VolumeSnapshotContent{
+		ObjectMeta: metav1.ObjectMeta{Name: "restored-in-b"},
+		Spec: snapv1.VolumeSnapshotContentSpec{Driver: DriverName, DeletionPolicy: snapv1.VolumeSnapshotContentRetain,
+			Source: snapv1.VolumeSnapshotContentSource{SnapshotHandle: &handle}},
+	}
+	client := snapfake.NewSimpleClientset(content)
+	b.snap = client
+	if err := newTestSnapshotter(b).sync(ctx, content); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := client.SnapshotV1().VolumeSnapshotContents().Get(ctx, content.Name, metav1.GetOptions{})
+	if got.Status == nil || !*got.Status.ReadyToUse || *got.Status.RestoreSize != 3 {
+		t.Fatalf("B does not see A's snapshot: %+v", got.Status)
+	}
+	va, _ := a.volumePath("v")
+	vb, _ := b.volumePath("v")
+	if va == vb {
+		t.Errorf("volumes share %s", va)
+	}
+}
