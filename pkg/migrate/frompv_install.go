@@ -105,6 +105,9 @@ func (m *Migrate) resolveInstall(ctx context.Context, o Options) (*Spec, error) 
 	if io.ValuesOnly && io.Chart != "" {
 		r.Add("--chart", "only applies with --redeploy helm", "add --redeploy helm to install it, or drop --chart to only prepare the volume (--values-out)")
 	}
+	if o.ToKind != "" {
+		r.Add("--to-kind", "does not apply when rebind installs the release onto --from-pv", "set persistence.type in the values (-f): the chart renders that kind onto the volume")
+	}
 	if strings.Contains(o.FromPV, "{ordinal}") {
 		r.Add("--from-pv", "names a PersistentVolume per ordinal, but rebind installs a release onto one volume (replicas 1)", "name one PersistentVolume; scale up after the install")
 	}
