@@ -216,6 +216,11 @@ func TestRBACMatchesCode(t *testing.T) {
 			subject: "ServiceAccount monitoring/rebind",
 		},
 		{
+			file:    "rbac-migrate-install.yaml",
+			want:    wantedOnly(migrate.InstallPermissions(exampleNS), func(string) string { return scopeRelease }),
+			subject: "ServiceAccount monitoring/rebind",
+		},
+		{
 			// The default mode: the fixed scratch namespace the file
 			// creates, a Role there, nothing namespaced cluster-wide.
 			file: "rbac-drill.yaml",
@@ -278,6 +283,7 @@ func TestManifestsDecode(t *testing.T) {
 	}{
 		{"rbac-migrate.yaml", []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}},
 		{"rbac-migrate-velero-helm.yaml", []string{"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}},
+		{"rbac-migrate-install.yaml", []string{"Role", "RoleBinding"}},
 		{"rbac-drill.yaml", []string{"ServiceAccount", "Namespace", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Role", "RoleBinding"}},
 		{"rbac-drill-create-namespace.yaml", []string{"ClusterRole", "ClusterRoleBinding"}},
 		{"rbac-drill-pod-proxy.yaml", []string{"Role", "RoleBinding", "Role", "RoleBinding"}},

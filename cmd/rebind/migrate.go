@@ -82,6 +82,9 @@ func migrateFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "snapshot-timeout", Value: migrate.DefaultTimeouts().Snapshot, Usage: "limit of each wait for a snapshot or a restored volume"},
 		&cli.DurationFlag{Name: "verify-timeout", Value: migrate.DefaultTimeouts().Verify, Usage: "limit for Grafana to answer after the redeploy"},
 		leaseDurationFlag(),
+	)
+	flags = append(flags, installFlags()...)
+	flags = append(flags,
 		grafanaPodURLFlag("one pod's Grafana, instead of --grafana-url or --grafana-access"),
 		grafanaAccessFlag(),
 		outputFlag(),
@@ -214,6 +217,7 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	if root := c.Path("offline-volume-root"); root != "" {
 		o.ReadDB = volumeRootReader(root)
 	}
+	o.Install = installOptions(c)
 	checker, viaProxy, err := grafanaChecker(c, clients, ns, log)
 	if err != nil {
 		return cli.Exit(err.Error(), exitUsage)
@@ -225,7 +229,7 @@ func runMigrate(c *cli.Context, mode migrate.Mode) error {
 	m := &migrate.Migrate{Clients: clients, Checker: checker, Out: out, Log: log, Events: rec, LeaseDuration: c.Duration("lease-duration")}
 	rep, err := m.Run(ctx, o, mode)
 	done()
-	if rep != nil && rep.Outcome == report.Succeeded {
+	if rep != nil && (rep.Outcome == report.Succeeded || rep.Outcome == report.Unverified) {
 		if path := c.Path("values-out"); path != "" && len(rep.HelmValues) > 0 {
 			if werr := os.WriteFile(path, []byte(report.ValuesYAML(rep.HelmValues)), 0o644); werr != nil {
 				log.Error("writing Helm values", zap.Error(werr))
@@ -374,4 +378,24 @@ func finishReport(c *cli.Context, rep *report.Report, err error) error {
 		return cli.Exit(err.Error(), exitHalfway)
 	}
 	return cli.Exit(err.Error(), exitFailed)
+}
+
+// installFlags say what to redeploy onto --from-pv when the release's
+// workload is gone (helm uninstall, namespace deleted).
+func installFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "chart", Usage: "with --from-pv when the release's workload is gone, and --redeploy helm: the Grafana chart to install onto the volume (directory, .tgz, or repo/name as `helm install` takes it)"},
+		&cli.StringFlag{Name: "chart-version", Usage: "version of a repository --chart"},
+		&cli.StringSliceFlag{Name: "values", Aliases: []string{"f"}, Usage: "`FILE` of the release's Helm values for --chart or --values-out (repeatable, merged in order as `helm install -f`); rebind adds persistence.volumeName"},
+	}
+}
+
+// installOptions are the install flags, when --from-pv asks for a volume
+// whose release may be gone; Migrate uses them only if it is.
+func installOptions(c *cli.Context) *migrate.InstallOptions {
+	if c.String("from-pv") == "" || (c.String("chart") == "" && c.Path("values-out") == "") {
+		return nil
+	}
+	return &migrate.InstallOptions{Chart: c.String("chart"), ChartVersion: c.String("chart-version"), ValuesFiles: c.StringSlice("values"),
+		ValuesOnly: c.String("redeploy") != migrate.RedeployHelm && c.Path("values-out") != "", ValuesOut: c.Path("values-out")}
 }

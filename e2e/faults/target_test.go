@@ -61,6 +61,10 @@ var strategies = []strategy{
 		args: func(string) []string { return []string{"--strategy", "reuse"} }},
 	{name: "deployment-restore", rel: fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true},
 		args: func(string) []string { return []string{"--strategy", "restore", "--to-storage-class", "premium"} }},
+	{name: "deployment-velero-restore", rel: fixtures.Release{Name: "grafana", Replicas: 1, Deployment: true, StorageClass: "standard"},
+		args: func(b string) []string {
+			return []string{"--strategy", "velero-restore", "--from-backup", b, "--to-storage-class", "premium"}
+		}},
 }
 
 // target is one deployed, seeded release and what it held before rebind
@@ -110,7 +114,7 @@ func deploy(t *testing.T, s strategy) *target {
 		tg.baseline = append(tg.baseline, g.Inventory(i))
 		tg.original = append(tg.original, g.BoundPV(i))
 	}
-	if s.name == "velero-restore" {
+	if strings.HasSuffix(s.name, "velero-restore") {
 		tg.backup = "nightly-" + g.Rel.Namespace
 		v := velero.New(g.Clients, "", nil)
 		if _, err := v.CreateBackup(g.Ctx, velero.BackupRequest{Name: tg.backup, Namespace: g.Rel.Namespace}); err != nil {

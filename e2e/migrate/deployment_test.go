@@ -195,8 +195,8 @@ func TestDeploymentRollbackMidOutage(t *testing.T) {
 	}
 }
 
-// TestDeploymentBadInput: combinations not built for Deployments yet, and
-// --redeploy helm on a release Helm does not know (this one was applied
+// TestDeploymentBadInput: a velero-restore from a backup that does not
+// exist, and --redeploy helm on a release Helm does not know (this one was applied
 // without Helm), are refused before anything changes, naming the object
 // and the fix.
 func TestDeploymentBadInput(t *testing.T) {
@@ -207,8 +207,8 @@ func TestDeploymentBadInput(t *testing.T) {
 		set  func(*migrate.Options)
 		want []string
 	}{
-		{"velero-restore", func(o *migrate.Options) { o.Strategy, o.FromBackup = migrate.VeleroRestore, "b" },
-			[]string{"--strategy velero-restore", fmt.Sprintf("Deployment %s/grafana", e.Rel.Namespace)}},
+		{"velero-restore from a backup that does not exist", func(o *migrate.Options) { o.Strategy, o.FromBackup = migrate.VeleroRestore, "b" },
+			[]string{"Velero Backup velero/b", "not found", "velero backup get"}},
 		{"helm redeploy without a Helm release", func(o *migrate.Options) { o.Redeploy = migrate.RedeployHelm },
 			[]string{fmt.Sprintf("Helm release %s/grafana", e.Rel.Namespace), "release: not found", "--redeploy direct"}},
 	} {

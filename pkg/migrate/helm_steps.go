@@ -327,6 +327,9 @@ func HelmPermissions(ns string, o Options) []preflight.Permission {
 	if o.Redeploy != RedeployHelm {
 		return nil
 	}
+	if o.Install != nil && o.FromPV != "" {
+		return InstallPermissions(ns)
+	}
 	p := func(verb, group, res string) preflight.Permission {
 		return preflight.Permission{Verb: verb, Group: group, Resource: res, Namespace: ns}
 	}
@@ -372,6 +375,9 @@ func (m *Migrate) checkHelm(o Options, spec *Spec, r *preflight.Report) {
 
 // redeployWarnings are what the user must act on after the run.
 func redeployWarnings(s *Spec) []string {
+	if s.Install != nil {
+		return installWarnings(s)
+	}
 	if s.ToKind != "" {
 		return nil // rebind's upgrade applied the values (tokind.go)
 	}

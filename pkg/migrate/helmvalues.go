@@ -33,6 +33,9 @@ func chartHasVolumeName(chart string) (has, ok bool) {
 // helmValues are the values a later `helm upgrade` needs so that it renders
 // the StatefulSet rebind created, plus notes on what the chart cannot say.
 func helmValues(s *Spec, e *env) (map[string]any, []string) {
+	if s.Install != nil {
+		return installNotes(s)
+	}
 	if s.ToKind != "" {
 		return switchValues(s, e) // tokind.go
 	}

@@ -190,7 +190,20 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 		if o.Timeouts.VeleroPickup > 0 {
 			spec.Timeouts.VeleroPickup = o.Timeouts.VeleroPickup
 		}
+		if err := m.loadInstall(spec, o); err != nil {
+			return finish(report.Failed, err)
+		}
 		fmt.Fprintf(m.out(), "Resuming %s run %s of %s/%s (journal ConfigMap %s/%s)\n", spec.Strategy, spec.RunID, ns, spec.Target.Name(), ns, j.ConfigMapName())
+	} else if install, err := m.wantsInstall(ctx, o); err != nil {
+		return finish(report.Failed, err)
+	} else if install {
+		// --from-pv with the workload gone: installed onto the volume
+		// (frompv_install.go).
+		if spec, err = m.resolveInstall(ctx, o); err != nil {
+			return finish(report.Failed, err)
+		}
+		spec.RunID = newRunID()
+		m.printInstallTarget(spec)
 	} else {
 		t, err := discovery.Discover(ctx, m.Clients, o.Target)
 		if err != nil {
@@ -333,6 +346,9 @@ func (m *Migrate) Run(ctx context.Context, o Options, mode Mode) (*report.Report
 	rep.HelmValues, rep.Notes = helmValues(spec, e)
 	rep.Notes = append(rep.Notes, veleroNotes(e)...)
 	rep.Warnings = append(rep.Warnings, redeployWarnings(spec)...)
+	if spec.Install != nil && spec.Install.Unverified != "" {
+		return finish(report.Unverified, nil)
+	}
 	return finish(report.Succeeded, nil)
 }
 
@@ -627,6 +643,7 @@ func sameRequest(s *Spec, o Options) error {
 	if o.Quiesce != s.Quiesce {
 		differ("--quiesce", fmt.Sprint(o.Quiesce), fmt.Sprint(s.Quiesce))
 	}
+	diffs = append(diffs, sameInstall(s, o)...)
 	if len(diffs) > 0 {
 		return &preflight.Error{Problems: []preflight.Problem{{
 			Object:  fmt.Sprintf("ConfigMap %s/%s", s.ns(), journal.Name(s.name())),

@@ -11,6 +11,9 @@ import (
 // quiesced (consistent) snapshot, so downtime is only the swap itself.
 func buildPlan(e *env) *plan.Plan {
 	s := e.spec
+	if s.Install != nil {
+		return buildInstallPlan(e)
+	}
 	if s.ToKind != "" {
 		return buildSwitchPlan(e) // tokind.go
 	}

@@ -195,12 +195,6 @@ func (m *Migrate) resolve(ctx context.Context, o Options, t *discovery.Target) (
 		m.checkRestore(ctx, o, spec, toProvisioner, &r)
 	case VeleroRestore: // checked by checkVelero
 	}
-	if t.IsDeployment() {
-		// Not built for Deployments yet: said before anything changes.
-		if o.Strategy == VeleroRestore {
-			r.Add("--strategy velero-restore", "is not supported yet for a Deployment-mode release ("+stsRef+")", "use --strategy restore (same CSI driver), or switch the release to persistence.type=statefulset first")
-		}
-	}
 	// Velero and Helm (velero_steps.go, helm_steps.go).
 	if err := m.checkVelero(ctx, o, spec, &r); err != nil {
 		return nil, err

@@ -90,6 +90,9 @@ type Options struct {
 	// GrafanaPodProxy: the checker reaches Grafana through the API
 	// server's pod proxy, so preflight checks PodProxyPermissions too.
 	GrafanaPodProxy bool
+	// Install says what to redeploy onto FromPV when the release's
+	// workload no longer exists (frompv_install.go).
+	Install *InstallOptions
 	// ToKind switches the release's persistence.type (tokind.go):
 	// ToStatefulSet or ToDeployment; "" keeps the kind.
 	ToKind string
@@ -125,6 +128,9 @@ type Spec struct {
 	FromBackup      string `json:"fromBackup,omitempty"`
 	SnapshotMove    bool   `json:"snapshotMoveData,omitempty"`
 	Redeploy        string `json:"redeploy,omitempty"`
+	// Install: the release is installed onto FromPVs[0] (its workload was
+	// gone); frompv_install.go.
+	Install *InstallSpec `json:"install,omitempty"`
 	// ToKind: the workload kind the data moves to (tokind.go).
 	ToKind string `json:"toKind,omitempty"`
 }

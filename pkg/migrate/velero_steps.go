@@ -248,12 +248,8 @@ func (s veleroRestoreStep) runRestore(ctx context.Context) (err error) {
 			}
 		}()
 	}
-	var sel *metav1.LabelSelector
-	if ls := s.spec.Target.StatefulSet.Spec.Selector; ls != nil && len(ls.MatchLabels) > 0 {
-		// The StatefulSet controller labels its claims with the selector:
-		// other claims of the namespace stay out of the staging namespace.
-		sel = &metav1.LabelSelector{MatchLabels: ls.MatchLabels}
-	}
+	// Only the target's claims (velero_deployment.go).
+	sel := restoreSelector(s.spec.Target)
 	name := s.spec.veleroRestoreName()
 	if _, err := v.CreateRestore(ctx, velero.RestoreRequest{Name: name, BackupName: s.spec.FromBackup,
 		Namespace: s.spec.ns(), Into: s.spec.stagingNamespace(),

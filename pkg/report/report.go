@@ -20,6 +20,10 @@ const (
 	RolledBack = "rolled-back"
 	Failed     = "failed"
 	Planned    = "planned"
+	// Unverified: the run did what it was asked but could compare no
+	// dashboard (nothing to compare against, or it stopped before the
+	// application ran); never reported as a pass.
+	Unverified = "unverified"
 )
 
 // Volume describes one ordinal's volume before or after.
