@@ -3,14 +3,17 @@ package e2eutil
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	_ "modernc.org/sqlite" // DeleteSomeDashboards edits grafana.db
 
+	"github.com/rebind-dev/rebind/e2e/fixtures"
 	"github.com/rebind-dev/rebind/e2e/sandbox"
 	"github.com/rebind-dev/rebind/pkg/inventory"
 	"github.com/rebind-dev/rebind/pkg/kube"
@@ -76,4 +79,31 @@ func (w TestWriter) Write(p []byte) (int, error) {
 	w.T.Helper()
 	w.T.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// DamageRestoredVolume is an AfterStep hook: right after restore/0 it finds
+// the volume restored for namespace ns (Released, reserved by nobody yet,
+// not orig) and damages the files in its directory, as a bad snapshot
+// would.
+func DamageRestoredVolume(sb *sandbox.Sandbox, ns, orig string, damage func(dir string) error) func(context.Context, string) error {
+	return func(ctx context.Context, id string) error {
+		if id != "restore/0" {
+			return nil
+		}
+		list, err := sb.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, pv := range list.Items {
+			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != ns || pv.Status.Phase != corev1.VolumeReleased {
+				continue
+			}
+			dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)
+			if err != nil {
+				return err
+			}
+			return damage(dir)
+		}
+		return errors.New("restored PV not found")
+	}
 }

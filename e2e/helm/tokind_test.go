@@ -1,7 +1,6 @@
 package helm_test
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -220,7 +219,7 @@ func TestToKindVerificationFailureRollsBack(t *testing.T) {
 			before := r.kindNow()
 			base := r.inventoryOf(kindOf(tc.from))
 			m := r.Migrator()
-			m.AfterStep = damageRestored(r, before.pv, func(dir string) error {
+			m.AfterStep = e2eutil.DamageRestoredVolume(sb, r.Rel.Namespace, before.pv, func(dir string) error {
 				return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 2)
 			})
 			rep, err := m.Run(r.Ctx, r.targeting(migrate.Options{Strategy: migrate.Restore, ToClass: "premium", Redeploy: migrate.RedeployHelm, ToKind: tc.toKind}), migrate.Apply)
@@ -245,32 +244,6 @@ func TestToKindVerificationFailureRollsBack(t *testing.T) {
 				t.Errorf("after a plain upgrade %+v, want %+v", now, before)
 			}
 		})
-	}
-}
-
-// damageRestored is an AfterStep hook: right after restore/0 it damages
-// the restored volume's files (the Released volume of the namespace that is
-// not orig), as a bad snapshot would.
-func damageRestored(r *release, orig string, damage func(dir string) error) func(context.Context, string) error {
-	return func(ctx context.Context, id string) error {
-		if id != "restore/0" {
-			return nil
-		}
-		list, err := sb.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		for _, pv := range list.Items {
-			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != r.Rel.Namespace || pv.Status.Phase != corev1.VolumeReleased {
-				continue
-			}
-			dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)
-			if err != nil {
-				return err
-			}
-			return damage(dir)
-		}
-		return errors.New("restored PV not found")
 	}
 }
 

@@ -117,7 +117,7 @@ func TestEventsOfAutomaticRollback(t *testing.T) {
 	rec := events.New(sb.Kube, "rebind")
 	m := e.Migrator()
 	m.Events = rec
-	m.AfterStep = damageRestoredVolume(e, orig, func(dir string) error {
+	m.AfterStep = e2eutil.DamageRestoredVolume(sb, e.Rel.Namespace, orig, func(dir string) error {
 		return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 2)
 	})
 	_, err := m.Run(e.Ctx, e.options(migrate.Restore), migrate.Apply)

@@ -72,7 +72,7 @@ func TestLostAlertRuleRollsBack(t *testing.T) {
 	e := &grafanaEnv{e2eutil.DeploySeeded(t, sb, fixtures.Release{Name: "grafana", Replicas: 1, GrafanaVersion: "12.4.0"}, spec)}
 	orig := e.BoundPV(0).Name
 	m := e.Migrator()
-	m.AfterStep = damageRestoredVolume(e, orig, func(dir string) error {
+	m.AfterStep = e2eutil.DamageRestoredVolume(sb, e.Rel.Namespace, orig, func(dir string) error {
 		db, err := sql.Open("sqlite", filepath.Join(dir, grafanastandin.DBFile))
 		if err != nil {
 			return err

@@ -6,12 +6,10 @@ package migrate_test
 
 import (
 	"context"
-	"errors"
 	"os"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rebind-dev/rebind/e2e/e2eutil"
@@ -56,31 +54,5 @@ func assertNoPVDeleted(t *testing.T, before map[string]string) {
 		if _, err := sb.Kube.CoreV1().PersistentVolumes().Get(context.Background(), name, metav1.GetOptions{}); err != nil {
 			t.Errorf("PersistentVolume %s: %v", name, err)
 		}
-	}
-}
-
-// damageRestoredVolume is an AfterStep hook: right after restore/0 it finds
-// the volume restored for e (Released, reserved by nobody yet, not orig)
-// and damages the files in its directory, as a bad snapshot would.
-func damageRestoredVolume(e *grafanaEnv, orig string, damage func(dir string) error) func(context.Context, string) error {
-	return func(ctx context.Context, id string) error {
-		if id != "restore/0" {
-			return nil
-		}
-		list, err := sb.Kube.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return err
-		}
-		for _, pv := range list.Items {
-			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != e.Rel.Namespace || pv.Status.Phase != corev1.VolumeReleased {
-				continue
-			}
-			dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)
-			if err != nil {
-				return err
-			}
-			return damage(dir)
-		}
-		return errors.New("restored PV not found")
 	}
 }

@@ -385,7 +385,7 @@ func TestVerificationFailure(t *testing.T) {
 			orig := e.BoundPV(0).Name
 			base := e.Inventory(0)
 			m := e.Migrator()
-			m.AfterStep = damageRestoredVolume(e, orig, func(dir string) error {
+			m.AfterStep = e2eutil.DamageRestoredVolume(sb, e.Rel.Namespace, orig, func(dir string) error {
 				return e2eutil.DeleteSomeDashboards(filepath.Join(dir, "grafana.db"), 3)
 			})
 			o := e.options(migrate.Restore)

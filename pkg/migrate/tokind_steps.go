@@ -140,13 +140,7 @@ type switchReserveStep struct {
 
 func (s switchReserveStep) ID() string { return fmt.Sprintf("reserve/%d", s.ord) }
 func (s switchReserveStep) Describe() string {
-	pv := "the restored PersistentVolume"
-	if s.spec.Strategy == Reuse {
-		if name, err := s.pvFor(s.ord); err == nil {
-			pv = "PersistentVolume " + name
-		}
-	}
-	return fmt.Sprintf("reserve %s for claim %s of the %s (claimRef namespace/name, no uid)", pv, s.spec.newClaim(s.ord), s.spec.newKindName())
+	return fmt.Sprintf("reserve %s for claim %s of the %s (claimRef namespace/name, no uid)", s.volumePhrase(s.ord), s.spec.newClaim(s.ord), s.spec.newKindName())
 }
 func (s switchReserveStep) oldClaim() string { return s.spec.Target.Ordinals[s.ord].Claim }
 func (s switchReserveStep) Precondition(ctx context.Context) error {

@@ -269,13 +269,18 @@ type reserveStep struct {
 
 func (s reserveStep) ID() string { return fmt.Sprintf("reserve/%d", s.ord) }
 func (s reserveStep) Describe() string {
-	pv := "the restored PersistentVolume"
-	if s.spec.Strategy == Reuse {
-		if name, err := s.pvFor(s.ord); err == nil {
-			pv = "PersistentVolume " + name
+	return fmt.Sprintf("reserve %s for claim %s (claimRef namespace/name, no uid)", s.volumePhrase(s.ord), s.spec.Target.Ordinals[s.ord].Claim)
+}
+
+// volumePhrase names the volume an ordinal ends up on, as a plan prints
+// it before a restore has made it.
+func (e *env) volumePhrase(ord int) string {
+	if e.spec.Strategy == Reuse {
+		if name, err := e.pvFor(ord); err == nil {
+			return "PersistentVolume " + name
 		}
 	}
-	return fmt.Sprintf("reserve %s for claim %s (claimRef namespace/name, no uid)", pv, s.spec.Target.Ordinals[s.ord].Claim)
+	return "the restored PersistentVolume"
 }
 func (s reserveStep) Precondition(ctx context.Context) error {
 	pvName, pv, err := s.targetPV(ctx, s.ord)
