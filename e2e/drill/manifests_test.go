@@ -346,18 +346,10 @@ func TestRBACManifestsAsServiceAccount(t *testing.T) {
 // naming it, before anything changes.
 func TestMigratePodProxyAsServiceAccount(t *testing.T) {
 	e2eutil.NeedSandbox(t)
-	bin := e2eutil.BuildRebind(t)
-	ns := sb.NewNamespace(t)
-	full := applyRBAC(t, "rbac-migrate.yaml", ns, "full-"+ns, nil)
-	less := applyRBAC(t, "rbac-migrate.yaml", ns, "less-"+ns, &dropVerb{"Role", "rebind-migrate", "pods/proxy", "get"})
-	r := deployGrafana(t, fixtures.Release{Name: "grafana", Namespace: ns, Replicas: 1}, 4)
+	a := migrateAccounts(t)
+	r, ns, full, less := a.release, a.ns, a.full, a.less
 	run := func(sa string) e2eutil.CLIResult {
-		t.Helper()
-		kc, err := sb.ServiceAccountKubeconfig(context.Background(), ns, sa)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e2eutil.RunRebind(t, bin, kc, "migrate", "-n", ns, "--release", "grafana", "--strategy", "restore",
+		return a.run(sa, "migrate", "-n", ns, "--release", "grafana", "--strategy", "restore",
 			"-o", "json", "--wait-timeout", "1m", "--snapshot-timeout", "1m", "--verify-timeout", "1m")
 	}
 	before := takeState(t, ns)

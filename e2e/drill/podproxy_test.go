@@ -85,19 +85,9 @@ func TestInventoryVerifyPodProxy(t *testing.T) {
 // pods/proxy` it is refused naming the verb (exit 2).
 func TestInventoryPodProxyAsServiceAccount(t *testing.T) {
 	e2eutil.NeedSandbox(t)
-	bin := e2eutil.BuildRebind(t)
-	ns := sb.NewNamespace(t)
-	full := applyRBAC(t, "rbac-migrate.yaml", ns, "full-"+ns, nil)
-	less := applyRBAC(t, "rbac-migrate.yaml", ns, "less-"+ns, &dropVerb{"Role", "rebind-migrate", "pods/proxy", "get"})
-	r := deployGrafana(t, fixtures.Release{Name: "grafana", Namespace: ns, Replicas: 1}, 4)
-	run := func(sa string) e2eutil.CLIResult {
-		t.Helper()
-		kc, err := sb.ServiceAccountKubeconfig(context.Background(), ns, sa)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e2eutil.RunRebind(t, bin, kc, "inventory", "-n", ns, "--release", "grafana")
-	}
+	a := migrateAccounts(t)
+	r, ns, full, less := a.release, a.ns, a.full, a.less
+	run := func(sa string) e2eutil.CLIResult { return a.run(sa, "inventory", "-n", ns, "--release", "grafana") }
 	if res := run(less); res.Code != 2 || !strings.Contains(res.Stderr, "not allowed to get pods/proxy in namespace "+ns) {
 		t.Fatalf("without get pods/proxy: exit %d, want 2 naming it:\n%s", res.Code, res.Stderr)
 	}
@@ -177,4 +167,34 @@ func TestDrillOnlinePodProxy(t *testing.T) {
 		}
 		assertNothingLeft(t, before, res)
 	})
+}
+
+// proxyAccounts is a release and two ServiceAccounts of
+// manifests/rbac-migrate.yaml in its namespace: full as shipped, less
+// without `get pods/proxy`; run runs the binary as one of them with a
+// token kubeconfig.
+type proxyAccounts struct {
+	release    *release
+	ns         string
+	full, less string
+	run        func(sa string, args ...string) e2eutil.CLIResult
+}
+
+func migrateAccounts(t *testing.T) proxyAccounts {
+	t.Helper()
+	bin := e2eutil.BuildRebind(t)
+	ns := sb.NewNamespace(t)
+	a := proxyAccounts{ns: ns,
+		full: applyRBAC(t, "rbac-migrate.yaml", ns, "full-"+ns, nil),
+		less: applyRBAC(t, "rbac-migrate.yaml", ns, "less-"+ns, &dropVerb{"Role", "rebind-migrate", "pods/proxy", "get"})}
+	a.release = deployGrafana(t, fixtures.Release{Name: "grafana", Namespace: ns, Replicas: 1}, 4)
+	a.run = func(sa string, args ...string) e2eutil.CLIResult {
+		t.Helper()
+		kc, err := sb.ServiceAccountKubeconfig(context.Background(), ns, sa)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e2eutil.RunRebind(t, bin, kc, args...)
+	}
+	return a
 }
