@@ -192,6 +192,12 @@ func TestToKind(t *testing.T) {
 					t.Errorf("release at revision %d with persistence %v; want rebind's revision 2 with type %s on %s", rev, p, tc.persistTyp, after.pv)
 				}
 				t.Logf("outage %s (Grafana stopped until the new kind is Ready)", time.Duration(rep.Downtime))
+				// The same command again (a run killed at its very end): the
+				// switch is done and the new kind's claim holds the data.
+				again, err := r.Migrator().Run(r.Ctx, r.targeting(o), migrate.Apply)
+				if err != nil || again.Outcome != report.Succeeded || again.RunID != rep.RunID || !strings.Contains(strings.Join(again.Notes, "\n"), "nothing to do") {
+					t.Errorf("identical re-run after the switch: %v, run %s (switch %s), notes %q", err, again.RunID, rep.RunID, again.Notes)
+				}
 				e2eutil.AssertSameDashboards(t, base, r.inventoryOf(tc.to))
 				// The user's next plain upgrade renders what runs.
 				if err := r.upgrade(nil); err != nil {

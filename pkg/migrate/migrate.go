@@ -537,16 +537,20 @@ func (m *Migrate) stillWhereItEnded(ctx context.Context, done *journal.Journal) 
 			moved = append(moved, fmt.Sprintf("ordinal %d: %v", i, err))
 			continue
 		}
-		c, err := m.Clients.Kube.CoreV1().PersistentVolumeClaims(spec.ns()).Get(ctx, o.Claim, metav1.GetOptions{})
+		claim := o.Claim
+		if spec.ToKind != "" {
+			claim = spec.newClaim(i) // the switch ended on the new kind's claim
+		}
+		c, err := m.Clients.Kube.CoreV1().PersistentVolumeClaims(spec.ns()).Get(ctx, claim, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			moved = append(moved, fmt.Sprintf("claim %s/%s no longer exists (run %s left it on PersistentVolume %s)", spec.ns(), o.Claim, rec.RunID, want))
+			moved = append(moved, fmt.Sprintf("claim %s/%s no longer exists (run %s left it on PersistentVolume %s)", spec.ns(), claim, rec.RunID, want))
 		case err != nil:
-			return fmt.Errorf("reading claim %s/%s to check run %s's end state: %w", spec.ns(), o.Claim, rec.RunID, err)
+			return fmt.Errorf("reading claim %s/%s to check run %s's end state: %w", spec.ns(), claim, rec.RunID, err)
 		case c.Spec.VolumeName != want:
-			moved = append(moved, fmt.Sprintf("claim %s/%s is on PersistentVolume %q, run %s left it on %s", spec.ns(), o.Claim, c.Spec.VolumeName, rec.RunID, want))
+			moved = append(moved, fmt.Sprintf("claim %s/%s is on PersistentVolume %q, run %s left it on %s", spec.ns(), claim, c.Spec.VolumeName, rec.RunID, want))
 		case c.Status.Phase != corev1.ClaimBound:
-			moved = append(moved, fmt.Sprintf("claim %s/%s is %s, not bound to PersistentVolume %s as run %s left it (a new claim of that name?)", spec.ns(), o.Claim, c.Status.Phase, want, rec.RunID))
+			moved = append(moved, fmt.Sprintf("claim %s/%s is %s, not bound to PersistentVolume %s as run %s left it (a new claim of that name?)", spec.ns(), claim, c.Status.Phase, want, rec.RunID))
 		}
 	}
 	if len(moved) == 0 {
