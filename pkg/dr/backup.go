@@ -118,14 +118,7 @@ func releaseLease(parent context.Context, l *journal.Lease, rep *report.Report) 
 // checked before anything is written; a refusal is a *preflight.Error.
 func (e *Env) Backup(ctx context.Context, o BackupOptions) (*report.Report, error) {
 	rep := &report.Report{Operation: "backup", Strategy: "velero", StartedAt: time.Now(), Outcome: report.Failed}
-	finish := func(err error) (*report.Report, error) {
-		rep.FinishedAt = time.Now()
-		rep.Duration = report.Duration(rep.FinishedAt.Sub(rep.StartedAt))
-		if err != nil {
-			rep.Error = err.Error()
-		}
-		return rep, err
-	}
+	finish := rep.End
 	t, err := discovery.Discover(ctx, e.Clients, o.Target)
 	if err != nil {
 		return finish(err)

@@ -61,14 +61,7 @@ func (e *LeftoverError) Error() string {
 func Drill(ctx context.Context, prod, to *Env, o DrillOptions) (*report.Report, error) {
 	begin := time.Now()
 	rep := &report.Report{Operation: "drill", Strategy: "velero-dr", StartedAt: begin, Outcome: report.Failed}
-	finish := func(err error) (*report.Report, error) {
-		rep.FinishedAt = time.Now()
-		rep.Duration = report.Duration(rep.FinishedAt.Sub(rep.StartedAt))
-		if err != nil {
-			rep.Error = err.Error()
-		}
-		return rep, err
-	}
+	finish := rep.End
 	if o.CheckerFor == nil {
 		return finish(errors.New("dr: no Grafana checker for the DR cluster"))
 	}

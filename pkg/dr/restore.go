@@ -138,14 +138,7 @@ type restorePlan struct {
 // *UnverifiedError, *VerificationFailedError.
 func (e *Env) Restore(ctx context.Context, o RestoreOptions) (*report.Report, error) {
 	rep := &report.Report{Operation: "restore", Strategy: "velero-backup", StartedAt: time.Now(), Outcome: report.Failed}
-	finish := func(err error) (*report.Report, error) {
-		rep.FinishedAt = time.Now()
-		rep.Duration = report.Duration(rep.FinishedAt.Sub(rep.StartedAt))
-		if err != nil {
-			rep.Error = err.Error()
-		}
-		return rep, err
-	}
+	finish := rep.End
 	v := velero.New(e.Clients, o.VeleroNamespace, e.log())
 	p, err := e.preflightRestore(ctx, v, o)
 	if err != nil {

@@ -83,6 +83,17 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 }
 
 // WriteJSON writes the report as indented JSON.
+// End stamps the report's end and duration and records err, returning
+// both: the last line of an operation that reports as it goes.
+func (r *Report) End(err error) (*Report, error) {
+	r.FinishedAt = time.Now()
+	r.Duration = Duration(r.FinishedAt.Sub(r.StartedAt))
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r, err
+}
+
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
