@@ -45,13 +45,11 @@ func (p *objectPage) decodeBody(body []byte) error {
 			p.Continue = meta.Continue
 			return nil
 		case "items":
+			// Each item is decoded where it stands: cutting its span out
+			// first would walk every spec's grammar once more.
 			return s.array(func() error {
-				v, err := s.span()
-				if err != nil {
-					return err
-				}
-				o, err := decodeObject(v)
-				if err != nil {
+				o := &Object{}
+				if err := s.objectInto(o); err != nil {
 					return fmt.Errorf("item %d: %w", len(p.Items), err)
 				}
 				p.Items = append(p.Items, o)
@@ -74,9 +72,14 @@ func (d *Dashboard) decodeBody(body []byte) error {
 	err := s.object(func(key []byte) error {
 		switch string(key) {
 		case "dashboard":
-			v, err := s.span()
-			d.Dashboard = json.RawMessage(v)
-			return err
+			// Delimited only: the hash parses the model in full.
+			s.ws()
+			start := s.i
+			if err := s.skipUnchecked(); err != nil {
+				return err
+			}
+			d.Dashboard = json.RawMessage(s.b[start:s.i])
+			return nil
 		case "meta":
 			if err := s.dashboardMeta(&d.Meta); err != nil {
 				return fmt.Errorf("meta: %w", err)
@@ -152,13 +155,12 @@ func (s *jsonScanner) boolInto(dst *bool) error {
 	return nil
 }
 
-// decodeObject reads an object's small fields and keeps its spec as it
-// came. Keys match case-sensitively, as Kubernetes' own decoder
-// (sigs.k8s.io/json) matches them, not case-folded as encoding/json does.
-func decodeObject(b []byte) (*Object, error) {
-	o := &Object{}
-	s := &jsonScanner{b: b}
-	err := s.object(func(key []byte) error {
+// objectInto decodes the object at the cursor into o and moves past it,
+// reading its small fields and keeping its spec as it came. Keys match
+// case-sensitively, as Kubernetes' own decoder (sigs.k8s.io/json) matches
+// them, not case-folded as encoding/json does.
+func (s *jsonScanner) objectInto(o *Object) error {
+	return s.object(func(key []byte) error {
 		var err error
 		switch string(key) {
 		case "apiVersion":
@@ -185,10 +187,6 @@ func decodeObject(b []byte) (*Object, error) {
 		}
 		return nil
 	})
-	if err == nil {
-		err = s.end()
-	}
-	return o, err
 }
 
 // objectMeta reads the metadata fields rebind uses and skips the rest
