@@ -335,17 +335,53 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 			}
 			// conformance §1 "X-Grafana-Org-Id: N, basic-auth user not a
 			// member of N": no error, the request runs in org -1.
-			err := s.stmtRole.QueryRowContext(r.Context(), ri.orgID, p.userID).Scan(&ri.role)
+			role, member, err := s.orgRole(r.Context(), ri.orgID, p.userID)
 			switch {
-			case errors.Is(err, sql.ErrNoRows):
-				ri.orgID, ri.role = -1, roleNone
 			case err != nil:
 				s.internal(w, err)
 				return
+			case !member:
+				ri.orgID, ri.role = -1, roleNone
+			default:
+				ri.role = role
 			}
 		}
 		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, ri)))
 	})
+}
+
+// signedInUserTTL: conformance §1 "Signed-in user cache": Grafana keeps a
+// user's org membership and role for 5 s after reading them, and nothing
+// clears the entry sooner.
+const signedInUserTTL = 5 * time.Second
+
+type roleKey struct{ orgID, userID int64 }
+
+type cachedRole struct {
+	role    string
+	expires time.Time
+}
+
+// orgRole is the user's role in the org, as the request's signed-in user
+// carries it. Only a membership found is kept: Grafana files its entry
+// under the org it resolved, which for a non-member (org -1) is never the
+// one asked for again.
+func (s *Server) orgRole(ctx context.Context, orgID, userID int64) (role string, member bool, err error) {
+	k := roleKey{orgID, userID}
+	if v, ok := s.roles.Load(k); ok {
+		if c := v.(cachedRole); time.Now().Before(c.expires) {
+			return c.role, true, nil
+		}
+	}
+	err = s.stmtRole.QueryRowContext(ctx, orgID, userID).Scan(&role)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	s.roles.Store(k, cachedRole{role: role, expires: time.Now().Add(s.roleTTL)})
+	return role, true, nil
 }
 
 func queryInt(r *http.Request, name string) int {

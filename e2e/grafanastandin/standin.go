@@ -98,6 +98,10 @@ type Options struct {
 	// APIsMaxPageSizeBytes is the byte budget of an /apis list page
 	// (max_page_size_bytes); 0 means DefaultAPIsMaxPageSizeBytes (2 MiB).
 	APIsMaxPageSizeBytes int
+	// SignedInUserTTL is how long a member's role is served from the
+	// signed-in user cache; 0 means Grafana's 5 s (a test shortens it to
+	// watch an entry expire).
+	SignedInUserTTL time.Duration
 }
 
 // Server is one stand-in Grafana bound to one data directory.
@@ -126,6 +130,9 @@ type Server struct {
 	authOK sync.Map // sha256(login\x00password) -> principal
 	// sessions: login session token -> principal (session.go).
 	sessions sync.Map
+	// roles: roleKey -> cachedRole, Grafana's signed-in user cache.
+	roles   sync.Map
+	roleTTL time.Duration
 
 	lastUpdated lastUpdatedCache
 }
@@ -202,6 +209,10 @@ func Open(dataDir string, opts Options) (*Server, error) {
 	}
 	s.q = db
 	s.maxPageBytes = opts.APIsMaxPageSizeBytes
+	s.roleTTL = opts.SignedInUserTTL
+	if s.roleTTL <= 0 {
+		s.roleTTL = signedInUserTTL
+	}
 	if s.maxPageBytes <= 0 {
 		s.maxPageBytes = DefaultAPIsMaxPageSizeBytes
 	}

@@ -1377,3 +1377,53 @@ func TestSeedBeforeFirstStart(t *testing.T) {
 		t.Fatalf("admin memberships: %d %s, want orgs 1 and 2", status, body)
 	}
 }
+
+// TestSignedInUserCache pins conformance §1 "Signed-in user cache": a
+// member's role is served from a cache for its TTL after a read, so a
+// membership removed in the database still serves the org until then; a
+// non-member is looked up again on every request, so a membership added
+// shows at once.
+func TestSignedInUserCache(t *testing.T) {
+	const ttl = 2 * time.Second
+	e := newEnv(t, grafanastandin.SeedSpec{Orgs: 3, FoldersPerOrg: 1, DashboardsPerOrg: 3, Seed: 7, AdminNotMemberOf: []int64{3}},
+		grafanastandin.Options{AdminPassword: "pw", SignedInUserTTL: ttl})
+	db := rwDB(t, e.dir)
+	var admin int64
+	if err := db.QueryRow(`SELECT id FROM user WHERE login = 'admin'`).Scan(&admin); err != nil {
+		t.Fatal(err)
+	}
+	hits := func(org string) int {
+		t.Helper()
+		st, b := e.do(call{path: "/api/search?type=dash-db", org: org})
+		if st != 200 {
+			t.Fatalf("search in org %s: %d %s", org, st, b)
+		}
+		return len(decode[[]hit](t, b))
+	}
+
+	read := time.Now()
+	if n := hits("2"); n != 3 {
+		t.Fatalf("member of org 2 sees %d dashboards, want 3", n)
+	}
+	if _, err := db.Exec(`DELETE FROM org_user WHERE org_id = 2 AND user_id = ?`, admin); err != nil {
+		t.Fatal(err)
+	}
+	n := hits("2")
+	if time.Since(read) < ttl && n != 3 {
+		t.Errorf("membership removed %s after it was read: org 2 shows %d dashboards, want the cached 3", time.Since(read), n)
+	}
+	time.Sleep(time.Until(read.Add(ttl + 100*time.Millisecond))) // let the entry expire
+	if n := hits("2"); n != 0 {
+		t.Errorf("after the TTL the removed membership still shows %d dashboards", n)
+	}
+
+	if n := hits("3"); n != 0 {
+		t.Fatalf("non-member of org 3 sees %d dashboards", n)
+	}
+	if _, err := db.Exec(`INSERT INTO org_user (org_id, user_id, role, created, updated) VALUES (3, ?, 'Admin', datetime('now'), datetime('now'))`, admin); err != nil {
+		t.Fatal(err)
+	}
+	if n := hits("3"); n != 3 {
+		t.Errorf("membership added right after a non-member request: org 3 shows %d dashboards, want 3 (a non-member is not cached)", n)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"log"
 	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -37,7 +38,11 @@ func main() {
 	seedAlerts := flag.Int("seed-alert-rules", 0, "alert rules per org when seeding (needs -seed-folders > 0)")
 	seedLibrary := flag.Int("seed-library-panels", 0, "library panels per org when seeding")
 	seedDS := flag.Int("seed-datasources", 0, "data sources per org when seeding")
+	pprofAddr := flag.String("debug-pprof-addr", "", "serve Go's /debug/pprof on this address (to profile the stand-in under a benchmark)")
 	flag.Parse()
+	if *pprofAddr != "" {
+		go func() { log.Println(http.ListenAndServe(*pprofAddr, nil)) }() // net/http/pprof registers on the default mux
+	}
 
 	v, err := grafanastandin.ParseVersion(*version)
 	if err != nil {
