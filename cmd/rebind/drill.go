@@ -306,11 +306,13 @@ func drillChecker(c *cli.Context, clients *kube.Clients, log *zap.Logger, podURL
 	viaProxy = viaProxy && !c.IsSet("grafana-url-template")
 	var px *podproxy.Proxy
 	if viaProxy {
-		// Preflight asks for the rights only where every pod goes through
-		// the proxy; with some --grafana-pod-url given, a missing right
-		// shows as the API server's 403 when a pod without one is reached.
-		use.Production = c.String(flagGrafanaURL) == "" && podURLs.empty()
-		use.Scratch = !c.Bool("offline") && podURLs.empty()
+		// Preflight asks for the rights wherever a pod has no
+		// --grafana-pod-url (decided per target, whose pods it knows).
+		use.Production = c.String(flagGrafanaURL) == ""
+		use.Scratch = !c.Bool("offline")
+		if !podURLs.empty() {
+			use.URLGiven = func(ns, pod string, home bool) bool { return podURLs.lookup(ns, pod, home) != "" }
+		}
 		if c.Bool("offline") && c.String(flagGrafanaURL) != "" {
 			viaProxy = false // every production pod at that URL, no copy runs
 		}

@@ -3,6 +3,7 @@ package drill
 import (
 	"slices"
 
+	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/preflight"
 )
@@ -34,6 +35,26 @@ type PodProxyUse struct {
 	Production bool
 	// Scratch: the restored copy's pods (online drills).
 	Scratch bool
+	// URLGiven says a URL was given for a pod (home: ns is its release's
+	// namespace), which then is not reached through the proxy; nil: none
+	// was. Where every pod of a side has one, the side needs no rights.
+	URLGiven func(ns, pod string, home bool) bool
+}
+
+// forTarget narrows u to the sides where some pod of t (in production, or
+// its copy in scratch) has no URL and so goes through the proxy.
+func (u PodProxyUse) forTarget(t *discovery.Target, scratch string) PodProxyUse {
+	if u.URLGiven == nil || len(t.Ordinals) == 0 {
+		return u
+	}
+	production, copies := true, true
+	for _, ord := range t.Ordinals {
+		production = production && u.URLGiven(t.Namespace, ord.Pod, true)
+		copies = copies && u.URLGiven(scratch, scratchPod(t, ord.Index, ord.Pod), false)
+	}
+	u.Production = u.Production && !production
+	u.Scratch = u.Scratch && !copies
+	return u
 }
 
 // Permissions lists every API verb a drill of s needs.

@@ -145,7 +145,7 @@ func (d *Drill) preflight(ctx context.Context, o Options, t *discovery.Target, s
 // scopeOf is what a drill of t touches, for its access review.
 func scopeOf(o Options, t *discovery.Target, scratch string) Scope {
 	s := Scope{Namespace: t.Namespace, StatefulSet: t.Name(), Scratch: scratch, CreateScratch: o.CreateScratchNamespace,
-		PodProxy: o.PodProxy, Deployment: t.IsDeployment()}
+		PodProxy: o.PodProxy.forTarget(t, scratch), Deployment: t.IsDeployment()}
 	if o.Offline {
 		s.PodProxy.Scratch = false // no copy runs
 	}

@@ -299,3 +299,40 @@ func TestPodProxyPermissions(t *testing.T) {
 		})
 	}
 }
+
+// TestPodProxyForTarget: with --grafana-pod-url given for some pods, the
+// rights are still asked on each side where one pod has no URL; a side
+// whose every pod has one needs none.
+func TestPodProxyForTarget(t *testing.T) {
+	two := testTarget()
+	two.Ordinals = append(two.Ordinals, discovery.Ordinal{Index: 1, Pod: "grafana-1", Claim: "storage-grafana-1"})
+	given := func(keys ...string) func(ns, pod string, home bool) bool {
+		return func(ns, pod string, home bool) bool {
+			return slices.Contains(keys, ns+"/"+pod) || home && slices.Contains(keys, pod)
+		}
+	}
+	both := PodProxyUse{Production: true, Scratch: true}
+	for _, tc := range []struct {
+		name             string
+		target           *discovery.Target
+		urls             func(ns, pod string, home bool) bool
+		production, copy bool
+	}{
+		{"no URL given", two, nil, true, true},
+		{"one of two production pods", two, given("grafana-0"), true, true},
+		{"both production pods", two, given("grafana-0", "monitoring/grafana-1"), false, true},
+		{"a bare name does not reach the copy", two, given("grafana-0", "grafana-1"), false, true},
+		{"every pod on both sides", two, given("grafana-0", "grafana-1", testScratch+"/grafana-0", testScratch+"/grafana-1"), false, false},
+		{"the copy only", testTarget(), given(testScratch + "/grafana-0"), true, false},
+		{"another namespace's pod of the same name", testTarget(), given("other/grafana-0"), true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := both
+			u.URLGiven = tc.urls
+			got := u.forTarget(tc.target, testScratch)
+			if got.Production != tc.production || got.Scratch != tc.copy {
+				t.Errorf("production %v, copy %v; want %v, %v", got.Production, got.Scratch, tc.production, tc.copy)
+			}
+		})
+	}
+}
