@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,13 +17,15 @@ import (
 
 // canonParser renders JSON canonically straight from bytes. Decoding into
 // map[string]any first cost most of an inventory's CPU and garbage; this
-// keeps one scratch buffer per nesting level and allocates little else.
+// writes into the output as it reads and allocates little else.
 type canonParser struct {
-	in      []byte
-	pos     int
-	scratch [][]byte // per depth: canonical member values of the object being built
-	keys    [][]member
-	str     []byte
+	in   []byte
+	pos  int
+	keys [][]member // per depth: the members of the object being read
+	str  []byte
+	// reorder holds an unsorted object's members while they are written
+	// back in key order.
+	reorder []byte
 	// escapedKeys holds the decoded form of keys spelled with escapes (and
 	// the replaced uid/title); all other keys are read from in where they
 	// stand, so a member costs no allocation.
@@ -30,12 +33,13 @@ type canonParser struct {
 }
 
 // member is one object member: its key (in in, or in escapedKeys when
-// escaped) and its canonical value in the level's scratch.
+// escaped) and where it was written in the output: member is where its
+// canonical key starts, start and end delimit its canonical value.
 type member struct {
-	keyStart, keyEnd int32
-	escaped          bool
-	plainKey         bool // prints as it stands: ASCII, nothing to escape
-	start, end       int
+	keyStart, keyEnd   int32
+	escaped            bool
+	plainKey           bool // prints as it stands: ASCII, nothing to escape
+	member, start, end int
 }
 
 func (p *canonParser) key(m member) []byte {
@@ -148,6 +152,10 @@ func (p *canonParser) value(dst []byte, depth int) ([]byte, error) {
 		if plainInteger(lit) {
 			return append(dst, lit...), nil // already canonical
 		}
+		if !validNumber(lit) {
+			// strconv would take "00" or "1." that no JSON parser takes.
+			return dst, p.fail(fmt.Sprintf("bad number %q", lit))
+		}
 		if bytes.ContainsAny(lit, ".eE") {
 			// Parsed as encoding/json's UseNumber decoder then
 			// canonicalNumber would, without the intermediate strings.
@@ -188,6 +196,45 @@ func plainInteger(lit []byte) bool {
 		}
 	}
 	return true
+}
+
+// validNumber checks JSON's number grammar:
+// -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+func validNumber(lit []byte) bool {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(lit) && lit[i] >= '0' && lit[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(lit) && lit[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(lit) && lit[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(lit) && lit[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(lit) && (lit[i] == 'e' || lit[i] == 'E') {
+		i++
+		if i < len(lit) && (lit[i] == '+' || lit[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(lit)
 }
 
 func (p *canonParser) literal(dst []byte, lit string) ([]byte, error) {
@@ -232,12 +279,17 @@ func (p *canonParser) array(dst []byte, depth int) ([]byte, error) {
 
 func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, error) {
 	p.pos++ // {
-	for len(p.scratch) <= depth {
-		p.scratch = append(p.scratch, nil)
+	for len(p.keys) <= depth {
 		p.keys = append(p.keys, nil)
 	}
-	buf := p.scratch[depth][:0]
 	keys := p.keys[depth][:0]
+	// Members are written where they stand, in the order they come: Grafana
+	// (Go's encoding/json on a map) serves keys sorted, so an object is
+	// usually already canonical and its bytes are copied once, not once per
+	// nesting level. Only an unsorted object is rearranged at its end.
+	open := len(dst)
+	dst = append(dst, '{')
+	sorted := true
 	p.skipWS()
 	if p.pos < len(p.in) && p.in[p.pos] == '}' {
 		p.pos++
@@ -253,24 +305,38 @@ func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, e
 				return dst, err
 			}
 			m := member{keyStart: int32(keyStart), keyEnd: int32(keyStart + len(k)), plainKey: plain}
-			if p.pos-1-keyStart != len(k) { // unescaped into p.str: keep a copy
+			switch {
+			case !plain && !utf8.Valid(k):
+				// Keys compare as encoding/json decodes them: each invalid
+				// byte a U+FFFD, so "a\x9d" and "a\xa9" are one key.
+				m.escaped = true
+				m.keyStart = int32(len(p.escapedKeys))
+				p.escapedKeys = appendValidUTF8(p.escapedKeys, k)
+				m.keyEnd = int32(len(p.escapedKeys))
+			case p.pos-1-keyStart != len(k): // unescaped into p.str: keep a copy
 				m.escaped = true
 				m.keyStart = int32(len(p.escapedKeys))
 				p.escapedKeys = append(p.escapedKeys, k...)
 				m.keyEnd = int32(len(p.escapedKeys))
+			}
+			if n := len(keys); n > 0 {
+				if sorted && bytes.Compare(p.key(keys[n-1]), p.key(m)) >= 0 {
+					sorted = false // out of order, or a duplicate to drop
+				}
+				dst = append(dst, ',')
 			}
 			p.skipWS()
 			if p.pos >= len(p.in) || p.in[p.pos] != ':' {
 				return dst, p.fail("expected :")
 			}
 			p.pos++
-			start := len(buf)
-			// Deeper levels reuse their own scratch; this level's buf may
-			// move when it grows, so offsets, not slices, are kept.
-			if buf, err = p.value(buf, depth+1); err != nil {
+			m.member = len(dst)
+			dst = p.appendKey(dst, m)
+			m.start = len(dst)
+			if dst, err = p.value(dst, depth+1); err != nil {
 				return dst, err
 			}
-			m.start, m.end = start, len(buf)
+			m.end = len(dst)
 			keys = append(keys, m)
 			p.skipWS()
 			if p.pos >= len(p.in) {
@@ -287,9 +353,13 @@ func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, e
 			return dst, p.fail("expected , or }")
 		}
 	}
+	if sorted && top == nil {
+		p.keys[depth] = keys
+		return append(dst, '}'), nil
+	}
 	if top != nil {
 		if top.keepTitle {
-			title, err := p.lastString(keys, buf, "title")
+			title, err := p.lastString(keys, dst, "title")
 			if err != nil {
 				return dst, err
 			}
@@ -299,19 +369,24 @@ func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, e
 			k := string(p.key(m)) // no allocation: compared and looked up only
 			return volatileKeys[k] || k == "uid" || k == "title"
 		})
+		// The replacements are written after the members, then sorted in.
 		for _, kv := range [2][2]string{{"uid", top.uid}, {"title", top.title}} {
 			m := member{keyStart: int32(len(p.escapedKeys)), escaped: true, plainKey: true}
 			p.escapedKeys = append(p.escapedKeys, kv[0]...)
 			m.keyEnd = int32(len(p.escapedKeys))
-			m.start = len(buf)
-			buf = appendCanonString(buf, []byte(kv[1]))
-			m.end = len(buf)
+			m.member = len(dst)
+			dst = p.appendKey(dst, m)
+			m.start = len(dst)
+			dst = appendCanonString(dst, []byte(kv[1]))
+			m.end = len(dst)
 			keys = append(keys, m)
 		}
 	}
 	// Stable, so that of duplicate keys the last one wins, as with encoding/json.
 	slices.SortStableFunc(keys, func(a, b member) int { return bytes.Compare(p.key(a), p.key(b)) })
-	dst = append(dst, '{')
+	body := open + 1
+	p.reorder = append(p.reorder[:0], dst[body:]...)
+	dst = dst[:body]
 	n := 0
 	for i, m := range keys {
 		if i+1 < len(keys) && bytes.Equal(p.key(keys[i+1]), p.key(m)) {
@@ -321,19 +396,21 @@ func (p *canonParser) object(dst []byte, depth int, top *topOverride) ([]byte, e
 			dst = append(dst, ',')
 		}
 		n++
-		if m.plainKey {
-			dst = append(dst, '"')
-			dst = append(dst, p.key(m)...)
-			dst = append(dst, '"')
-		} else {
-			dst = appendCanonString(dst, p.key(m))
-		}
-		dst = append(dst, ':')
-		dst = append(dst, buf[m.start:m.end]...)
+		dst = append(dst, p.reorder[m.member-body:m.end-body]...)
 	}
-	dst = append(dst, '}')
-	p.scratch[depth], p.keys[depth] = buf, keys
-	return dst, nil
+	p.keys[depth] = keys
+	return append(dst, '}'), nil
+}
+
+// appendKey writes a member's key in canonical form and its colon.
+func (p *canonParser) appendKey(dst []byte, m member) []byte {
+	if m.plainKey {
+		dst = append(dst, '"')
+		dst = append(dst, p.key(m)...)
+		dst = append(dst, '"', ':')
+		return dst
+	}
+	return append(appendCanonString(dst, p.key(m)), ':')
 }
 
 // lastString decodes the last member named key (the one encoding/json
@@ -367,6 +444,11 @@ func (p *canonParser) lastString(keys []member, buf []byte, key string) (string,
 func (p *canonParser) stringValue() (s []byte, plain bool, err error) {
 	p.pos++ // opening quote
 	start := p.pos
+	// Eight bytes at a time up to the first one that needs a look: most of
+	// a dashboard's strings are plain ASCII.
+	for p.pos+8 <= len(p.in) && !needsLook(binary.LittleEndian.Uint64(p.in[p.pos:])) {
+		p.pos += 8
+	}
 	var high byte
 	for p.pos < len(p.in) {
 		c := p.in[p.pos]
@@ -447,6 +529,20 @@ func (p *canonParser) stringValue() (s []byte, plain bool, err error) {
 	return nil, false, p.fail("unterminated string")
 }
 
+const (
+	eachByte = 0x0101010101010101
+	highBits = 0x8080808080808080
+)
+
+// needsLook says whether any of the eight bytes in x ends a string or
+// needs decoding: a quote, a backslash, a control character or a byte of
+// a multi-byte UTF-8 sequence (bit tricks that test each byte at once:
+// a byte below n borrows into its high bit when n is subtracted).
+func needsLook(x uint64) bool {
+	below := func(v uint64, n uint64) uint64 { return (v - eachByte*n) &^ v & highBits }
+	return below(x, 0x20)|below(x^(eachByte*'"'), 1)|below(x^(eachByte*'\\'), 1)|x&highBits != 0
+}
+
 func (p *canonParser) hex4() (rune, bool) {
 	if p.pos+4 > len(p.in) {
 		return 0, false
@@ -467,6 +563,21 @@ func (p *canonParser) hex4() (rune, bool) {
 	}
 	p.pos += 4
 	return r, true
+}
+
+// appendValidUTF8 appends s with each byte that is not part of a valid
+// UTF-8 sequence replaced by U+FFFD, as encoding/json decodes a string.
+func appendValidUTF8(dst, s []byte) []byte {
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = utf8.AppendRune(dst, utf8.RuneError)
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return dst
 }
 
 // appendCanonString is writeString for byte slices.

@@ -1,7 +1,9 @@
 package inventory
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -27,7 +29,7 @@ func TestFastHashMatchesReference(t *testing.T) {
 			t.Errorf("%s: fast %s %v, slow %s %v\ncanonical: %s", in, fast, err1, slow, err2, c)
 		}
 	}
-	for _, bad := range []string{``, `[]`, `{"a":}`, `{"a":1`, `{"a":"x}`, `{"a":tru}`, `{"a":1} x`, "{\"a\":\"\x01\"}", `{"a":"\q"}`, `{a:1}`, `{"a":1E400}`} {
+	for _, bad := range []string{``, `[]`, `{"a":}`, `{"a":1`, `{"a":"x}`, `{"a":tru}`, `{"a":1} x`, "{\"a\":\"\x01\"}", `{"a":"\q"}`, `{a:1}`, `{"a":1E400}`, `{"a":00}`, `{"a":-01}`, `{"a":1.}`, `{"a":.5}`, `{"a":1e}`, `{"a":1e+}`, `{"a":--1}`, `{"a":1-2}`, `{"a":-}`, `{"a":0x1}`} {
 		if _, err := HashDashboard([]byte(bad), "U", "T"); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
@@ -81,4 +83,81 @@ func TestHashDashboardSpecMatchesTwoPasses(t *testing.T) {
 			t.Errorf("%s accepted", bad)
 		}
 	}
+}
+
+// needsLook must flag a word exactly when one of its bytes would stop the
+// byte-by-byte scan: every byte value at every position, and random words
+// (where borrows between bytes could mislead a weaker formula).
+func TestNeedsLook(t *testing.T) {
+	naive := func(w [8]byte) bool {
+		for _, c := range w {
+			if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+				return true
+			}
+		}
+		return false
+	}
+	check := func(w [8]byte) {
+		if got, want := needsLook(binary.LittleEndian.Uint64(w[:])), naive(w); got != want {
+			t.Fatalf("% x: needsLook %v, want %v", w, got, want)
+		}
+	}
+	for pos := range 8 {
+		for c := range 256 {
+			w := [8]byte{'a', 'a', 'a', 'a', 'a', 'a', 'a', 'a'}
+			w[pos] = byte(c)
+			check(w)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 1_000_000 {
+		var w [8]byte
+		for i := range w {
+			// Mostly near the boundaries: controls, quote, backslash, 0x7f/0x80.
+			switch r.IntN(4) {
+			case 0:
+				w[i] = byte(r.IntN(256))
+			case 1:
+				w[i] = byte(0x1e + r.IntN(6))
+			case 2:
+				w[i] = "\"\\!#[]\x7f\x80"[r.IntN(8)]
+			default:
+				w[i] = byte(0x20 + r.IntN(0x60))
+			}
+		}
+		check(w)
+	}
+}
+
+// FuzzFastHashMatchesReference: wherever the reference decoder accepts a
+// JSON document, the fast parser must hash it the same; where it refuses
+// one, so must the fast parser, which also refuses anything not JSON. Seeds include unsorted and duplicate keys,
+// which take the rearranging path.
+func FuzzFastHashMatchesReference(f *testing.F) {
+	for _, seed := range []string{
+		`{}`, `{"b":1,"a":2}`, `{"a":{"z":1,"y":[{"d":1,"c":2}]},"a":3}`,
+		`{"panels":[{"id":1,"gridPos":{"w":12,"h":8}}],"uid":"u","title":"t","id":4,"version":2}`,
+		`{"s":"\u00e9\"\\ \ud83d\ude00 plain ascii text longer than eight"}`,
+		`{"x":[1.5,2e3,-0,1E2],"y":null,"z":true}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		fast, errFast := HashDashboard(in, "U", "T")
+		if !json.Valid(in) {
+			// The reference's Decoder stops after the first value, so it
+			// takes "{}0"; a model with trailing bytes is refused here.
+			if errFast == nil {
+				t.Fatalf("%q is not JSON, and was hashed", in)
+			}
+			return
+		}
+		slow, errSlow := hashDashboardSlow(in, "U", "T")
+		if (errFast == nil) != (errSlow == nil) {
+			t.Fatalf("%q: fast error %v, reference error %v", in, errFast, errSlow)
+		}
+		if errFast == nil && fast != slow {
+			t.Fatalf("%q: fast %s, reference %s", in, fast, slow)
+		}
+	})
 }
