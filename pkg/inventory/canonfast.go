@@ -569,15 +569,21 @@ func (p *canonParser) hex4() (rune, bool) {
 // UTF-8 sequence replaced by U+FFFD, as encoding/json decodes a string.
 func appendValidUTF8(dst, s []byte) []byte {
 	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = utf8.AppendRune(dst, utf8.RuneError)
-		} else {
-			dst = append(dst, s[i:i+size]...)
-		}
-		i += size
+		var n int
+		dst, n = appendChar(dst, s[i:])
+		i += n
 	}
 	return dst
+}
+
+// appendChar appends the character s starts with (U+FFFD for a byte that
+// starts no valid sequence) and says how many bytes of s it took.
+func appendChar(dst, s []byte) ([]byte, int) {
+	r, size := utf8.DecodeRune(s)
+	if r == utf8.RuneError && size == 1 {
+		return utf8.AppendRune(dst, utf8.RuneError), 1
+	}
+	return append(dst, s[:size]...), size
 }
 
 // appendCanonString is writeString for byte slices.
@@ -599,13 +605,9 @@ func appendCanonString(dst, s []byte) []byte {
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = utf8.AppendRune(dst, utf8.RuneError)
-		} else {
-			dst = append(dst, s[i:i+size]...)
-		}
-		i += size
+		var n int
+		dst, n = appendChar(dst, s[i:])
+		i += n
 	}
 	return append(dst, '"')
 }
