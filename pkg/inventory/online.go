@@ -56,17 +56,32 @@ func FromGrafana(ctx context.Context, c *grafana.Client, opts Options) (*Invento
 	if len(want) == 0 && c.OrgID() > 0 {
 		want = []int64{c.OrgID()}
 	}
+	// Which orgs, and which APIs: two independent round trips, asked at
+	// once. The access error wins: it says what the credentials lack.
+	var (
+		apis    *grafana.APIs
+		apisErr error
+		found   = make(chan struct{})
+	)
+	dctx, stopDiscovery := context.WithCancel(ctx)
+	defer stopDiscovery()
+	go func() {
+		defer close(found)
+		if opts.API != APILegacy {
+			apis, apisErr = c.DiscoverAPIs(dctx)
+		}
+	}()
 	acc, err := c.ResolveAccess(ctx, want)
 	if err != nil {
+		stopDiscovery()
+		<-found
 		return nil, err
 	}
-	inv := &Inventory{FormatVersion: FormatVersion, Source: c.URL(), TakenAt: time.Now().UTC(), LimitedTo: acc.Limited}
-	var apis *grafana.APIs
-	if opts.API != APILegacy {
-		if apis, err = c.DiscoverAPIs(ctx); err != nil {
-			return nil, err
-		}
+	<-found
+	if apisErr != nil {
+		return nil, apisErr
 	}
+	inv := &Inventory{FormatVersion: FormatVersion, Source: c.URL(), TakenAt: time.Now().UTC(), LimitedTo: acc.Limited}
 	if apis.Served() {
 		inv.API = "apis/" + apis.Dashboards
 	}
@@ -82,19 +97,23 @@ func FromGrafana(ctx context.Context, c *grafana.Client, opts Options) (*Invento
 	g.SetLimit(parallel)
 	for i, r := range acc.Orgs {
 		g.Go(func() error {
-			var org Org
-			var err error
-			if apis.Served() {
-				org, err = orgFromAPIs(gctx, r.Client, r.Org, apis, opts.PageSize, opts.Progress)
-			} else {
-				org, err = orgFromGrafana(gctx, r.Client, r.Org, workers, log, opts.Progress)
-			}
-			if err == nil {
-				err = itemsFromGrafana(gctx, r.Client, &org)
-			}
-			if err != nil {
+			// Alert rules and library panels are read while the
+			// dashboards are: their few requests then cost no time.
+			var org, items Org
+			og, octx := errgroup.WithContext(gctx)
+			og.Go(func() (err error) {
+				if apis.Served() {
+					org, err = orgFromAPIs(octx, r.Client, r.Org, apis, opts.PageSize, opts.Progress)
+				} else {
+					org, err = orgFromGrafana(octx, r.Client, r.Org, workers, log, opts.Progress)
+				}
+				return err
+			})
+			og.Go(func() error { return itemsFromGrafana(octx, r.Client, &items) })
+			if err := og.Wait(); err != nil {
 				return fmt.Errorf("org %d (%s): %w", r.Org.ID, r.Org.Name, err)
 			}
+			org.AlertRules, org.LibraryPanels = items.AlertRules, items.LibraryPanels
 			inv.Orgs[i] = org
 			return nil
 		})
