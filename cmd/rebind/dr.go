@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -143,7 +145,9 @@ kept for inspection); 4 the restore is incomplete (re-run the same command).`,
 // admin Secret only on a best-effort basis, which needs no right.
 func drGrafanaAccess(c *cli.Context, viaProxy bool) dr.GrafanaAccess {
 	a := dr.GrafanaAccess{PodProxy: viaProxy, Secret: c.String(flagGrafanaSecret)}
-	a.AdminSecret = a.Secret == "" && grafanaPassword(c) == "" && len(c.StringSlice(flagGrafanaToken)) == 0
+	// Blank tokens are ignored there too.
+	token := slices.ContainsFunc(c.StringSlice(flagGrafanaToken), func(t string) bool { return strings.TrimSpace(t) != "" })
+	a.AdminSecret = a.Secret == "" && grafanaPassword(c) == "" && !token
 	return a
 }
 
