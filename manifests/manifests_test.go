@@ -289,6 +289,10 @@ func TestManifestsDecode(t *testing.T) {
 		{"rbac-drill-pod-proxy.yaml", []string{"Role", "RoleBinding", "Role", "RoleBinding"}},
 		{"admission-drill.yaml", []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}},
 		{"cronjob-drill.yaml", []string{"CronJob"}},
+		{"rbac-dr-backup.yaml", []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Role", "RoleBinding"}},
+		{"rbac-dr-restore.yaml", []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Role", "RoleBinding"}},
+		{"rbac-dr-pod-proxy.yaml", []string{"Role", "RoleBinding"}},
+		{"cronjob-dr-backup.yaml", []string{"CronJob"}},
 		{"helm/prebound-claim-older-charts.yaml", []string{"PersistentVolumeClaim"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {

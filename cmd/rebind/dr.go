@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -52,7 +54,7 @@ Exit codes: 0 Completed; 1 error; 2 bad flags or failed preflight (nothing writt
 				return err
 			}
 			defer func() { _ = log.Sync() }()
-			checker, _, err := grafanaChecker(c, clients, ns, log)
+			checker, viaProxy, err := grafanaChecker(c, clients, ns, log)
 			if err != nil {
 				return cli.Exit(err.Error(), exitUsage)
 			}
@@ -64,6 +66,7 @@ Exit codes: 0 Completed; 1 error; 2 bad flags or failed preflight (nothing writt
 					ClaimTemplate: c.String("claim-template")},
 				VeleroNamespace: c.String("velero-namespace"), Name: c.String("backup-name"), TTL: c.Duration("backup-ttl"),
 				Pickup: c.Duration("velero-pickup-timeout"), Timeout: c.Duration("backup-timeout"), KeepBaseline: c.Bool("keep-baseline"),
+				Grafana: drGrafanaAccess(c, viaProxy),
 			})
 			done()
 			return finishDR(c, rep, err)
@@ -107,12 +110,16 @@ kept for inspection); 4 the restore is incomplete (re-run the same command).`,
 			defer func() { _ = log.Sync() }()
 			// Flag errors of the Grafana access surface now, before
 			// anything changes.
-			if _, err := grafanaPodURLs(c); err != nil {
+			podURLs, err := grafanaPodURLs(c)
+			if err != nil {
 				return cli.Exit(err.Error(), exitUsage)
 			}
-			if _, err := usePodProxy(c); err != nil {
+			viaProxy, err := usePodProxy(c)
+			if err != nil {
 				return cli.Exit(err.Error(), exitUsage)
 			}
+			// As grafanaChecker decides it, for the restored namespace.
+			viaProxy = viaProxy && c.String(flagGrafanaURL) == "" && podURLs.empty()
 			out, ctx, done := progressOutput(c)
 			defer done()
 			env := &dr.Env{Clients: clients, Out: out, Log: log}
@@ -124,11 +131,24 @@ kept for inspection); 4 the restore is incomplete (re-run the same command).`,
 					checker, _, err := grafanaChecker(c, clients, ns, log)
 					return checker, err
 				},
+				Grafana: drGrafanaAccess(c, viaProxy),
 			})
 			done()
 			return finishDR(c, rep, err)
 		},
 	}
+}
+
+// drGrafanaAccess tells DR's preflight which Secret the credentials come
+// from (grafanaAuthFromFlags): the chart's admin Secret when no credential
+// flag is given, --grafana-secret when one is; a token alone reads the
+// admin Secret only on a best-effort basis, which needs no right.
+func drGrafanaAccess(c *cli.Context, viaProxy bool) dr.GrafanaAccess {
+	a := dr.GrafanaAccess{PodProxy: viaProxy, Secret: c.String(flagGrafanaSecret)}
+	// Blank tokens are ignored there too.
+	token := slices.ContainsFunc(c.StringSlice(flagGrafanaToken), func(t string) bool { return strings.TrimSpace(t) != "" })
+	a.AdminSecret = a.Secret == "" && grafanaPassword(c) == "" && !token
+	return a
 }
 
 // finishDR prints the report and maps DR's errors to the exit codes of

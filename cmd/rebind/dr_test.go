@@ -53,3 +53,39 @@ func TestFinishDRExitCodes(t *testing.T) {
 		})
 	}
 }
+
+// TestDRGrafanaAccess: preflight asks for the Secret the credentials
+// really come from: the chart's admin Secret only when no credential flag
+// is given (a token alone reads it best-effort, needing no right).
+func TestDRGrafanaAccess(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		env      string
+		viaProxy bool
+		want     dr.GrafanaAccess
+	}{
+		{"no credential flag", nil, "", false, dr.GrafanaAccess{AdminSecret: true}},
+		{"through the pod proxy", nil, "", true, dr.GrafanaAccess{AdminSecret: true, PodProxy: true}},
+		{"--grafana-secret", []string{"--grafana-secret", "vault/creds"}, "", false, dr.GrafanaAccess{Secret: "vault/creds"}},
+		{"--grafana-password", []string{"--grafana-password", "p"}, "", false, dr.GrafanaAccess{}},
+		{"the password in the environment", nil, "p", false, dr.GrafanaAccess{}},
+		{"a token", []string{"--grafana-token", "t"}, "", false, dr.GrafanaAccess{}},
+		{"a blank token is no credential", []string{"--grafana-token", " "}, "", false, dr.GrafanaAccess{AdminSecret: true}},
+		{"a token listing orgs with a Secret", []string{"--grafana-token", "t", "--grafana-secret", "grafana"}, "", false, dr.GrafanaAccess{Secret: "grafana"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(envGrafanaPassword, tc.env)
+			t.Setenv("REBIND_GRAFANA_TOKEN", "")
+			var got dr.GrafanaAccess
+			app := &cli.App{Name: "rebind", Commands: []*cli.Command{{Name: "backup", Flags: grafanaFlags(),
+				Action: func(c *cli.Context) error { got = drGrafanaAccess(c, tc.viaProxy); return nil }}}}
+			if err := app.Run(append([]string{"rebind", "backup"}, tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

@@ -69,6 +69,9 @@ type BackupOptions struct {
 	// LeaseDuration of the workload's Lease held while backing up
 	// (journal.DefaultLeaseDuration when 0).
 	LeaseDuration time.Duration
+	// Grafana says how Grafana is reached, for the rights preflight asks
+	// for.
+	Grafana GrafanaAccess
 }
 
 // lockWorkload takes the Lease `rebind migrate`, `rollback` and `drill`
@@ -119,11 +122,37 @@ func releaseLease(parent context.Context, l *journal.Lease, rep *report.Report) 
 func (e *Env) Backup(ctx context.Context, o BackupOptions) (*report.Report, error) {
 	rep := &report.Report{Operation: "backup", Strategy: "velero", StartedAt: time.Now(), Outcome: report.Failed}
 	finish := rep.End
+	// The rights are asked in two rounds, the second knowing the
+	// workload; one reviewer keeps the first round's answers.
+	ctx = preflight.WithAccessReviewer(ctx, &preflight.AccessReviewer{Kube: e.Clients.Kube})
+	scope := BackupScope{Namespace: o.Target.Namespace, Workload: o.Target.StatefulSet, VeleroNamespace: o.VeleroNamespace, Grafana: o.Grafana}
+	switch {
+	case o.Target.StatefulSet != "":
+	case o.Target.Deployment != "":
+		scope.Workload, scope.Deployment = o.Target.Deployment, true
+	default:
+		scope.ByRelease = true
+	}
+	var access preflight.Report
+	if err := checkAccess(ctx, e.Clients.Kube, discoveryPermissions(scope), "rebind backup", BackupManifest, &access); err != nil {
+		return finish(err)
+	}
+	if err := access.Err(); err != nil {
+		return finish(err)
+	}
 	t, err := discovery.Discover(ctx, e.Clients, o.Target)
 	if err != nil {
 		return finish(err)
 	}
 	rep.Target = t.Namespace + "/" + t.Name()
+	scope.Workload, scope.Deployment = t.Name(), t.IsDeployment()
+	// Every right before any other check: those read with them.
+	if err := checkAccess(ctx, e.Clients.Kube, BackupPermissions(scope), "rebind backup", BackupManifest, &access); err != nil {
+		return finish(err)
+	}
+	if err := access.Err(); err != nil {
+		return finish(err)
+	}
 	m := MetaOf(t, time.Now())
 	v := velero.New(e.Clients, o.VeleroNamespace, e.log())
 	name := o.Name

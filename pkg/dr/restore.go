@@ -51,6 +51,9 @@ type RestoreOptions struct {
 	// CheckerFor reaches the Grafana pods of namespace ns of this cluster
 	// (Env.Checker is not used: the namespace is known only here).
 	CheckerFor func(ns string) (app.Checker, error)
+	// Grafana says how CheckerFor reaches Grafana, for the rights
+	// preflight asks for.
+	Grafana GrafanaAccess
 }
 
 // VerificationFailedError: the restored Grafana lacks or changed
@@ -194,6 +197,15 @@ func (e *Env) preflightRestore(ctx context.Context, v *velero.Client, o RestoreO
 	if o.CheckerFor == nil {
 		return nil, errors.New("dr: no Grafana checker")
 	}
+	// The rights are asked in two rounds, the second knowing what the
+	// backup holds; one reviewer keeps the first round's answers.
+	ctx = preflight.WithAccessReviewer(ctx, &preflight.AccessReviewer{Kube: e.Clients.Kube})
+	if err := checkAccess(ctx, e.Clients.Kube, veleroReadPermissions(v.Namespace), "rebind restore", RestoreManifest, &pf); err != nil {
+		return nil, err
+	}
+	if err := pf.Err(); err != nil {
+		return nil, err
+	}
 	if _, err := v.Detect(ctx); err != nil {
 		var nr *velero.NotReadyError
 		if !errors.As(err, &nr) {
@@ -228,6 +240,22 @@ func (e *Env) preflightRestore(ctx context.Context, v *velero.Client, o RestoreO
 		p.into = m.Namespace
 	}
 	p.restoreName = RestoreName(b.Name, p.into)
+	p.from, p.to = m.SourceClass(), o.ToClass
+	if p.to == "" {
+		p.to = p.from
+	}
+	p.mappingNeeded = p.from != "" && p.from != p.to
+	// Every right before the checks that read with them.
+	scope := RestoreScope{VeleroNamespace: v.Namespace, Into: p.into, Workload: m.Workload, Deployment: m.Kind == discovery.KindDeployment,
+		MapClass: p.mappingNeeded, Grafana: o.Grafana}
+	var access preflight.Report
+	if err := checkAccess(ctx, e.Clients.Kube, RestorePermissions(scope), "rebind restore", RestoreManifest, &access); err != nil {
+		return nil, err
+	}
+	if len(access.Problems) > 0 {
+		pf.Problems = append(pf.Problems, access.Problems...)
+		return nil, pf.Err()
+	}
 	if r, err := v.GetRestore(ctx, p.restoreName); err == nil {
 		p.existing = r
 	} else if !apierrors.IsNotFound(errors.Unwrap(err)) {
@@ -259,10 +287,6 @@ func (e *Env) preflightRestore(ctx context.Context, v *velero.Client, o RestoreO
 	}
 
 	// The class: the snapshots' own driver must restore them.
-	p.from, p.to = m.SourceClass(), o.ToClass
-	if p.to == "" {
-		p.to = p.from
-	}
 	if p.to == "" {
 		pf.Add(ref, "records no StorageClass of the backed-up claims", "pass --to-storage-class")
 	} else {
@@ -277,7 +301,6 @@ func (e *Env) preflightRestore(ctx context.Context, v *velero.Client, o RestoreO
 				"pass --to-storage-class with a class of driver "+m.Driver())
 		}
 	}
-	p.mappingNeeded = p.from != "" && p.from != p.to
 	if err := pf.Err(); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,120 @@
+package manifests
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/rebind-dev/rebind/pkg/dr"
+	"github.com/rebind-dev/rebind/pkg/preflight"
+	"github.com/rebind-dev/rebind/pkg/velero"
+)
+
+// drScope places a DR permission: the release namespace, Velero's, or
+// cluster-wide.
+func drScope(ns string) string {
+	switch ns {
+	case "":
+		return scopeCluster
+	case exampleNS:
+		return scopeRelease
+	}
+	return "namespace " + ns
+}
+
+// TestDRRBACMatchesCode is the drift test of the disaster-recovery files:
+// each grants exactly what its command's preflight asks for, as the
+// examples the files describe (release `grafana` in `monitoring`, a
+// StatefulSet found by --release, Velero in `velero`, the chart's admin
+// Secret, Grafana reached in the cluster; the restore into another class).
+func TestDRRBACMatchesCode(t *testing.T) {
+	const subject = "ServiceAccount monitoring/rebind-dr"
+	for _, tc := range []struct {
+		file string
+		want []string
+	}{
+		{"rbac-dr-backup.yaml", wanted(dr.BackupPermissions(dr.BackupScope{Namespace: exampleNS, Workload: "grafana", ByRelease: true,
+			VeleroNamespace: velero.DefaultNamespace, Grafana: dr.GrafanaAccess{AdminSecret: true}}), drScope)},
+		{"rbac-dr-restore.yaml", wanted(dr.RestorePermissions(dr.RestoreScope{VeleroNamespace: velero.DefaultNamespace, Into: exampleNS, Workload: "grafana",
+			MapClass: true, Grafana: dr.GrafanaAccess{AdminSecret: true}}), drScope)},
+		{"rbac-dr-pod-proxy.yaml", wantedOnly(dr.PodProxyPermissions(exampleNS, "grafana", false), drScope)},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			got, subjects := granted(t, tc.file)
+			diff(t, tc.file, got, tc.want)
+			if len(subjects) != 1 || !subjects[subject] {
+				t.Errorf("bindings name %v, want only %s", subjects, subject)
+			}
+		})
+	}
+}
+
+// TestDRPodProxyIsTheOnlyDifference: the add-on file is exactly what the
+// pod proxy adds to either command, so one file serves both clusters.
+func TestDRPodProxyIsTheOnlyDifference(t *testing.T) {
+	added := func(without, with []preflight.Permission) []string {
+		var out []string
+		for _, p := range with {
+			if !slices.Contains(without, p) {
+				out = append(out, p.String())
+			}
+		}
+		return out
+	}
+	var want []string
+	for _, p := range dr.PodProxyPermissions(exampleNS, "grafana", false) {
+		want = append(want, p.String())
+	}
+	backup := dr.BackupScope{Namespace: exampleNS, Workload: "grafana", ByRelease: true, Grafana: dr.GrafanaAccess{AdminSecret: true}}
+	restore := dr.RestoreScope{Into: exampleNS, Workload: "grafana", MapClass: true, Grafana: dr.GrafanaAccess{AdminSecret: true}}
+	proxied := func(a dr.GrafanaAccess) dr.GrafanaAccess { a.PodProxy = true; return a }
+	bp, rp := backup, restore
+	bp.Grafana, rp.Grafana = proxied(bp.Grafana), proxied(rp.Grafana)
+	for name, got := range map[string][]string{
+		"backup":  added(dr.BackupPermissions(backup), dr.BackupPermissions(bp)),
+		"restore": added(dr.RestorePermissions(restore), dr.RestorePermissions(rp)),
+	} {
+		if !slices.Equal(got, want) {
+			t.Errorf("the pod proxy adds %v to %s, want %v (rbac-dr-pod-proxy.yaml)", got, name, want)
+		}
+	}
+}
+
+// TestDRCronJobRunsTheBackup checks what the CronJob promises in its
+// comments, and that it runs as the ServiceAccount the RBAC file binds,
+// for the release and Velero namespace that file grants.
+func TestDRCronJobRunsTheBackup(t *testing.T) {
+	cj := find(t, "cronjob-dr-backup.yaml", "CronJob", "")
+	if p, _, _ := unstructured.NestedString(cj.Object, "spec", "concurrencyPolicy"); p != "Forbid" {
+		t.Errorf("concurrencyPolicy %q, want Forbid", p)
+	}
+	if b, _, _ := unstructured.NestedInt64(cj.Object, "spec", "jobTemplate", "spec", "backoffLimit"); b != 0 {
+		t.Errorf("backoffLimit %d, want 0: a retry takes another baseline and Backup", b)
+	}
+	pod, _, _ := unstructured.NestedMap(cj.Object, "spec", "jobTemplate", "spec", "template", "spec")
+	sa := find(t, "rbac-dr-backup.yaml", "ServiceAccount", "")
+	if pod["serviceAccountName"] != sa.GetName() || cj.GetNamespace() != sa.GetNamespace() {
+		t.Errorf("runs as %v in %s, want %s/%s", pod["serviceAccountName"], cj.GetNamespace(), sa.GetNamespace(), sa.GetName())
+	}
+	containers, _, _ := unstructured.NestedSlice(pod, "containers")
+	args, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
+	cmd := slices.Index(args, "backup")
+	if cmd < 0 {
+		t.Fatalf("args %v do not run `rebind backup`", args)
+	}
+	for _, want := range []string{"--namespace=" + exampleNS, "--release=grafana", "--velero-namespace=" + velero.DefaultNamespace, "--output=json"} {
+		if !slices.Contains(args[cmd:], want) {
+			t.Errorf("args %v lack %s (what rbac-dr-backup.yaml grants)", args, want)
+		}
+	}
+	for _, a := range args {
+		// In the cluster Grafana is reached at its DNS name; the pod proxy
+		// would need rbac-dr-pod-proxy.yaml, and credentials on the
+		// command line show in the CronJob's spec.
+		if strings.HasPrefix(a, "--grafana-access=pod-proxy") || strings.HasPrefix(a, "--grafana-password") {
+			t.Errorf("arg %s", a)
+		}
+	}
+}
