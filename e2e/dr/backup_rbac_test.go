@@ -1,7 +1,8 @@
 package dr_test
 
 // This file sorts before dr_test.go on purpose: go test runs a package's
-// tests file by file, and TestDisasterRecovery stops cluster A half-way.
+// tests file by file, and TestDisasterRecovery stops cluster A half-way
+// (needClusterA says so when the order is shuffled).
 
 import (
 	"context"
@@ -134,6 +135,7 @@ func applyDR(t *testing.T, sb *sandbox.Sandbox, ns, suffix string, drop *dropRul
 // pass.
 func TestDRManifestsAsServiceAccount(t *testing.T) {
 	e2eutil.NeedSandbox(t)
+	needClusterA(t)
 	bin := e2eutil.BuildRebind(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()

@@ -147,6 +147,7 @@ func TestDisasterRecovery(t *testing.T) {
 	})
 
 	// A is lost. What survives: the S3 store and the snapshot store.
+	clusterALost = true
 	if err := clusterA.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,19 @@ var (
 	clusterA, clusterB *sandbox.Sandbox
 	// kubeconfig holds both clusters, as contexts "a" and "b".
 	kubeconfig string
+	// clusterALost: TestDisasterRecovery stopped A (its disaster); tests
+	// that need A run before it (their files sort first), and say so if
+	// not (go test -shuffle).
+	clusterALost bool
 )
+
+// needClusterA fails a test that needs cluster A once it was stopped.
+func needClusterA(t *testing.T) {
+	t.Helper()
+	if clusterALost {
+		t.Fatal("cluster A was stopped by TestDisasterRecovery, which must run last in this package (no -shuffle)")
+	}
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(e2eutil.RunMainWith(m, func(ctx context.Context) (func(bool) error, error) {
