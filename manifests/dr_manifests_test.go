@@ -12,9 +12,9 @@ import (
 	"github.com/rebind-dev/rebind/pkg/velero"
 )
 
-// drScope places a DR permission: the release namespace, Velero's, or
-// cluster-wide.
-func drScope(ns string) string {
+// namespaceScope places a permission: cluster-wide, the release namespace, or
+// another namespace by name (Velero's, the drill's scratch namespace).
+func namespaceScope(ns string) string {
 	switch ns {
 	case "":
 		return scopeCluster
@@ -36,10 +36,10 @@ func TestDRRBACMatchesCode(t *testing.T) {
 		want []string
 	}{
 		{"rbac-dr-backup.yaml", wanted(dr.BackupPermissions(dr.BackupScope{Namespace: exampleNS, Workload: "grafana", ByRelease: true,
-			VeleroNamespace: velero.DefaultNamespace, Grafana: dr.GrafanaAccess{AdminSecret: true}}), drScope)},
+			VeleroNamespace: velero.DefaultNamespace, Grafana: dr.GrafanaAccess{AdminSecret: true}}), namespaceScope)},
 		{"rbac-dr-restore.yaml", wanted(dr.RestorePermissions(dr.RestoreScope{VeleroNamespace: velero.DefaultNamespace, Into: exampleNS, Workload: "grafana",
-			MapClass: true, Grafana: dr.GrafanaAccess{AdminSecret: true}}), drScope)},
-		{"rbac-dr-pod-proxy.yaml", wantedOnly(dr.PodProxyPermissions(exampleNS, "grafana", false), drScope)},
+			MapClass: true, Grafana: dr.GrafanaAccess{AdminSecret: true}}), namespaceScope)},
+		{"rbac-dr-pod-proxy.yaml", wantedOnly(dr.PodProxyPermissions(exampleNS, "grafana", false), namespaceScope)},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			got, subjects := granted(t, tc.file)

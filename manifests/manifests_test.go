@@ -138,7 +138,7 @@ func granted(t *testing.T, file string) (keys []string, subjects map[string]bool
 
 // wanted renders the code's permission list; namespace decides the scope.
 func wanted(perms []preflight.Permission, scopeOf func(ns string) string) []string {
-	return append(wantedOnly(perms, scopeOf), ssarCreate)
+	return append(wantedOnly(perms, namespaceScope), ssarCreate)
 }
 
 // wantedScoped is wanted for an add-on file, which relies on the base file
@@ -227,15 +227,7 @@ func TestRBACMatchesCode(t *testing.T) {
 			// The example StatefulSet (and admin Secret) is the chart's
 			// fullname for release "grafana".
 			want: wanted(drill.Permissions(drill.Scope{Namespace: exampleNS, StatefulSet: "grafana", Secrets: []string{"grafana"},
-				Scratch: drill.DefaultScratchNamespace}), func(ns string) string {
-				switch ns {
-				case "":
-					return scopeCluster
-				case exampleNS:
-					return scopeRelease
-				}
-				return "namespace " + ns
-			}),
+				Scratch: drill.DefaultScratchNamespace}), namespaceScope),
 			subject: "ServiceAccount monitoring/rebind-drill",
 		},
 		{
