@@ -138,7 +138,7 @@ func granted(t *testing.T, file string) (keys []string, subjects map[string]bool
 
 // wanted renders the code's permission list; namespace decides the scope.
 func wanted(perms []preflight.Permission, scopeOf func(ns string) string) []string {
-	return append(wantedOnly(perms, namespaceScope), ssarCreate)
+	return append(wantedOnly(perms, scopeOf), ssarCreate)
 }
 
 // wantedScoped is wanted for an add-on file, which relies on the base file
