@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/rebind-dev/rebind/pkg/volume"
 )
@@ -189,6 +190,15 @@ func claimAnnotations(in map[string]string) map[string]string {
 	return out
 }
 
+// oldClaimUID is the claim releaseClaimStep deleted under this name, or
+// "" when the run deleted none.
+func (e *env) oldClaimUID(ord int) types.UID {
+	if o := e.spec.Target.Ordinals[ord]; o.PVC != nil && o.PV != nil && !e.spec.KeepClaims {
+		return o.PVC.UID
+	}
+	return ""
+}
+
 func (s claimStep) Precondition(ctx context.Context) error {
 	pvName, pv, err := s.targetPV(ctx, s.ord)
 	if err != nil {
@@ -203,8 +213,9 @@ func (s claimStep) Apply(ctx context.Context) error {
 		return err
 	}
 	c := s.claim(pvName)
-	// The old claim of this name may still be finishing its deletion.
-	if _, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, c.Namespace, c.Name, s.spec.Timeouts.Wait); err != nil {
+	// The old claim of this name may still be finishing its deletion: the
+	// one this run deleted is released as soon as no pod names it.
+	if _, err := volume.ReleaseDeletedClaim(ctx, s.c.Kube, c.Namespace, c.Name, s.oldClaimUID(s.ord), s.spec.Timeouts.Wait); err != nil {
 		return err
 	}
 	got, err := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Create(ctx, c, metav1.CreateOptions{})

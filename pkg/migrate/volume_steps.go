@@ -301,7 +301,7 @@ func (s reserveStep) Apply(ctx context.Context) error {
 	// without uid as that claim's and writes its uid back: the old claim
 	// must be completely gone first (reuse deletes it just before).
 	claim := s.spec.Target.Ordinals[s.ord].Claim
-	if waited, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, s.spec.ns(), claim, s.spec.Timeouts.Wait); err != nil {
+	if waited, err := volume.ReleaseDeletedClaim(ctx, s.c.Kube, s.spec.ns(), claim, s.oldClaimUID(s.ord), s.spec.Timeouts.Wait); err != nil {
 		return err
 	} else if waited {
 		if pv, err = s.getPV(ctx, pvName); err != nil {
