@@ -228,8 +228,13 @@ func (s claimStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating claim %s/%s: %w", c.Namespace, c.Name, err)
 	}
+	if got.Spec.VolumeName == pvName && got.DeletionTimestamp == nil && got.Status.Phase != corev1.ClaimLost {
+		s.confirm(keyClaimMade(c.Name), pvName)
+	}
 	return nil
 }
+
+func keyClaimMade(claim string) string { return "claim/" + claim }
 
 // Check accepts a claim that names the PV but is not Bound yet: with
 // volumeName set and the PV reserved for it, no other volume can be
@@ -239,6 +244,11 @@ func (s claimStep) Check(ctx context.Context) error {
 	pvName, err := s.pvFor(s.ord)
 	if err != nil {
 		return err
+	}
+	// Answered by this run's own create: the redeploy still waits for it
+	// to be Bound to that PV before anything uses it.
+	if s.wasConfirmed(keyClaimMade(s.spec.Target.Ordinals[s.ord].Claim), pvName) {
+		return nil
 	}
 	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, s.spec.Target.Ordinals[s.ord].Claim, metav1.GetOptions{})
 	if err != nil {
@@ -258,6 +268,7 @@ func (s claimStep) Undo(ctx context.Context) error {
 		return nil
 	}
 	ns, name := s.spec.ns(), s.spec.Target.Ordinals[s.ord].Claim
+	delete(s.confirmed, keyClaimMade(name))
 	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
