@@ -190,6 +190,22 @@ func claimAnnotations(in map[string]string) map[string]string {
 	return out
 }
 
+// oldClaimGone waits until the ordinal's claim name is free; it reports
+// whether it had to wait. The claim this run deleted is released as soon
+// as no pod names it, by the release the stop-pods step started, or from
+// here.
+func (e *env) oldClaimGone(ctx context.Context, ord int) (bool, error) {
+	name := e.spec.Target.Ordinals[ord].Claim
+	if r := e.releases[name]; r != nil {
+		delete(e.releases, name)
+		waited, err := r.Wait(ctx)
+		if err != nil || waited {
+			return waited, err
+		}
+	}
+	return volume.ReleaseDeletedClaim(ctx, e.c.Kube, e.spec.ns(), name, e.oldClaimUID(ord), e.spec.Timeouts.Wait)
+}
+
 // oldClaimUID is the claim releaseClaimStep deleted under this name, or
 // "" when the run deleted none.
 func (e *env) oldClaimUID(ord int) types.UID {
@@ -213,9 +229,8 @@ func (s claimStep) Apply(ctx context.Context) error {
 		return err
 	}
 	c := s.claim(pvName)
-	// The old claim of this name may still be finishing its deletion: the
-	// one this run deleted is released as soon as no pod names it.
-	if _, err := volume.ReleaseDeletedClaim(ctx, s.c.Kube, c.Namespace, c.Name, s.oldClaimUID(s.ord), s.spec.Timeouts.Wait); err != nil {
+	// The old claim of this name may still be finishing its deletion.
+	if _, err := s.oldClaimGone(ctx, s.ord); err != nil {
 		return err
 	}
 	got, err := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Create(ctx, c, metav1.CreateOptions{})

@@ -13,6 +13,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/app"
 	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/volume"
 )
 
 // env is what every step needs.
@@ -34,6 +35,10 @@ type env struct {
 	// down every request is outage. A resumed run starts without it and
 	// reads.
 	confirmed map[string]string
+	// releases are the old claims being released in the background from
+	// just before their pods stop (stopPodsStep) until the claim step
+	// needs their names.
+	releases map[string]*volume.ClaimRelease
 }
 
 func (e *env) confirm(key, value string) {

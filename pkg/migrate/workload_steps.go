@@ -205,6 +205,17 @@ func (s stopPodsStep) Precondition(ctx context.Context) error {
 	return nil
 }
 func (s stopPodsStep) Apply(ctx context.Context) error {
+	// What the release of each old claim must read is read while the pods
+	// still serve; the release itself then follows each pod's end by one
+	// write, while this run goes on to the claim step.
+	for i, o := range s.spec.Target.Ordinals {
+		if uid := s.oldClaimUID(i); uid != "" && s.releases[o.Claim] == nil {
+			if s.releases == nil {
+				s.releases = map[string]*volume.ClaimRelease{}
+			}
+			s.releases[o.Claim] = volume.StartRelease(ctx, s.c.Kube, s.spec.ns(), o.Claim, uid, s.spec.Timeouts.Wait)
+		}
+	}
 	for _, o := range s.spec.Target.Ordinals {
 		if err := s.stopPod(ctx, o.Pod); err != nil {
 			return err

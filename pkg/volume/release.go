@@ -63,25 +63,62 @@ func (e *StillMounted) Error() string {
 // when time runs out (*StillMounted). Without the right to update claims
 // it only waits.
 func ReleaseDeletedClaim(ctx context.Context, k kubernetes.Interface, ns, name string, uid types.UID, timeout time.Duration) (bool, error) {
+	return prepareRelease(ctx, k, ns, name, uid, timeout)()
+}
+
+// ClaimRelease is a ReleaseDeletedClaim going on in the background.
+type ClaimRelease struct {
+	done   chan struct{}
+	waited bool
+	err    error
+}
+
+// StartRelease makes ReleaseDeletedClaim's reads (the claim, the pods of
+// the namespace, a watch on them) before it returns and waits for the
+// pods in the background. Started before the pods are stopped, those
+// reads are not part of the outage: only the write that releases the
+// claim is.
+func StartRelease(ctx context.Context, k kubernetes.Interface, ns, name string, uid types.UID, timeout time.Duration) *ClaimRelease {
+	r := &ClaimRelease{done: make(chan struct{})}
+	run := prepareRelease(ctx, k, ns, name, uid, timeout)
+	go func() {
+		defer close(r.done)
+		r.waited, r.err = run()
+	}()
+	return r
+}
+
+// Wait returns ReleaseDeletedClaim's result.
+func (r *ClaimRelease) Wait(ctx context.Context) (bool, error) {
+	select {
+	case <-r.done:
+		return r.waited, r.err
+	case <-ctx.Done():
+		return true, ctx.Err()
+	}
+}
+
+// prepareRelease reads what the release needs and returns the wait.
+func prepareRelease(ctx context.Context, k kubernetes.Interface, ns, name string, uid types.UID, timeout time.Duration) func() (bool, error) {
+	result := func(waited bool, err error) func() (bool, error) {
+		return func() (bool, error) { return waited, err }
+	}
 	c, err := k.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return false, nil
+		return result(false, nil)
 	}
 	if err != nil {
-		return false, fmt.Errorf("reading claim %s/%s: %w", ns, name, err)
+		return result(false, fmt.Errorf("reading claim %s/%s: %w", ns, name, err))
 	}
 	if c.DeletionTimestamp == nil {
-		return false, nil
+		return result(false, nil)
 	}
 	if c.UID != uid || !slices.Contains(c.Finalizers, PVCProtectionFinalizer) {
 		// Not the claim this run deleted, or held by someone else's
 		// finalizer: only wait.
-		return true, WaitClaimGone(ctx, k, ns, name, c.UID, timeout)
+		return func() (bool, error) { return true, WaitClaimGone(ctx, k, ns, name, c.UID, timeout) }
 	}
-	defer waits.Begin(ctx, fmt.Sprintf("claim %s/%s to be released by its pods", ns, name))()
 	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
 	users := map[string]string{} // pod name -> node, pods that name the claim
 	note := func(p *corev1.Pod, gone bool) {
 		if !gone && podNamesClaim(p, name) {
@@ -93,7 +130,8 @@ func ReleaseDeletedClaim(ctx context.Context, k kubernetes.Interface, ns, name s
 	pods := k.CoreV1().Pods(ns)
 	list, err := pods.List(wctx, metav1.ListOptions{ResourceVersion: c.ResourceVersion, ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan})
 	if err != nil {
-		return true, fmt.Errorf("listing the pods of namespace %s: %w", ns, err)
+		cancel()
+		return result(true, fmt.Errorf("listing the pods of namespace %s: %w", ns, err))
 	}
 	for i := range list.Items {
 		note(&list.Items[i], false)
@@ -104,42 +142,47 @@ func ReleaseDeletedClaim(ctx context.Context, k kubernetes.Interface, ns, name s
 		},
 	})
 	if err != nil {
-		return true, err
+		cancel()
+		return result(true, err)
 	}
-	defer w.Stop()
-	for {
-		if len(users) == 0 {
-			done, next, err := dropProtection(wctx, k, c)
-			if err != nil || done {
-				if err == nil && next != nil {
-					// Another finalizer is left: its owner decides.
-					return true, WaitClaimGone(ctx, k, ns, name, uid, timeout)
+	return func() (bool, error) {
+		defer cancel()
+		defer w.Stop()
+		defer waits.Begin(ctx, fmt.Sprintf("claim %s/%s to be released by its pods", ns, name))()
+		for {
+			if len(users) == 0 {
+				done, next, err := dropProtection(wctx, k, c)
+				if err != nil || done {
+					if err == nil && next != nil {
+						// Another finalizer is left: its owner decides.
+						return true, WaitClaimGone(ctx, k, ns, name, uid, timeout)
+					}
+					return true, err
 				}
-				return true, err
-			}
-			c = next // changed in between: test again on the new version
-			continue
-		}
-		select {
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return true, fmt.Errorf("waiting for claim %s/%s to be released: %w", ns, name, ctx.Err())
-			}
-			return true, &StillMounted{Namespace: ns, Claim: name, Pods: describeUsers(users), Timeout: timeout}
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				// Without a view of the pods, leave it to the controller.
-				return true, WaitClaimGone(ctx, k, ns, name, uid, timeout)
-			}
-			p, isPod := ev.Object.(*corev1.Pod)
-			if !isPod {
+				c = next // changed in between: test again on the new version
 				continue
 			}
-			switch ev.Type {
-			case watch.Added, watch.Modified:
-				note(p, false)
-			case watch.Deleted:
-				note(p, true)
+			select {
+			case <-wctx.Done():
+				if ctx.Err() != nil {
+					return true, fmt.Errorf("waiting for claim %s/%s to be released: %w", ns, name, ctx.Err())
+				}
+				return true, &StillMounted{Namespace: ns, Claim: name, Pods: describeUsers(users), Timeout: timeout}
+			case ev, ok := <-w.ResultChan():
+				if !ok {
+					// Without a view of the pods, leave it to the controller.
+					return true, WaitClaimGone(ctx, k, ns, name, uid, timeout)
+				}
+				p, isPod := ev.Object.(*corev1.Pod)
+				if !isPod {
+					continue
+				}
+				switch ev.Type {
+				case watch.Added, watch.Modified:
+					note(p, false)
+				case watch.Deleted:
+					note(p, true)
+				}
 			}
 		}
 	}
