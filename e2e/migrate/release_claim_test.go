@@ -36,11 +36,15 @@ func TestReleaseDeletedClaim(t *testing.T) {
 		// (scheduled) or held off every node.
 		pod       string
 		scheduled bool
-		released  bool
+		// stop: the pod is deleted after the release started, as the
+		// stop-pods step does with the release it starts.
+		stop     bool
+		released bool
 	}{
 		{name: "no pod names it", released: true},
 		{name: "a stray pod still mounts it", pod: "debug-shell", scheduled: true},
 		{name: "a pod never scheduled cannot mount it", pod: "pending", released: true},
+		{name: "released once its pod is gone", pod: "grafana-0", scheduled: true, stop: true, released: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := sb.NewNamespace(t)
@@ -83,7 +87,26 @@ func TestReleaseDeletedClaim(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			waited, err := volume.ReleaseDeletedClaim(ctx, sb.Kube, ns, c.Name, c.UID, 3*time.Second)
+			var waited bool
+			if tc.stop {
+				r := volume.StartRelease(ctx, sb.Kube, ns, c.Name, c.UID, 30*time.Second)
+				// While the pod runs, the release holds.
+				early, cancelEarly := context.WithTimeout(ctx, 500*time.Millisecond)
+				_, err := r.Wait(early)
+				cancelEarly()
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("release while pod %s still runs: %v; want it held", tc.pod, err)
+				}
+				if cur, err := claims.Get(ctx, c.Name, metav1.GetOptions{}); err != nil || !slices.Contains(cur.Finalizers, volume.PVCProtectionFinalizer) {
+					t.Fatalf("claim while pod %s still runs: %v, finalizers %v; want it kept", tc.pod, err, cur.GetFinalizers())
+				}
+				if err := sb.Kube.CoreV1().Pods(ns).Delete(ctx, tc.pod, metav1.DeleteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				waited, err = r.Wait(ctx)
+			} else {
+				waited, err = volume.ReleaseDeletedClaim(ctx, sb.Kube, ns, c.Name, c.UID, 3*time.Second)
+			}
 			cur, gerr := claims.Get(ctx, c.Name, metav1.GetOptions{})
 			if tc.released {
 				if err != nil || !waited {
