@@ -38,30 +38,31 @@ func (e *StillMounted) Error() string {
 
 // ReleaseDeletedClaim waits until the claim of that name and uid, which is
 // being deleted, is gone, so that the name can be used again; it reports
-// whether it had to wait. A live claim, another claim of that name, or
-// none returns at once, as WaitTerminatingClaim does.
+// whether it had to wait. A live claim, or none, returns at once; a deleted
+// claim of another uid, or one that another finalizer still holds, is only
+// waited for.
 //
 // Rather than wait for kube-controller-manager's pvc-protection controller
 // to drop its finalizer, it drops the finalizer itself once no scheduled
 // pod in the namespace names the claim, which is the controller's own
 // test. The controller makes it with a live pod list that the API server
 // answers only once its watch cache has caught up with etcd, which can
-// take up to 100 ms; all of that is Grafana's outage here. This makes the
-// same test on a pod list no older than the claim's current version, which
-// the watch cache serves at once: at that version the claim already
-// carries its deletionTimestamp, and from then on the scheduler does not
-// place, and the kubelet does not start, a pod that names it, so a pod
-// that could mount the volume is one already scheduled and shows in the
-// list. A pod counts until it is gone: one that is terminating may still
-// have the volume mounted. The finalizer is written away with the claim's
+// take up to 100 ms, all of it Grafana's outage here. This makes the same
+// test on a pod list no older than the claim's current version, which the
+// watch cache is normally past already: at that version the claim carries
+// its deletionTimestamp, and from then on the scheduler does not place,
+// and the kubelet does not start, a pod that names it, so a pod that could
+// mount the volume is one already scheduled, and it shows in the list. A
+// pod counts until it is gone: one that is terminating may still have the
+// volume mounted. The finalizer is written away with the claim's
 // resourceVersion (a change in between is a conflict, read again), and
 // other finalizers are kept. The data is safe either way: only the claim
 // goes, and its PersistentVolume keeps the bytes under its reclaim policy
-// (rebind deletes a claim only once that is Retain): releasing the claim a few milliseconds before the controller
-// would changes when it goes, not what happens to its volume. While a pod
-// does name the claim, this keeps waiting, and says which pods held it
-// when time runs out (*StillMounted). Without the right to update claims
-// it only waits.
+// (rebind deletes a claim only once that is Retain); releasing the claim a
+// few milliseconds before the controller would changes when it goes, not
+// what happens to its volume. While a pod does name the claim, this keeps
+// waiting, and says which pods held it when time runs out
+// (*StillMounted). Without the right to update claims it only waits.
 func ReleaseDeletedClaim(ctx context.Context, k kubernetes.Interface, ns, name string, uid types.UID, timeout time.Duration) (bool, error) {
 	return prepareRelease(ctx, k, ns, name, uid, timeout)()
 }
