@@ -263,6 +263,7 @@ func (e *env) stopPod(ctx context.Context, name string) error {
 }
 
 func keyStopped(pod string) string { return "stopped/" + pod }
+
 func (s stopPodsStep) Check(ctx context.Context) error {
 	for _, o := range s.spec.Target.Ordinals {
 		if s.wasConfirmed(keyStopped(o.Pod), "") {
