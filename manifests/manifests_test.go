@@ -188,7 +188,7 @@ func TestRBACMatchesCode(t *testing.T) {
 			file: "rbac-migrate.yaml",
 			// The example workload is the chart's fullname for release
 			// "grafana".
-			want: wanted(slices.Concat(migrate.Permissions(exampleNS, migrate.Restore), migrate.PodProxyPermissions(exampleNS), migrate.JournalPermissions(exampleNS, "grafana")), func(ns string) string {
+			want: wanted(slices.Concat(migrate.Permissions(exampleNS, migrate.Restore), migrate.PodProxyPermissions(exampleNS), migrate.ClaimReleasePermissions(exampleNS), migrate.JournalPermissions(exampleNS, "grafana")), func(ns string) string {
 				if ns == "" {
 					return scopeCluster
 				}

@@ -36,6 +36,8 @@ type outageProbe struct {
 	done           chan struct{}
 	mu             sync.Mutex
 	longest, total time.Duration
+	// upAt is when the last outage ended.
+	upAt time.Time
 }
 
 func startProbe(url string) *outageProbe {
@@ -62,6 +64,9 @@ func (p *outageProbe) run() {
 			downSince = now
 		case up && !downSince.IsZero():
 			p.record(now.Sub(downSince))
+			p.mu.Lock()
+			p.upAt = now
+			p.mu.Unlock()
 			downSince = time.Time{}
 		}
 		select {
@@ -131,14 +136,19 @@ func BenchmarkDowntime(b *testing.B) {
 	// Medians over b.N rounds: one outage lasts a few hundred milliseconds,
 	// so a single scheduling hiccup on a shared machine would dominate.
 	samples := map[string][]time.Duration{}
+	phases := map[string][]map[string]time.Duration{}
 	var ratios []float64
 	for i := 0; i < b.N; i++ {
 		round := map[string]time.Duration{}
 		for _, sc := range scenarios {
 			// Each scenario on a fresh, seeded release.
 			e := deployGrafana(b, fixtures.Release{Name: "grafana", Replicas: 1}, 50)
+			trace, err := startTrace(e.Ctx, e.Rel.Namespace, e.Rel.Pod(0), "storage-"+e.Rel.Pod(0), e.Rel.FullName())
+			if err != nil {
+				b.Fatal(err)
+			}
 			probe := startProbe(sb.PodURL(e.Rel.Namespace, e.Rel.Pod(0)))
-			err := sc.run(e)
+			err = sc.run(e)
 			if err == nil {
 				// Serving again is part of the outage.
 				err = e.Checker().Ready(e.Ctx, e.Rel.Pod(0))
@@ -146,6 +156,15 @@ func BenchmarkDowntime(b *testing.B) {
 			down := probe.Stop()
 			if err != nil {
 				b.Fatalf("%s: %v", sc.name, err)
+			}
+			if down > 0 {
+				trace.markAt("serving", probe.upAt)
+			}
+			// A reuse has no outage to trace.
+			if at, err := trace.Stop(); err == nil {
+				phases[sc.name] = append(phases[sc.name], at)
+			} else if down > 0 {
+				b.Logf("%s: %v", sc.name, err)
 			}
 			round[sc.name] = down
 			samples[sc.name] = append(samples[sc.name], down)
@@ -161,6 +180,11 @@ func BenchmarkDowntime(b *testing.B) {
 			ratios = append(ratios, float64(round["restore"])/float64(r))
 		}
 		b.Logf("round %d: %v", i+1, round)
+	}
+	for _, sc := range scenarios {
+		if rs := phases[sc.name]; len(rs) > 0 {
+			b.Logf("%s, medians from the pod's deletion:%s", sc.name, phaseTable(rs))
+		}
 	}
 	restart := median(samples["pod-restart"])
 	for name, ds := range samples {

@@ -51,12 +51,18 @@ func Load(opts LoadOptions) (*Clients, error) {
 	return c, nil
 }
 
+const defaultBurst = 300
+
 // New builds clients from a REST config.
 func New(cfg *rest.Config) (*Clients, error) {
 	cfg = rest.CopyConfig(cfg)
-	// The defaults (5 qps) make waits on many claims crawl.
+	// The defaults (5 qps) make waits on many claims crawl. The burst is
+	// kubectl's: a restore makes some 130 requests in the second before
+	// its outage, and with a burst of 100 the bucket ran dry just as the
+	// pods stopped, so each request of the outage waited 13-18 ms for a
+	// token (seen in the sandbox).
 	if cfg.QPS == 0 {
-		cfg.QPS, cfg.Burst = 50, 100
+		cfg.QPS, cfg.Burst = 50, defaultBurst
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "rebind"
@@ -86,7 +92,7 @@ func (c *Clients) ForParallelRuns(n int) (*Clients, error) {
 	}
 	cfg := rest.CopyConfig(c.Config)
 	cfg.QPS = float32(min(perRun*n, ceiling))
-	cfg.Burst = int(2 * cfg.QPS)
+	cfg.Burst = max(int(2*cfg.QPS), defaultBurst)
 	out, err := New(cfg)
 	if err != nil {
 		return nil, err

@@ -68,7 +68,7 @@ func TestForParallelRuns(t *testing.T) {
 		qps   float32
 		burst int
 		same  bool
-	}{{1, 50, 100, true}, {4, 200, 400, false}, {48, 400, 800, false}} {
+	}{{1, 50, 300, true}, {4, 200, 400, false}, {48, 400, 800, false}} {
 		c, err := base.ForParallelRuns(tc.runs)
 		if err != nil {
 			t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/rebind-dev/rebind/pkg/volume"
 )
@@ -189,6 +190,31 @@ func claimAnnotations(in map[string]string) map[string]string {
 	return out
 }
 
+// oldClaimGone waits until the ordinal's claim name is free; it reports
+// whether it had to wait. The claim this run deleted is released as soon
+// as no pod names it, by the release the stop-pods step started, or from
+// here.
+func (e *env) oldClaimGone(ctx context.Context, ord int) (bool, error) {
+	name := e.spec.Target.Ordinals[ord].Claim
+	if r := e.releases[name]; r != nil {
+		delete(e.releases, name)
+		waited, err := r.Wait(ctx)
+		if err != nil || waited {
+			return waited, err
+		}
+	}
+	return volume.ReleaseDeletedClaim(ctx, e.c.Kube, e.spec.ns(), name, e.oldClaimUID(ord), e.spec.Timeouts.Wait)
+}
+
+// oldClaimUID is the claim releaseClaimStep deleted under this name, or
+// "" when the run deleted none.
+func (e *env) oldClaimUID(ord int) types.UID {
+	if o := e.spec.Target.Ordinals[ord]; o.PVC != nil && o.PV != nil && !e.spec.KeepClaims {
+		return o.PVC.UID
+	}
+	return ""
+}
+
 func (s claimStep) Precondition(ctx context.Context) error {
 	pvName, pv, err := s.targetPV(ctx, s.ord)
 	if err != nil {
@@ -204,7 +230,7 @@ func (s claimStep) Apply(ctx context.Context) error {
 	}
 	c := s.claim(pvName)
 	// The old claim of this name may still be finishing its deletion.
-	if _, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, c.Namespace, c.Name, s.spec.Timeouts.Wait); err != nil {
+	if _, err := s.oldClaimGone(ctx, s.ord); err != nil {
 		return err
 	}
 	got, err := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Create(ctx, c, metav1.CreateOptions{})
@@ -217,8 +243,13 @@ func (s claimStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating claim %s/%s: %w", c.Namespace, c.Name, err)
 	}
+	if got.Spec.VolumeName == pvName && got.DeletionTimestamp == nil && got.Status.Phase != corev1.ClaimLost {
+		s.confirm(keyClaimMade(c.Name), pvName)
+	}
 	return nil
 }
+
+func keyClaimMade(claim string) string { return "claim/" + claim }
 
 // Check accepts a claim that names the PV but is not Bound yet: with
 // volumeName set and the PV reserved for it, no other volume can be
@@ -228,6 +259,11 @@ func (s claimStep) Check(ctx context.Context) error {
 	pvName, err := s.pvFor(s.ord)
 	if err != nil {
 		return err
+	}
+	// Answered by this run's own create: the redeploy still waits for it
+	// to be Bound to that PV before anything uses it.
+	if s.wasConfirmed(keyClaimMade(s.spec.Target.Ordinals[s.ord].Claim), pvName) {
+		return nil
 	}
 	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, s.spec.Target.Ordinals[s.ord].Claim, metav1.GetOptions{})
 	if err != nil {
@@ -247,6 +283,7 @@ func (s claimStep) Undo(ctx context.Context) error {
 		return nil
 	}
 	ns, name := s.spec.ns(), s.spec.Target.Ordinals[s.ord].Claim
+	delete(s.confirmed, keyClaimMade(name))
 	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil

@@ -13,6 +13,7 @@ import (
 	"github.com/rebind-dev/rebind/pkg/app"
 	"github.com/rebind-dev/rebind/pkg/journal"
 	"github.com/rebind-dev/rebind/pkg/kube"
+	"github.com/rebind-dev/rebind/pkg/volume"
 )
 
 // env is what every step needs.
@@ -28,6 +29,28 @@ type env struct {
 	out      io.Writer // short human progress lines
 	verdicts []app.Verdict
 	warnings []string // what the user must act on after the run
+	// confirmed holds what this process's own writes were answered with
+	// during the run (a pod's deletion accepted, a claim created naming its
+	// PV), so that a step's Check need not read it back: while Grafana is
+	// down every request is outage. A resumed run starts without it and
+	// reads.
+	confirmed map[string]string
+	// releases are the old claims being released in the background from
+	// just before their pods stop (stopPodsStep) until the claim step
+	// needs their names.
+	releases map[string]*volume.ClaimRelease
+}
+
+func (e *env) confirm(key, value string) {
+	if e.confirmed == nil {
+		e.confirmed = map[string]string{}
+	}
+	e.confirmed[key] = value
+}
+
+func (e *env) wasConfirmed(key, value string) bool {
+	v, ok := e.confirmed[key]
+	return ok && v == value
 }
 
 // appKind names the application for messages; rollback runs without a

@@ -300,8 +300,7 @@ func (s reserveStep) Apply(ctx context.Context) error {
 	// While a claim of that name still exists the binder treats a claimRef
 	// without uid as that claim's and writes its uid back: the old claim
 	// must be completely gone first (reuse deletes it just before).
-	claim := s.spec.Target.Ordinals[s.ord].Claim
-	if waited, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, s.spec.ns(), claim, s.spec.Timeouts.Wait); err != nil {
+	if waited, err := s.oldClaimGone(ctx, s.ord); err != nil {
 		return err
 	} else if waited {
 		if pv, err = s.getPV(ctx, pvName); err != nil {

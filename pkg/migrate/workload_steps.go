@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/rebind-dev/rebind/pkg/journal"
+	"github.com/rebind-dev/rebind/pkg/plan"
 	"github.com/rebind-dev/rebind/pkg/volume"
 	"github.com/rebind-dev/rebind/pkg/workload"
 )
@@ -204,6 +205,17 @@ func (s stopPodsStep) Precondition(ctx context.Context) error {
 	return nil
 }
 func (s stopPodsStep) Apply(ctx context.Context) error {
+	// What the release of each old claim must read is read while the pods
+	// still serve; the release itself then follows each pod's end by one
+	// write, while this run goes on to the claim step.
+	for i, o := range s.spec.Target.Ordinals {
+		if uid := s.oldClaimUID(i); uid != "" && s.releases[o.Claim] == nil {
+			if s.releases == nil {
+				s.releases = map[string]*volume.ClaimRelease{}
+			}
+			s.releases[o.Claim] = volume.StartRelease(ctx, s.c.Kube, s.spec.ns(), o.Claim, uid, s.spec.Timeouts.Wait)
+		}
+	}
 	for _, o := range s.spec.Target.Ordinals {
 		if err := s.stopPod(ctx, o.Pod); err != nil {
 			return err
@@ -227,22 +239,36 @@ func (e *env) stopPod(ctx context.Context, name string) error {
 	ns := e.spec.ns()
 	pod, err := e.c.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
+		e.confirm(keyStopped(name), "")
 		return nil
 	}
 	if err != nil {
 		return err
 	}
 	if pod.DeletionTimestamp != nil {
+		e.confirm(keyStopped(name), "")
 		return nil
 	}
 	err = e.c.Kube.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+	switch {
+	case err == nil || apierrors.IsNotFound(err):
+		// The pod read just before is terminating or gone.
+		e.confirm(keyStopped(name), "")
+	case apierrors.IsConflict(err):
+		// Another pod under the name: Check reads it.
+	default:
 		return fmt.Errorf("deleting pod %s/%s: %w", ns, name, err)
 	}
 	return nil
 }
+
+func keyStopped(pod string) string { return "stopped/" + pod }
+
 func (s stopPodsStep) Check(ctx context.Context) error {
 	for _, o := range s.spec.Target.Ordinals {
+		if s.wasConfirmed(keyStopped(o.Pod), "") {
+			continue
+		}
 		pod, err := s.c.Kube.CoreV1().Pods(s.spec.ns()).Get(ctx, o.Pod, metav1.GetOptions{})
 		if err == nil && pod.DeletionTimestamp == nil {
 			return fmt.Errorf("pod %s still runs", o.Pod)
@@ -343,10 +369,14 @@ func (s redeployStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The orphan delete was only requested; wait until the garbage
-	// collector has released the name.
-	if err := workload.WaitGone(ctx, s.c.Kube, ns, name, s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
-		return err
+	// The orphan delete may only have been requested; wait until the
+	// garbage collector has released the name, unless the journal says the
+	// orphan step saw it gone (a uid never comes back): one list less
+	// while Grafana is down.
+	if s.j.Step(orphanStep{}.ID()).Status != plan.Done {
+		if err := workload.WaitGone(ctx, s.c.Kube, ns, name, s.spec.Target.StatefulSet.UID, s.spec.Timeouts.Wait); err != nil {
+			return err
+		}
 	}
 	if err := s.waitClaimsBound(ctx); err != nil {
 		return err
