@@ -233,18 +233,46 @@ func (s claimStep) Apply(ctx context.Context) error {
 	if _, err := s.oldClaimGone(ctx, s.ord); err != nil {
 		return err
 	}
-	got, err := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Create(ctx, c, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		got, err = s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Get(ctx, c.Name, metav1.GetOptions{})
-		if err == nil && got.Spec.VolumeName != pvName {
-			return fmt.Errorf("claim %s/%s exists bound to %q, not %s (did the StatefulSet controller recreate it?); delete it and re-run", c.Namespace, c.Name, got.Spec.VolumeName, pvName)
-		}
-	}
+	got, err := s.createClaimOn(ctx, c, pvName)
 	if err != nil {
-		return fmt.Errorf("creating claim %s/%s: %w", c.Namespace, c.Name, err)
+		return err
 	}
 	if got.Spec.VolumeName == pvName && got.DeletionTimestamp == nil && got.Status.Phase != corev1.ClaimLost {
 		s.confirm(keyClaimMade(c.Name), pvName)
+	}
+	return nil
+}
+
+// createClaimOn creates c pre-bound to pvName. A claim of that name that
+// already names pvName (a resumed run made it) is taken as it is; one on
+// another volume is someone else's and stops the step.
+func (e *env) createClaimOn(ctx context.Context, c *corev1.PersistentVolumeClaim, pvName string) (*corev1.PersistentVolumeClaim, error) {
+	claims := e.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace)
+	got, err := claims.Create(ctx, c, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		got, err = claims.Get(ctx, c.Name, metav1.GetOptions{})
+		if err == nil && got.Spec.VolumeName != pvName {
+			return nil, fmt.Errorf("claim %s/%s exists bound to %q, not %s (did the workload's controller recreate it?); delete it (its volume is kept) and re-run", c.Namespace, c.Name, got.Spec.VolumeName, pvName)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating claim %s/%s: %w", c.Namespace, c.Name, err)
+	}
+	return got, nil
+}
+
+// checkClaimOn says whether claim name of the target's namespace names
+// pvName and is neither being deleted nor Lost.
+func (e *env) checkClaimOn(ctx context.Context, name, pvName string) error {
+	c, err := e.c.Kube.CoreV1().PersistentVolumeClaims(e.spec.ns()).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if c.Spec.VolumeName != pvName || c.DeletionTimestamp != nil {
+		return fmt.Errorf("claim %s does not name PersistentVolume %s", c.Name, pvName)
+	}
+	if c.Status.Phase == corev1.ClaimLost {
+		return fmt.Errorf("claim %s is Lost", c.Name)
 	}
 	return nil
 }
@@ -265,17 +293,7 @@ func (s claimStep) Check(ctx context.Context) error {
 	if s.wasConfirmed(keyClaimMade(s.spec.Target.Ordinals[s.ord].Claim), pvName) {
 		return nil
 	}
-	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, s.spec.Target.Ordinals[s.ord].Claim, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	if c.Spec.VolumeName != pvName || c.DeletionTimestamp != nil {
-		return fmt.Errorf("claim %s does not name PersistentVolume %s", c.Name, pvName)
-	}
-	if c.Status.Phase == corev1.ClaimLost {
-		return fmt.Errorf("claim %s is Lost", c.Name)
-	}
-	return nil
+	return s.checkClaimOn(ctx, s.spec.Target.Ordinals[s.ord].Claim, pvName)
 }
 func (s claimStep) Undo(ctx context.Context) error {
 	pvName, err := s.pvFor(s.ord)

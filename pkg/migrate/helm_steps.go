@@ -94,19 +94,7 @@ func (s helmRedeployStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	values, _ := helmValues(s.spec, s.env)
-	if s.value(keyHelmUpgraded) != "" {
-		// An earlier attempt of this run started the upgrade and was
-		// killed inside it: its revision stays pending for ever and Helm
-		// would refuse this one.
-		if err := s.failOwnPending(h, values); err != nil {
-			return err
-		}
-	}
-	if err := s.j.SetValue(ctx, keyHelmUpgraded, "true"); err != nil {
-		return err
-	}
-	rel, err := h.Upgrade(ctx, s.spec.Target.Release, values, s.helmDescription())
+	rel, err := s.upgradeRelease(ctx, h)
 	if err != nil {
 		return err
 	}
@@ -166,18 +154,7 @@ func (s helmRedeployDeploymentStep) Apply(ctx context.Context) error {
 		return err
 	}
 	if !upgraded {
-		values, _ := helmValues(s.spec, s.env)
-		if s.value(keyHelmUpgraded) != "" {
-			// An earlier attempt was killed inside Helm's upgrade: its
-			// revision stays pending for ever and Helm would refuse this one.
-			if err := s.failOwnPending(h, values); err != nil {
-				return err
-			}
-		}
-		if err := s.j.SetValue(ctx, keyHelmUpgraded, "true"); err != nil {
-			return err
-		}
-		if _, err := h.Upgrade(ctx, s.spec.Target.Release, values, s.helmDescription()); err != nil {
+		if _, err := s.upgradeRelease(ctx, h); err != nil {
 			return err
 		}
 	}
@@ -212,6 +189,24 @@ func (s helmRedeployDeploymentStep) Check(ctx context.Context) error {
 // release back once the original claim is restored.
 func (s helmRedeployDeploymentStep) Undo(ctx context.Context) error {
 	return redeployDeploymentStep{s.env}.Undo(ctx)
+}
+
+// upgradeRelease runs rebind's `helm upgrade` of the target's release with
+// the persistence values of the run. It records that an upgrade started
+// before starting it: an earlier attempt killed inside Helm's upgrade left
+// its revision pending for ever, and Helm would refuse this one, so that
+// revision is first marked failed.
+func (e *env) upgradeRelease(ctx context.Context, h *helmredeploy.Helm) (*release.Release, error) {
+	values, _ := helmValues(e.spec, e)
+	if e.value(keyHelmUpgraded) != "" {
+		if err := e.failOwnPending(h, values); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.j.SetValue(ctx, keyHelmUpgraded, "true"); err != nil {
+		return nil, err
+	}
+	return h.Upgrade(ctx, e.spec.Target.Release, values, e.helmDescription())
 }
 
 // helmDescription is the description of rebind's upgrade revision.

@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/retry"
 
 	"github.com/rebind-dev/rebind/pkg/discovery"
 	"github.com/rebind-dev/rebind/pkg/kube"
@@ -178,14 +177,7 @@ func (s switchReserveStep) Apply(ctx context.Context) error {
 	return volume.Reserve(ctx, s.c.Kube, pvName, ns, claim, false)
 }
 func (s switchReserveStep) Check(ctx context.Context) error {
-	pvName, pv, err := s.targetPV(ctx, s.ord)
-	if err != nil {
-		return err
-	}
-	if !volume.IsReservedFor(pv, s.spec.ns(), s.spec.newClaim(s.ord)) {
-		return fmt.Errorf("PersistentVolume %s is not reserved for %s", pvName, s.spec.newClaim(s.ord))
-	}
-	return nil
+	return s.checkReservedFor(ctx, s.ord, s.spec.newClaim(s.ord))
 }
 
 // Undo puts the claimRef back as it was (the original claim's, with its
@@ -197,32 +189,7 @@ func (s switchReserveStep) Undo(ctx context.Context) error {
 	if err != nil {
 		return nil
 	}
-	prior, ok := s.j.Value(keyClaimRef(pvName))
-	if !ok || prior == "" {
-		return nil
-	}
-	var ref corev1.ObjectReference
-	if err := json.Unmarshal([]byte(prior), &ref); err != nil {
-		return err
-	}
-	ns, claim := s.spec.ns(), s.spec.newClaim(s.ord)
-	if c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, claim, metav1.GetOptions{}); err == nil && c.Spec.VolumeName == pvName {
-		return fmt.Errorf("claim %s/%s still uses PersistentVolume %s", ns, claim, pvName)
-	}
-	// The binder writes the PV's status as the new claim goes: a conflict
-	// is re-read and re-checked, never an overwrite.
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		pv, err := s.getPV(ctx, pvName)
-		if err != nil {
-			return err
-		}
-		if !volume.IsReservedFor(pv, ns, claim) {
-			return nil
-		}
-		pv.Spec.ClaimRef = &ref
-		_, err = s.c.Kube.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{})
-		return err
-	})
+	return s.unreserve(ctx, pvName, s.spec.newClaim(s.ord))
 }
 
 // ---------------------------------------------------------------- new claim
@@ -286,38 +253,15 @@ func (s switchClaimStep) Apply(ctx context.Context) error {
 	if _, err := volume.WaitTerminatingClaim(ctx, s.c.Kube, c.Namespace, c.Name, s.spec.Timeouts.Wait); err != nil {
 		return err
 	}
-	_, err = s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Create(ctx, c, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		got, gerr := s.c.Kube.CoreV1().PersistentVolumeClaims(c.Namespace).Get(ctx, c.Name, metav1.GetOptions{})
-		if gerr != nil {
-			return gerr
-		}
-		if got.Spec.VolumeName != pvName {
-			return fmt.Errorf("claim %s/%s exists bound to %q, not %s; delete it (keep its volume) and re-run", c.Namespace, c.Name, got.Spec.VolumeName, pvName)
-		}
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("creating claim %s/%s: %w", c.Namespace, c.Name, err)
-	}
-	return nil
+	_, err = s.createClaimOn(ctx, c, pvName)
+	return err
 }
 func (s switchClaimStep) Check(ctx context.Context) error {
 	pvName, err := s.pvFor(s.ord)
 	if err != nil {
 		return err
 	}
-	c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, s.spec.newClaim(s.ord), metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	if c.Spec.VolumeName != pvName || c.DeletionTimestamp != nil {
-		return fmt.Errorf("claim %s does not name PersistentVolume %s", c.Name, pvName)
-	}
-	if c.Status.Phase == corev1.ClaimLost {
-		return fmt.Errorf("claim %s is Lost", c.Name)
-	}
-	return nil
+	return s.checkClaimOn(ctx, s.spec.newClaim(s.ord), pvName)
 }
 
 // Undo deletes the new claim (its volume has Retain) once nothing runs on
@@ -446,17 +390,7 @@ func (s switchStep) Apply(ctx context.Context) error {
 				return err
 			}
 		}
-		values, _ := helmValues(s.spec, s.env)
-		if s.value(keyHelmUpgraded) != "" {
-			// A killed earlier attempt left its revision pending.
-			if err := s.failOwnPending(h, values); err != nil {
-				return err
-			}
-		}
-		if err := s.j.SetValue(ctx, keyHelmUpgraded, "true"); err != nil {
-			return err
-		}
-		if _, err := h.Upgrade(ctx, s.spec.Target.Release, values, s.helmDescription()); err != nil {
+		if _, err := s.upgradeRelease(ctx, h); err != nil {
 			return err
 		}
 	}

@@ -327,14 +327,7 @@ func claimRefJSON(pv *corev1.PersistentVolume) string {
 }
 
 func (s reserveStep) Check(ctx context.Context) error {
-	pvName, pv, err := s.targetPV(ctx, s.ord)
-	if err != nil {
-		return err
-	}
-	if !volume.IsReservedFor(pv, s.spec.ns(), s.spec.Target.Ordinals[s.ord].Claim) {
-		return fmt.Errorf("PersistentVolume %s is not reserved for %s", pvName, s.spec.Target.Ordinals[s.ord].Claim)
-	}
-	return nil
+	return s.checkReservedFor(ctx, s.ord, s.spec.Target.Ordinals[s.ord].Claim)
 }
 
 // Undo puts the claimRef back as it was, which leaves the PV Released and
@@ -344,7 +337,28 @@ func (s reserveStep) Undo(ctx context.Context) error {
 	if err != nil {
 		return nil
 	}
-	prior, ok := s.j.Value(keyClaimRef(pvName))
+	return s.unreserve(ctx, pvName, s.spec.Target.Ordinals[s.ord].Claim)
+}
+
+// checkReservedFor says whether the ordinal's target PV is reserved for
+// claim in the target's namespace.
+func (e *env) checkReservedFor(ctx context.Context, ord int, claim string) error {
+	pvName, pv, err := e.targetPV(ctx, ord)
+	if err != nil {
+		return err
+	}
+	if !volume.IsReservedFor(pv, e.spec.ns(), claim) {
+		return fmt.Errorf("PersistentVolume %s is not reserved for %s", pvName, claim)
+	}
+	return nil
+}
+
+// unreserve puts back the claimRef pvName had before this run reserved it
+// for claim (recorded in the journal), once no claim of that name uses the
+// volume. A PV no longer reserved for claim is someone else's business
+// now, and left alone.
+func (e *env) unreserve(ctx context.Context, pvName, claim string) error {
+	prior, ok := e.j.Value(keyClaimRef(pvName))
 	if !ok || prior == "" {
 		return nil
 	}
@@ -352,26 +366,26 @@ func (s reserveStep) Undo(ctx context.Context) error {
 	if err := json.Unmarshal([]byte(prior), &ref); err != nil {
 		return err
 	}
-	claim := s.spec.Target.Ordinals[s.ord].Claim
+	ns := e.spec.ns()
 	// The binder writes the PV too (its phase); a conflict re-reads and
 	// re-checks everything before writing again, never overwriting blind.
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		pv, err := s.getPV(ctx, pvName)
+		pv, err := e.getPV(ctx, pvName)
 		if err != nil {
 			return err
 		}
-		if c, err := s.c.Kube.CoreV1().PersistentVolumeClaims(s.spec.ns()).Get(ctx, claim, metav1.GetOptions{}); err == nil && c.Spec.VolumeName == pvName {
-			return fmt.Errorf("claim %s/%s still uses PersistentVolume %s", s.spec.ns(), claim, pvName)
+		if c, err := e.c.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, claim, metav1.GetOptions{}); err == nil && c.Spec.VolumeName == pvName {
+			return fmt.Errorf("claim %s/%s still uses PersistentVolume %s", ns, claim, pvName)
 		}
-		if !volume.IsReservedFor(pv, s.spec.ns(), claim) {
+		if !volume.IsReservedFor(pv, ns, claim) {
 			return nil
 		}
-		if ref.Namespace == s.spec.ns() && ref.Name == claim {
+		if ref.Namespace == ns && ref.Name == claim {
 			// The original claim of that name: the release-claim undo binds it.
 			return nil
 		}
 		pv.Spec.ClaimRef = &ref
-		_, err = s.c.Kube.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{})
+		_, err = e.c.Kube.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{})
 		return err
 	})
 }
