@@ -82,9 +82,11 @@ func (w TestWriter) Write(p []byte) (int, error) {
 }
 
 // DamageRestoredVolume is an AfterStep hook: right after restore/0 it finds
-// the volume restored for namespace ns (Released, reserved by nobody yet,
-// not orig) and damages the files in its directory, as a bad snapshot
-// would.
+// the volume restored for namespace ns (not orig, still naming the
+// restore's own claim rebind-<run>-<claim>, which the step deleted) and
+// damages the files in its directory, as a bad snapshot would. The claim
+// it names, not the PV's phase, tells it: the binder may not have marked
+// the volume Released yet.
 func DamageRestoredVolume(sb *sandbox.Sandbox, ns, orig string, damage func(dir string) error) func(context.Context, string) error {
 	return func(ctx context.Context, id string) error {
 		if id != "restore/0" {
@@ -95,7 +97,7 @@ func DamageRestoredVolume(sb *sandbox.Sandbox, ns, orig string, damage func(dir 
 			return err
 		}
 		for _, pv := range list.Items {
-			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != ns || pv.Status.Phase != corev1.VolumeReleased {
+			if pv.Name == orig || pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Namespace != ns || !strings.HasPrefix(pv.Spec.ClaimRef.Name, "rebind-") {
 				continue
 			}
 			dir, err := fixtures.VolumeDir(sb.StorageRoot(), &pv)

@@ -4,6 +4,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -45,27 +46,68 @@ func Create(ctx context.Context, s snapclient.Interface, ns, name, claim, class 
 	return got, nil
 }
 
-// WaitReady waits until the snapshot is readyToUse, failing at once when
-// the snapshot controller reports an error (a non-CSI volume, say).
+// ErrorGrace is how long a snapshot may report an error before WaitReady
+// takes it as final. The snapshot controller keeps retrying a failed
+// creation and clears status.error once it succeeds (VolumeSnapshotStatus
+// in external-snapshotter's v1 API); a passing error, such as its claim
+// cache lagging behind a claim just created, is not the snapshot failing.
+var ErrorGrace = 15 * time.Second
+
+// WaitReady waits until the snapshot is readyToUse. An error the snapshot
+// controller reports fails the wait once it has stood for ErrorGrace (or
+// the timeout ends first); one it clears is forgotten.
 func WaitReady(ctx context.Context, s snapclient.Interface, ns, name string, timeout time.Duration) (*snapv1.VolumeSnapshot, error) {
-	return kube.Until(ctx, timeout, fmt.Sprintf("VolumeSnapshot %s/%s to be readyToUse", ns, name), kube.SnapshotLW(s, ns, name),
-		func(vs *snapv1.VolumeSnapshot, exists bool) (bool, error) {
-			if !exists {
-				return false, nil
-			}
-			if st := vs.Status; st != nil {
-				if st.Error != nil && st.Error.Message != nil && !ptr.Deref(st.ReadyToUse, false) {
-					return false, fmt.Errorf("VolumeSnapshot %s/%s failed: %s", ns, name, *st.Error.Message)
+	deadline := time.Now().Add(timeout)
+	var erredSince time.Time
+	for {
+		var failed error
+		// Rounds of at most ErrorGrace: an error that stands is seen
+		// again when the next round lists, even when nothing changes.
+		vs, err := kube.Until(ctx, min(time.Until(deadline), ErrorGrace), fmt.Sprintf("VolumeSnapshot %s/%s to be readyToUse", ns, name), kube.SnapshotLW(s, ns, name),
+			func(vs *snapv1.VolumeSnapshot, exists bool) (bool, error) {
+				if !exists || vs.Status == nil {
+					return false, nil
 				}
-				return ptr.Deref(st.ReadyToUse, false), nil
-			}
-			return false, nil
-		}, func(vs *snapv1.VolumeSnapshot) string {
-			if vs.Status == nil {
-				return "no status yet (is the snapshot controller running?)"
-			}
-			return fmt.Sprintf("readyToUse=%v content=%s", ptr.Deref(vs.Status.ReadyToUse, false), ptr.Deref(vs.Status.BoundVolumeSnapshotContentName, ""))
-		})
+				st := vs.Status
+				if ptr.Deref(st.ReadyToUse, false) {
+					return true, nil
+				}
+				if st.Error == nil || st.Error.Message == nil {
+					erredSince = time.Time{}
+					return false, nil
+				}
+				if erredSince.IsZero() {
+					erredSince = time.Now()
+				}
+				if time.Since(erredSince) >= ErrorGrace || !time.Now().Before(deadline) {
+					failed = fmt.Errorf("VolumeSnapshot %s/%s failed: %s", ns, name, *st.Error.Message)
+					return false, failed
+				}
+				return false, nil
+			}, func(vs *snapv1.VolumeSnapshot) string {
+				if vs.Status == nil {
+					return "no status yet (is the snapshot controller running?)"
+				}
+				d := fmt.Sprintf("readyToUse=%v content=%s", ptr.Deref(vs.Status.ReadyToUse, false), ptr.Deref(vs.Status.BoundVolumeSnapshotContentName, ""))
+				if e := vs.Status.Error; e != nil && e.Message != nil {
+					d += "; the snapshot controller reports: " + *e.Message
+				}
+				return d
+			})
+		var timedOut *kube.TimeoutError
+		switch {
+		case err == nil:
+			return vs, nil
+		case failed != nil:
+			return nil, failed
+		case !errors.As(err, &timedOut):
+			return vs, err // the API refused, or ctx ended
+		case !time.Now().Before(deadline):
+			timedOut.Timeout = timeout
+			return vs, timedOut
+		}
+		// A round ended without a verdict: look again.
+	}
 }
 
 // Get reads a snapshot with an actionable error when it is missing.
