@@ -666,6 +666,50 @@ func loginOr(login string) string {
 	return login
 }
 
+// dashboardMeta is the "meta" of GET /api/dashboards/uid/:uid: the fields
+// the stand-in serves, in the order and with the omitempty of Grafana's
+// DashboardMeta (conformance §4 "Success": pkg/api/dtos/dashboard.go
+// @ v12.4.0; isStarred, isSnapshot and apiVersion are left out when
+// empty, so a dashboard nobody starred has no isStarred).
+type dashboardMeta struct {
+	IsStarred              bool                 `json:"isStarred,omitempty"`
+	Type                   string               `json:"type,omitempty"`
+	CanSave                bool                 `json:"canSave"`
+	CanEdit                bool                 `json:"canEdit"`
+	CanAdmin               bool                 `json:"canAdmin"`
+	CanStar                bool                 `json:"canStar"`
+	CanDelete              bool                 `json:"canDelete"`
+	Slug                   string               `json:"slug"`
+	URL                    string               `json:"url"`
+	Expires                string               `json:"expires"`
+	Created                string               `json:"created"`
+	Updated                string               `json:"updated"`
+	UpdatedBy              string               `json:"updatedBy"`
+	CreatedBy              string               `json:"createdBy"`
+	Version                int64                `json:"version"`
+	HasACL                 bool                 `json:"hasAcl"`
+	IsFolder               bool                 `json:"isFolder"`
+	APIVersion             string               `json:"apiVersion,omitempty"`
+	FolderID               int64                `json:"folderId"`
+	FolderUID              string               `json:"folderUid"`
+	FolderTitle            string               `json:"folderTitle"`
+	FolderURL              string               `json:"folderUrl"`
+	Provisioned            bool                 `json:"provisioned"`
+	ProvisionedExternalID  string               `json:"provisionedExternalId"`
+	AnnotationsPermissions annotationPermission `json:"annotationsPermissions"`
+}
+
+type annotationPermission struct {
+	Dashboard    annotationActions `json:"dashboard"`
+	Organization annotationActions `json:"organization"`
+}
+
+type annotationActions struct {
+	CanAdd    bool `json:"canAdd"`
+	CanEdit   bool `json:"canEdit"`
+	CanDelete bool `json:"canDelete"`
+}
+
 // getDashboard implements GET /api/dashboards/uid/:uid (conformance §4).
 // In org -1 nothing matches, so a non-member gets the plain 404
 // (conformance §1; 403 vs 404 there is unconfirmed).
@@ -706,18 +750,18 @@ func (s *Server) getDashboard(w http.ResponseWriter, r *http.Request) {
 	if isFolder {
 		url = "/dashboards/f/" + uid + "/" + slug
 	}
-	perms := map[string]bool{"canAdd": true, "canEdit": true, "canDelete": true}
-	meta := map[string]any{
-		"type": "db", "canSave": true, "canEdit": true, "canAdmin": true, "canStar": true, "canDelete": true, "isStarred": false,
-		"slug": slug, "url": url, "expires": "0001-01-01T00:00:00Z",
-		"created": isoTime(created), "updated": isoTime(updated), "updatedBy": loginOr(updatedBy), "createdBy": loginOr(createdBy),
-		"version": version, "hasAcl": hasACL, "isFolder": isFolder, "folderId": fID, "folderUid": fUID,
-		"folderTitle": "General", "folderUrl": "", "provisioned": false, "provisionedExternalId": "",
-		"annotationsPermissions": map[string]any{"dashboard": perms, "organization": perms},
+	perms := annotationActions{CanAdd: true, CanEdit: true, CanDelete: true}
+	meta := dashboardMeta{
+		Type: "db", CanSave: true, CanEdit: true, CanAdmin: true, CanStar: true, CanDelete: true,
+		Slug: slug, URL: url, Expires: "0001-01-01T00:00:00Z",
+		Created: isoTime(created), Updated: isoTime(updated), UpdatedBy: loginOr(updatedBy), CreatedBy: loginOr(createdBy),
+		Version: version, HasACL: hasACL, IsFolder: isFolder, FolderID: fID, FolderUID: fUID,
+		FolderTitle:            "General",
+		AnnotationsPermissions: annotationPermission{Dashboard: perms, Organization: perms},
 	}
 	if fUID != "" {
-		meta["folderTitle"] = fTitle
-		meta["folderUrl"] = "/dashboards/f/" + fUID + "/" + fSlug
+		meta.FolderTitle = fTitle
+		meta.FolderURL = "/dashboards/f/" + fUID + "/" + fSlug
 	}
 	if s.f.metaAPIVersion {
 		// conformance §4 "Success": 12.x meta.apiVersion; 12.4.0 reads
@@ -728,9 +772,9 @@ func (s *Server) getDashboard(w http.ResponseWriter, r *http.Request) {
 		// ("Schema v2 dashboards on the legacy endpoint"). When that
 		// conversion fails, the stored version is served and reported.
 		// 13.0 is modelled like 12.4.
-		meta["apiVersion"] = s.f.classicStoredVersion
+		meta.APIVersion = s.f.classicStoredVersion
 		if apiVersion != "" {
-			meta["apiVersion"] = apiVersion
+			meta.APIVersion = apiVersion
 		}
 	}
 	mb, err := json.Marshal(meta)
@@ -738,12 +782,13 @@ func (s *Server) getDashboard(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, err)
 		return
 	}
+	// Meta first, as Grafana's DashboardFullWithMeta declares it.
 	var b bytes.Buffer
 	b.Grow(len(model) + len(mb) + 32)
-	b.WriteString(`{"dashboard":`)
-	b.Write(model)
-	b.WriteString(`,"meta":`)
+	b.WriteString(`{"meta":`)
 	b.Write(mb)
+	b.WriteString(`,"dashboard":`)
+	b.Write(model)
 	b.WriteString("}")
 	writeRaw(w, http.StatusOK, b.Bytes())
 }

@@ -1226,6 +1226,18 @@ func TestDashboardsAndSave(t *testing.T) {
 			t.Errorf("meta lacks %s", k)
 		}
 	}
+	// Grafana encodes a struct: meta before dashboard, meta's fields in
+	// DashboardMeta's order, isStarred left out when false (dtos/dashboard.go
+	// DashboardFullWithMeta, DashboardMeta @ v12.4.0).
+	if top := memberOrder(t, b); !slices.Equal(top, []string{"meta", "dashboard"}) {
+		t.Errorf("answer members %v, want meta then dashboard", top)
+	}
+	wantMeta := []string{"type", "canSave", "canEdit", "canAdmin", "canStar", "canDelete", "slug", "url", "expires", "created", "updated",
+		"updatedBy", "createdBy", "version", "hasAcl", "isFolder", "folderId", "folderUid", "folderTitle", "folderUrl", "provisioned",
+		"provisionedExternalId", "annotationsPermissions"}
+	if m := memberOrder(t, rawMember(t, b, "meta")); !slices.Equal(m, wantMeta) {
+		t.Errorf("meta members %v,\nwant %v", m, wantMeta)
+	}
 
 	code, b = e.do(call{path: "/api/dashboards/uid/missing"})
 	if code != 404 || string(b) != `{"message":"Dashboard not found"}` {
@@ -1426,4 +1438,36 @@ func TestSignedInUserCache(t *testing.T) {
 	if n := hits("3"); n != 3 {
 		t.Errorf("membership added right after a non-member request: org 3 shows %d dashboards, want 3 (a non-member is not cached)", n)
 	}
+}
+
+// memberOrder lists the keys of the JSON object b in the order they come.
+func memberOrder(t *testing.T, b []byte) []string {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("%s: not an object (%v)", b, err)
+	}
+	var keys []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		keys = append(keys, tok.(string))
+	}
+	return keys
+}
+
+// rawMember is the bytes of member k of the JSON object b.
+func rawMember(t *testing.T, b []byte, k string) []byte {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	return m[k]
 }
