@@ -241,6 +241,34 @@ func (c *Client) Dashboard(ctx context.Context, uid string) (*Dashboard, error) 
 	return &d, nil
 }
 
+// VisitDashboard fetches one dashboard and hands it to visit. The model
+// d.Dashboard is a slice of the answer's buffer, which is reused as soon as
+// visit returns: visit must not keep it. An inventory hashes each model
+// once and drops it, so copying every answer only made garbage.
+func (c *Client) VisitDashboard(ctx context.Context, uid string, visit func(d *Dashboard) error) error {
+	v := &dashboardVisit{visit: visit}
+	if err := c.get(ctx, "/api/dashboards/uid/"+url.PathEscape(uid), nil, v); err != nil {
+		return err
+	}
+	return v.err
+}
+
+// dashboardVisit decodes an answer in its pooled buffer and visits it
+// there. The visitor's error is kept apart: it is not a decoding error.
+type dashboardVisit struct {
+	visit func(*Dashboard) error
+	err   error
+}
+
+func (v *dashboardVisit) decodeBody(body []byte) error {
+	var d Dashboard
+	if err := d.decodeIn(body); err != nil {
+		return err
+	}
+	v.err = v.visit(&d)
+	return nil
+}
+
 // Folder is an entry of /api/folders. ParentUID is set for nested folders.
 type Folder struct {
 	ID        int64  `json:"id"`

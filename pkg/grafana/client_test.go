@@ -641,3 +641,49 @@ func TestNewValidatesURL(t *testing.T) {
 		}
 	}
 }
+
+// VisitDashboard hands over the same dashboard Dashboard returns, passes the
+// visitor's own error through as it is (not as a decoding error), and
+// reports a missing dashboard as ErrNotFound without visiting.
+func TestVisitDashboard(t *testing.T) {
+	const answer = `{"meta":{"type":"db","version":4,"folderUid":"f1"},"dashboard":{"uid":"a","title":"A","panels":[]}}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/dashboards/uid/a" {
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"message":"Dashboard not found"}`)
+			return
+		}
+		fmt.Fprint(w, answer)
+	}))
+	defer srv.Close()
+	c, err := grafana.New(fastOpts(srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	want, err := c.Dashboard(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var model string
+	var meta grafana.DashboardMeta
+	if err := c.VisitDashboard(ctx, "a", func(d *grafana.Dashboard) error {
+		model, meta = string(d.Dashboard), d.Meta
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if model != string(want.Dashboard) || meta != want.Meta || meta.Version != 4 || meta.FolderUID != "f1" {
+		t.Errorf("visited %s %+v, Dashboard gives %s %+v", model, meta, want.Dashboard, want.Meta)
+	}
+
+	mine := errors.New("the visitor's own")
+	if err := c.VisitDashboard(ctx, "a", func(*grafana.Dashboard) error { return mine }); err != mine {
+		t.Errorf("visitor error came back as %v", err)
+	}
+	visited := false
+	err = c.VisitDashboard(ctx, "gone", func(*grafana.Dashboard) error { visited = true; return nil })
+	if !errors.Is(err, grafana.ErrNotFound) || visited {
+		t.Errorf("missing dashboard: %v, visited %v", err, visited)
+	}
+}

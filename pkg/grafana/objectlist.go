@@ -68,7 +68,12 @@ func (p *objectPage) decodeBody(body []byte) error {
 // inventory's hash, parses it in full) and decodes only meta: running
 // encoding/json over the model cost more than hashing it.
 func (d *Dashboard) decodeBody(body []byte) error {
-	s := &jsonScanner{b: append([]byte(nil), body...)}
+	return d.decodeIn(append([]byte(nil), body...))
+}
+
+// decodeIn decodes body where it stands: d.Dashboard is a slice of body.
+func (d *Dashboard) decodeIn(body []byte) error {
+	s := &jsonScanner{b: body}
 	err := s.object(func(key []byte) error {
 		switch string(key) {
 		case "dashboard":
