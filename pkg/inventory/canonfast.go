@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,9 @@ type canonParser struct {
 	// reorder holds an unsorted object's members while they are written
 	// back in key order.
 	reorder []byte
+	// checkFrom is where canonicalSpan last found a difference: a value
+	// starting before it is not checked again.
+	checkFrom int
 	// escapedKeys holds the decoded form of keys spelled with escapes (and
 	// the replaced uid/title); all other keys are read from in where they
 	// stand, so a member costs no allocation.
@@ -65,7 +69,7 @@ func canonicalWith(dst, in []byte, top *topOverride) ([]byte, error) {
 		p.in = nil
 		parserPool.Put(p)
 	}()
-	p.in, p.pos, p.escapedKeys = in, 0, p.escapedKeys[:0]
+	p.in, p.pos, p.checkFrom, p.escapedKeys = in, 0, 0, p.escapedKeys[:0]
 	p.skipWS()
 	if p.pos >= len(p.in) || p.in[p.pos] != '{' {
 		return dst, errors.New("dashboard JSON is not an object")
@@ -116,9 +120,24 @@ func (p *canonParser) value(dst []byte, depth int) ([]byte, error) {
 		return dst, p.fail("unexpected end")
 	}
 	switch c := p.in[p.pos]; {
-	case c == '{':
-		return p.object(dst, depth, nil)
-	case c == '[':
+	case c == '{' || c == '[':
+		// Grafana serves compact JSON with sorted keys, so most objects
+		// and arrays are already canonical: checked in one quick pass and
+		// copied whole, they skip the member bookkeeping below. A failed
+		// check is not repeated for values starting before where it
+		// failed, so no byte is checked twice.
+		if p.pos >= p.checkFrom {
+			end, ok := p.canonicalSpan(p.pos, depth)
+			if ok {
+				dst = append(dst, p.in[p.pos:end]...)
+				p.pos = end
+				return dst, nil
+			}
+			p.checkFrom = end
+		}
+		if c == '{' {
+			return p.object(dst, depth, nil)
+		}
 		return p.array(dst, depth)
 	case c == '"':
 		s, plain, err := p.stringValue()
@@ -538,9 +557,38 @@ const (
 // needs decoding: a quote, a backslash, a control character or a byte of
 // a multi-byte UTF-8 sequence (bit tricks that test each byte at once:
 // a byte below n borrows into its high bit when n is subtracted).
-func needsLook(x uint64) bool {
-	below := func(v uint64, n uint64) uint64 { return (v - eachByte*n) &^ v & highBits }
-	return below(x, 0x20)|below(x^(eachByte*'"'), 1)|below(x^(eachByte*'\\'), 1)|x&highBits != 0
+func needsLook(x uint64) bool { return lookMask(x) != 0 }
+
+// lookMask has the high bit set of each byte of x that needs a look. A
+// borrow can mark bytes after the first marked one too, never before it,
+// so the lowest mark is exact: firstLook finds it.
+func lookMask(x uint64) uint64 {
+	return below(x, 0x20) | below(x^(eachByte*'"'), 1) | below(x^(eachByte*'\\'), 1) | x&highBits
+}
+
+// below marks the bytes of v that are less than n (for n <= 0x80).
+func below(v, n uint64) uint64 { return (v - eachByte*n) &^ v & highBits }
+
+// firstLook is the index of the first byte of x (read little-endian) that
+// needs a look, 8 when none does.
+func firstLook(x uint64) int { return bits.TrailingZeros64(lookMask(x)) >> 3 }
+
+// skipPlain returns the index of the first byte at or after i that needs
+// a look: eight bytes at a time, then straight to that byte.
+func skipPlain(in []byte, i int) int {
+	for i+8 <= len(in) {
+		if n := firstLook(binary.LittleEndian.Uint64(in[i:])); n < 8 {
+			return i + n
+		}
+		i += 8
+	}
+	for i < len(in) {
+		if c := in[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			return i
+		}
+		i++
+	}
+	return i
 }
 
 func (p *canonParser) hex4() (rune, bool) {
@@ -610,4 +658,182 @@ func appendCanonString(dst, s []byte) []byte {
 		i += n
 	}
 	return append(dst, '"')
+}
+
+// canonicalSpan checks whether the value at i is written exactly as the
+// canonical writer would write it: no whitespace, object keys strictly
+// increasing (so no duplicates) and free of escapes, strings needing no
+// change, numbers already in canonical spelling. It returns the value's end
+// when it is, and otherwise where the first difference (or syntax error)
+// stands; the caller then parses the value in full, which reports errors.
+func (p *canonParser) canonicalSpan(i, depth int) (int, bool) {
+	in := p.in
+	if depth > maxDepth || i >= len(in) {
+		return i, false
+	}
+	switch c := in[i]; {
+	case c == '{':
+		i++
+		if i < len(in) && in[i] == '}' {
+			return i + 1, true
+		}
+		prevStart, prevEnd := 0, 0
+		for first := true; ; first = false {
+			if i >= len(in) || in[i] != '"' {
+				return i, false
+			}
+			keyStart := i + 1
+			end, escaped, ok := canonicalString(in, i)
+			if !ok || escaped {
+				return end, false
+			}
+			keyEnd := end - 1
+			if !first && bytes.Compare(in[prevStart:prevEnd], in[keyStart:keyEnd]) >= 0 {
+				return keyStart, false
+			}
+			prevStart, prevEnd = keyStart, keyEnd
+			if end >= len(in) || in[end] != ':' {
+				return end, false
+			}
+			if i, ok = p.canonicalSpan(end+1, depth+1); !ok {
+				return i, false
+			}
+			if i >= len(in) {
+				return i, false
+			}
+			switch in[i] {
+			case ',':
+				i++
+			case '}':
+				return i + 1, true
+			default:
+				return i, false
+			}
+		}
+	case c == '[':
+		i++
+		if i < len(in) && in[i] == ']' {
+			return i + 1, true
+		}
+		for {
+			var ok bool
+			if i, ok = p.canonicalSpan(i, depth+1); !ok {
+				return i, false
+			}
+			if i >= len(in) {
+				return i, false
+			}
+			switch in[i] {
+			case ',':
+				i++
+			case ']':
+				return i + 1, true
+			default:
+				return i, false
+			}
+		}
+	case c == '"':
+		end, _, ok := canonicalString(in, i)
+		return end, ok
+	case c == 't':
+		return literalSpan(in, i, "true")
+	case c == 'f':
+		return literalSpan(in, i, "false")
+	case c == 'n':
+		return literalSpan(in, i, "null")
+	case c == '-' || c >= '0' && c <= '9':
+		end := i + 1
+		for end < len(in) {
+			if c := in[end]; c >= '0' && c <= '9' || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-' {
+				end++
+				continue
+			}
+			break
+		}
+		lit := in[i:end]
+		return end, plainInteger(lit) || canonicalDecimal(lit)
+	}
+	return i, false
+}
+
+func literalSpan(in []byte, i int, lit string) (int, bool) {
+	if len(in)-i >= len(lit) && string(in[i:i+len(lit)]) == lit {
+		return i + len(lit), true
+	}
+	return i, false
+}
+
+// canonicalString checks the string whose opening quote is at i: ok when
+// appendCanonString would write it back byte for byte (valid UTF-8, no
+// control character, no escape but \" and \\). It returns the index after
+// the closing quote, and whether an escape was seen (keys then compare
+// differently from their bytes).
+func canonicalString(in []byte, i int) (end int, escaped, ok bool) {
+	i++
+	for {
+		if i = skipPlain(in, i); i >= len(in) {
+			return i, escaped, false
+		}
+		switch c := in[i]; {
+		case c == '"':
+			return i + 1, escaped, true
+		case c == '\\':
+			if i+1 >= len(in) || in[i+1] != '"' && in[i+1] != '\\' {
+				return i, escaped, false
+			}
+			escaped = true
+			i += 2
+		case c < 0x20:
+			return i, escaped, false
+		default:
+			r, size := utf8.DecodeRune(in[i:])
+			if r == utf8.RuneError && size == 1 {
+				return i, escaped, false
+			}
+			i += size
+		}
+	}
+}
+
+// canonicalDecimal says whether a number literal with a fraction is spelled
+// as the canonical writer spells its float64 (strconv 'g', shortest): no
+// exponent, no needless zero at either end, a decimal exponent in [-4, 6),
+// and at most 15 significant digits, so that the shortest spelling of the
+// float it parses to is these very digits and it is not an integer.
+func canonicalDecimal(lit []byte) bool {
+	if len(lit) > 0 && lit[0] == '-' {
+		lit = lit[1:]
+	}
+	dot := bytes.IndexByte(lit, '.')
+	if dot <= 0 || dot == len(lit)-1 || lit[len(lit)-1] == '0' {
+		return false
+	}
+	intPart, frac := lit[:dot], lit[dot+1:]
+	for _, c := range frac {
+		if c < '0' || c > '9' {
+			return false // an exponent, or not a number
+		}
+	}
+	for _, c := range intPart {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	var significant int
+	switch {
+	case intPart[0] != '0':
+		if len(intPart) > 6 { // 'g' switches to an exponent at 1e6
+			return false
+		}
+		significant = len(intPart) + len(frac)
+	case len(intPart) > 1:
+		return false // a leading zero
+	default:
+		zeros := len(frac) - len(bytes.TrimLeft(frac, "0"))
+		if zeros > 3 { // below 1e-4, 'g' writes an exponent
+			return false
+		}
+		significant = len(frac) - zeros
+	}
+	return significant <= 15
 }

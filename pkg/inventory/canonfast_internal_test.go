@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -89,17 +90,23 @@ func TestHashDashboardSpecMatchesTwoPasses(t *testing.T) {
 // byte-by-byte scan: every byte value at every position, and random words
 // (where borrows between bytes could mislead a weaker formula).
 func TestNeedsLook(t *testing.T) {
-	naive := func(w [8]byte) bool {
-		for _, c := range w {
+	// naive is the index of the first byte needing a look, 8 for none.
+	naive := func(w [8]byte) int {
+		for i, c := range w {
 			if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
-				return true
+				return i
 			}
 		}
-		return false
+		return 8
 	}
 	check := func(w [8]byte) {
-		if got, want := needsLook(binary.LittleEndian.Uint64(w[:])), naive(w); got != want {
-			t.Fatalf("% x: needsLook %v, want %v", w, got, want)
+		x := binary.LittleEndian.Uint64(w[:])
+		want := naive(w)
+		if got := needsLook(x); got != (want < 8) {
+			t.Fatalf("% x: needsLook %v, want %v", w, got, want < 8)
+		}
+		if got := firstLook(x); got != want {
+			t.Fatalf("% x: firstLook %d, want %d", w, got, want)
 		}
 	}
 	for pos := range 8 {
@@ -160,4 +167,156 @@ func FuzzFastHashMatchesReference(f *testing.F) {
 			t.Fatalf("%q: fast %s, reference %s", in, fast, slow)
 		}
 	})
+}
+
+// canonicalDecimal may say no to a canonical spelling (it is a shortcut),
+// but never yes to one the canonical writer would change.
+func TestCanonicalDecimal(t *testing.T) {
+	for _, tc := range []struct {
+		lit  string
+		want bool
+	}{
+		{"0.5", true}, {"-0.5", true}, {"44.5", true}, {"4.625", true}, {"0.001", true}, {"0.0001", true}, {"123456.7", true},
+		{"0.00001", false},   // 1e-05
+		{"1234567.5", false}, // 1.2345675e+06
+		{"1.0", false}, {"1.50", false}, {"01.5", false}, {"00.5", false}, {".5", false}, {"5.", false}, {"1e3", false}, {"1.5e3", false},
+		{"1.5E3", false}, {"0.1234567890123456", false}, {"1.00000000000000001", false}, {"-", false}, {"1.-5", false},
+	} {
+		if got := canonicalDecimal([]byte(tc.lit)); got != tc.want {
+			t.Errorf("canonicalDecimal(%s) = %v, want %v", tc.lit, got, tc.want)
+		}
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	digits := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte('0' + r.IntN(10))
+		}
+		return string(b)
+	}
+	yes := 0
+	for range 500_000 {
+		lit := digits(r.IntN(9)) + "." + digits(1+r.IntN(18))
+		if r.IntN(2) == 0 {
+			lit = "-" + lit
+		}
+		if !canonicalDecimal([]byte(lit)) {
+			continue
+		}
+		yes++
+		if c, err := canonicalNumber(lit); err != nil || c != lit {
+			t.Fatalf("canonicalDecimal(%s) = true, but the canonical spelling is %s (%v)", lit, c, err)
+		}
+	}
+	if yes < 10_000 {
+		t.Errorf("only %d of 500,000 random decimals taken as canonical: the shortcut does not work", yes)
+	}
+}
+
+// A value canonicalSpan takes as canonical must be what the full writer
+// writes for it, byte for byte: random documents, half of them written
+// canonically, the others with one of the differences the check must see.
+func TestCanonicalSpanIsCanonical(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var gen func(depth int, canon bool) string
+	str := func(canon bool) string {
+		parts := []string{"a", "b", "Zz", "é", "\\\"", "\\\\", "✓", " ", "x>y"}
+		if !canon {
+			parts = append(parts, "\\u0026", "\\n", "\\/", "\\u00e9", "\xff", "\t")
+		}
+		var b strings.Builder
+		for range r.IntN(12) {
+			b.WriteString(parts[r.IntN(len(parts))])
+		}
+		return `"` + b.String() + `"`
+	}
+	num := func(canon bool) string {
+		nums := []string{"0", "-1", "42", "4.625", "0.001", "-0.5", "123456.7"}
+		if !canon {
+			nums = append(nums, "-0", "1.0", "1e3", "0.00001", "1234567.5", "12345678901234567890", "1.50")
+		}
+		return nums[r.IntN(len(nums))]
+	}
+	gen = func(depth int, canon bool) string {
+		kind := r.IntN(6)
+		if depth > 4 {
+			kind = 2 + r.IntN(4)
+		}
+		ws := ""
+		if !canon && r.IntN(8) == 0 {
+			ws = " "
+		}
+		switch kind {
+		case 0:
+			keys := map[string]bool{}
+			for range r.IntN(5) {
+				keys[strings.Trim(str(true), `"`)] = true
+			}
+			var ks []string
+			for k := range keys {
+				if !strings.Contains(k, `\`) {
+					ks = append(ks, k)
+				}
+			}
+			slices.Sort(ks)
+			if !canon && len(ks) > 1 && r.IntN(3) == 0 {
+				ks[0], ks[1] = ks[1], ks[0]
+			}
+			if !canon && len(ks) > 0 && r.IntN(4) == 0 {
+				ks = append(ks, ks[len(ks)-1]) // a duplicate
+			}
+			var b strings.Builder
+			b.WriteString("{" + ws)
+			for i, k := range ks {
+				if i > 0 {
+					b.WriteString(",")
+				}
+				b.WriteString(`"` + k + `":` + ws + gen(depth+1, canon))
+			}
+			return b.String() + "}"
+		case 1:
+			var items []string
+			for range r.IntN(4) {
+				items = append(items, gen(depth+1, canon))
+			}
+			return "[" + ws + strings.Join(items, ",") + "]"
+		case 2:
+			return str(canon)
+		case 3:
+			return num(canon)
+		case 4:
+			return []string{"true", "false", "null"}[r.IntN(3)]
+		default:
+			return "[]"
+		}
+	}
+	took := 0
+	for i := range 200_000 {
+		in := []byte(gen(0, i%2 == 0))
+		if i%4 == 1 && len(in) > 1 {
+			// A damaged document: the check must not take what is not JSON.
+			at := r.IntN(len(in))
+			const junk = "{}[]\":,0a\\"
+			in = append(in[:at:at], append([]byte{junk[r.IntN(len(junk))]}, in[at+r.IntN(2):]...)...)
+		} else if !json.Valid(in) {
+			continue
+		}
+		p := &canonParser{in: in}
+		end, ok := p.canonicalSpan(0, 0)
+		if !ok {
+			continue
+		}
+		took++
+		if !json.Valid(in[:end]) {
+			t.Fatalf("%q: %q taken as canonical, and it is not JSON", in, in[:end])
+		}
+		full := &canonParser{in: in[:end], checkFrom: end + 1} // the full writer only
+		want, err := full.value(nil, 0)
+		if err != nil || string(want) != string(in[:end]) {
+			t.Fatalf("%q taken as canonical, the writer gives %q (%v)", in[:end], want, err)
+		}
+	}
+	if took < 50_000 {
+		t.Errorf("only %d documents taken as canonical", took)
+	}
 }
