@@ -378,8 +378,11 @@ func openDB(dataDir string, f features) (*sql.DB, error) {
 	// Immediate transactions avoid the deadlock-prone read-to-write lock
 	// upgrade. A page cache of 64 MiB per connection keeps a listed
 	// database in memory (the default 2 MiB rereads it from the file for
-	// every page of a list); it changes nothing in the file.
-	dsn := "file:" + (&url.URL{Path: abs}).EscapedPath() + "?_pragma=busy_timeout(10000)&_pragma=cache_size(-65536)&_txlock=immediate"
+	// every page of a list); it changes nothing in the file. Reading the
+	// file through a memory map (up to 1 GiB) spares every page read a
+	// system call and a copy; that changes nothing in the file either, and
+	// SQLite keeps the map right when another process writes the file.
+	dsn := "file:" + (&url.URL{Path: abs}).EscapedPath() + "?_pragma=busy_timeout(10000)&_pragma=cache_size(-65536)&_pragma=mmap_size(1073741824)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, err
