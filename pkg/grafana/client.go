@@ -193,6 +193,9 @@ func New(opts Options) (*Client, error) {
 		// out of ephemeral ports.
 		tr.MaxIdleConnsPerHost = conns
 		tr.MaxConnsPerHost = conns
+		// A dashboard answer is a few KiB: with the default 4 KiB buffer
+		// each took several reads from the socket.
+		tr.ReadBufferSize = 64 << 10
 		if u.Scheme == "https" {
 			tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 			if opts.CAFile != "" {
