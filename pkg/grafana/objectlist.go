@@ -1,10 +1,11 @@
 package grafana
 
 import (
-	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -540,22 +541,39 @@ func (s *jsonScanner) str() (start, end int, err error) {
 		return 0, 0, s.fail("expected a string")
 	}
 	start = s.i
-	s.i++
+	i := s.i + 1
 	for {
-		q := bytes.IndexByte(s.b[s.i:], '"')
-		if q < 0 {
+		if i = quoteOrBackslash(s.b, i); i >= len(s.b) {
 			s.i = len(s.b)
 			return 0, 0, s.fail("unterminated string")
 		}
-		s.i += q
-		// The quote is escaped when an odd number of backslashes precede it.
-		n := 0
-		for j := s.i - 1; j > start && s.b[j] == '\\'; j-- {
-			n++
-		}
-		s.i++
-		if n%2 == 0 {
+		if s.b[i] == '"' {
+			s.i = i + 1
 			return start, s.i, nil
 		}
+		i += 2 // a backslash: the byte after it is escaped, whatever it is
 	}
+}
+
+// quoteOrBackslash returns the index of the first '"' or '\\' in b at or
+// after i, len(b) when there is none: eight bytes at a time, as most
+// strings of a dashboard are short and plain (bytes.IndexByte costs a
+// call per string and then needs the backslashes before a quote counted).
+func quoteOrBackslash(b []byte, i int) int {
+	const each, high = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		q, bs := x^(each*'"'), x^(each*'\\')
+		// A byte is zero in q or bs where it is a quote or a backslash;
+		// the lowest zero byte is found exactly (borrows only run upward).
+		if m := ((q-each)&^q | (bs-each)&^bs) & high; m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] == '"' || b[i] == '\\' {
+			return i
+		}
+	}
+	return len(b)
 }

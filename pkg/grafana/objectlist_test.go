@@ -3,6 +3,7 @@ package grafana
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -129,4 +130,47 @@ func sameJSON(t *testing.T, a, b []byte) bool {
 		t.Fatal(err)
 	}
 	return bytes.Equal(x.Bytes(), y.Bytes())
+}
+
+// str must end a string where a decoder does: at the first quote not
+// escaped, whatever the backslashes before it and wherever it falls in an
+// eight-byte word. The reference counts the backslashes before each quote.
+func TestStrEndsWhereJSONDoes(t *testing.T) {
+	reference := func(b []byte) int {
+		for i := 1; i < len(b); i++ {
+			if b[i] != '"' {
+				continue
+			}
+			n := 0
+			for j := i - 1; j > 0 && b[j] == '\\'; j-- {
+				n++
+			}
+			if n%2 == 0 {
+				return i + 1
+			}
+		}
+		return -1
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	parts := []string{`a`, `bcdefghij`, `\"`, `\\`, `\\\"`, `\n`, `\u00e9`, `é`, "\x01", `/`, `"`, `\`}
+	for range 300_000 {
+		var b strings.Builder
+		b.WriteByte('"')
+		for range r.IntN(12) {
+			b.WriteString(parts[r.IntN(len(parts))])
+		}
+		in := []byte(b.String())
+		want := reference(in)
+		s := &jsonScanner{b: in}
+		start, end, err := s.str()
+		if want < 0 {
+			if err == nil {
+				t.Fatalf("%q: unterminated, and str took %d..%d", in, start, end)
+			}
+			continue
+		}
+		if err != nil || start != 0 || end != want {
+			t.Fatalf("%q: str gives %d..%d %v, want the end at %d", in, start, end, err, want)
+		}
+	}
 }
