@@ -107,7 +107,9 @@ type Object struct {
 	Kind       string          `json:"kind"`
 	Metadata   ObjectMeta      `json:"metadata"`
 	Spec       json.RawMessage `json:"spec"`
-	Status     struct {
+	// Read is what a list's SpecReader made of Spec (nil when none read it).
+	Read   any `json:"-"`
+	Status struct {
 		// Conversion is set when the object was served in another version
 		// than it is stored in.
 		Conversion *struct {
@@ -144,6 +146,13 @@ func (o *Object) StoredVersion() string {
 // The next page is read while fn works through the current one, so that
 // the server's time and the caller's overlap; at most two pages are held.
 func (c *Client) ListObjects(ctx context.Context, group, version, ns, resource string, limit int, fn func(*Object) error) error {
+	return c.ListObjectsReading(ctx, group, version, ns, resource, limit, nil, fn)
+}
+
+// ListObjectsReading is ListObjects with each spec read by readSpec as its
+// page is decoded (in the goroutine that reads ahead, while fn works on
+// the page before).
+func (c *Client) ListObjectsReading(ctx context.Context, group, version, ns, resource string, limit int, readSpec SpecReader, fn func(*Object) error) error {
 	path := fmt.Sprintf("/apis/%s/%s/namespaces/%s/%s", group, version, url.PathEscape(ns), resource)
 	ctx, cancel := context.WithCancel(ctx)
 	type page struct {
@@ -169,7 +178,7 @@ func (c *Client) ListObjects(ctx context.Context, group, version, ns, resource s
 			if cont != "" {
 				q.Set("continue", cont)
 			}
-			var body objectPage
+			body := objectPage{readSpec: readSpec}
 			p := page{}
 			if err := c.get(ctx, path, q, &body); err != nil {
 				p.err = fmt.Errorf("listing %s: %w", path, err)

@@ -26,7 +26,17 @@ type bodyDecoder interface {
 type objectPage struct {
 	Continue string
 	Items    []*Object
+	// readSpec, when set, reads each spec where it stands (see SpecReader).
+	readSpec SpecReader
 }
+
+// SpecReader reads an object's spec while its list page is decoded, so
+// that the spec is walked once, not delimited first and read later. It is
+// handed the object as decoded so far (Grafana serves metadata before
+// spec) and the page from the spec's first byte on; it must read exactly
+// one JSON value there and return its length, keeping what it learnt in
+// o.Read. Returning 0 leaves the spec to be delimited as usual.
+type SpecReader func(o *Object, rest []byte) (n int, err error)
 
 func (p *objectPage) decodeBody(body []byte) error {
 	s := &jsonScanner{b: append([]byte(nil), body...)}
@@ -50,7 +60,7 @@ func (p *objectPage) decodeBody(body []byte) error {
 			// first would walk every spec's grammar once more.
 			return s.array(func() error {
 				o := &Object{}
-				if err := s.objectInto(o); err != nil {
+				if err := s.objectInto(o, p.readSpec); err != nil {
 					return fmt.Errorf("item %d: %w", len(p.Items), err)
 				}
 				p.Items = append(p.Items, o)
@@ -165,7 +175,7 @@ func (s *jsonScanner) boolInto(dst *bool) error {
 // reading its small fields and keeping its spec as it came. Keys match
 // case-sensitively, as Kubernetes' own decoder (sigs.k8s.io/json) matches
 // them, not case-folded as encoding/json does.
-func (s *jsonScanner) objectInto(o *Object) error {
+func (s *jsonScanner) objectInto(o *Object, readSpec SpecReader) error {
 	return s.object(func(key []byte) error {
 		var err error
 		switch string(key) {
@@ -176,7 +186,17 @@ func (s *jsonScanner) objectInto(o *Object) error {
 		case "metadata":
 			err = s.objectMeta(&o.Metadata)
 		case "spec":
+			s.ws()
 			start := s.i
+			if readSpec != nil {
+				o.Read = nil // of an earlier spec member, if any
+				var n int
+				if n, err = readSpec(o, s.b[start:]); err != nil || n > 0 {
+					s.i += n
+					o.Spec = json.RawMessage(s.b[start:s.i])
+					break
+				}
+			}
 			if err = s.skipUnchecked(); err == nil {
 				o.Spec = json.RawMessage(s.b[start:s.i])
 			}

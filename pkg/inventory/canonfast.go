@@ -64,6 +64,21 @@ func canonicalTop(dst, in []byte, uid, title string) ([]byte, error) {
 }
 
 func canonicalWith(dst, in []byte, top *topOverride) ([]byte, error) {
+	dst, n, err := canonicalPrefix(dst, in, top)
+	if err != nil {
+		return dst, err
+	}
+	for _, c := range in[n:] {
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return dst, fmt.Errorf("%w: trailing data at offset %d", errSyntax, n)
+		}
+	}
+	return dst, nil
+}
+
+// canonicalPrefix is canonicalWith for the object in starts with (after
+// whitespace), whatever follows it: n is where the object ends.
+func canonicalPrefix(dst, in []byte, top *topOverride) (_ []byte, n int, err error) {
 	p := parserPool.Get().(*canonParser)
 	defer func() {
 		p.in = nil
@@ -72,17 +87,10 @@ func canonicalWith(dst, in []byte, top *topOverride) ([]byte, error) {
 	p.in, p.pos, p.checkFrom, p.escapedKeys = in, 0, 0, p.escapedKeys[:0]
 	p.skipWS()
 	if p.pos >= len(p.in) || p.in[p.pos] != '{' {
-		return dst, errors.New("dashboard JSON is not an object")
+		return dst, 0, errors.New("dashboard JSON is not an object")
 	}
-	dst, err := p.object(dst, 0, top)
-	if err != nil {
-		return dst, err
-	}
-	p.skipWS()
-	if p.pos != len(p.in) {
-		return dst, fmt.Errorf("%w: trailing data at offset %d", errSyntax, p.pos)
-	}
-	return dst, nil
+	dst, err = p.object(dst, 0, top)
+	return dst, p.pos, err
 }
 
 // topOverride replaces the top-level uid and title; with keepTitle the

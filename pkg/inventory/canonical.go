@@ -53,6 +53,21 @@ func HashDashboardSpec(spec []byte, uid string) (sum, title string, err error) {
 	return hex.EncodeToString(h[:]), top.title, nil
 }
 
+// hashDashboardSpecPrefix is HashDashboardSpec for the spec that starts
+// in (a list page from there on), returning where the spec ends too.
+func hashDashboardSpecPrefix(in []byte, uid string) (sum, title string, n int, err error) {
+	bp := hashBufPool.Get().(*[]byte)
+	defer hashBufPool.Put(bp)
+	top := &topOverride{uid: uid, keepTitle: true}
+	out, n, err := canonicalPrefix((*bp)[:0], in, top)
+	*bp = out
+	if err != nil {
+		return "", "", 0, fmt.Errorf("dashboard JSON: %w", err)
+	}
+	h := sha256.Sum256(out)
+	return hex.EncodeToString(h[:]), top.title, n, nil
+}
+
 var hashBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 // hashDashboardSlow is the reference implementation through encoding/json,

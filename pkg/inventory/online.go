@@ -243,7 +243,7 @@ func orgFromAPIs(ctx context.Context, c *grafana.Client, o grafana.Org, apis *gr
 		return org, fmt.Errorf("listing folders: %w", err)
 	}
 	done := 0
-	err = c.ListObjects(ctx, grafana.DashboardGroup, apis.Dashboards, ns, grafana.DashboardResource, pageSize, func(obj *grafana.Object) error {
+	err = c.ListObjectsReading(ctx, grafana.DashboardGroup, apis.Dashboards, ns, grafana.DashboardResource, pageSize, readDashboardSpec, func(obj *grafana.Object) error {
 		// Classic versions (v0, v1) share one spec; only a v2 dashboard
 		// served as classic, or the reverse, went through a conversion
 		// that can lose something.
@@ -285,11 +285,33 @@ func schemaFamily(version string) string {
 // dashboardFromObject hashes a dashboard object's spec like a legacy model
 // (id and version dropped, uid and title from the object), so that a
 // classic dashboard hashes the same through /api, /apis and grafana.db.
-func dashboardFromObject(obj *grafana.Object) (Dashboard, error) {
-	sum, title, err := HashDashboardSpec(obj.Spec, obj.Metadata.Name)
-	if err != nil {
-		return Dashboard{}, fmt.Errorf("dashboard %s: %w", obj.Metadata.Name, err)
+// specDigest is a dashboard spec hashed as its list page was decoded.
+type specDigest struct{ uid, sum, title string }
+
+// readDashboardSpec hashes a spec where the list decoder finds it, which
+// spares walking it once to delimit it and again to hash it.
+func readDashboardSpec(obj *grafana.Object, rest []byte) (int, error) {
+	uid := obj.Metadata.Name
+	if uid == "" {
+		return 0, nil // metadata after the spec: hashed once the object is whole
 	}
+	sum, title, n, err := hashDashboardSpecPrefix(rest, uid)
+	if err != nil {
+		return 0, fmt.Errorf("dashboard %s: %w", uid, err)
+	}
+	obj.Read = specDigest{uid: uid, sum: sum, title: title}
+	return n, nil
+}
+
+func dashboardFromObject(obj *grafana.Object) (Dashboard, error) {
+	dg, ok := obj.Read.(specDigest)
+	if !ok || dg.uid != obj.Metadata.Name { // not read, or renamed by a later metadata member
+		var err error
+		if dg.sum, dg.title, err = HashDashboardSpec(obj.Spec, obj.Metadata.Name); err != nil {
+			return Dashboard{}, fmt.Errorf("dashboard %s: %w", obj.Metadata.Name, err)
+		}
+	}
+	sum, title := dg.sum, dg.title
 	d := Dashboard{UID: obj.Metadata.Name, Title: title, FolderUID: obj.Metadata.Annotations[grafana.AnnFolder], Version: obj.Metadata.Generation, SHA256: sum}
 	if schemaFamily(obj.StoredVersion()) == "v2" {
 		d.Schema = "v2"
