@@ -241,32 +241,32 @@ func (c *Client) Dashboard(ctx context.Context, uid string) (*Dashboard, error) 
 	return &d, nil
 }
 
-// VisitDashboard fetches one dashboard and hands it to visit. The model
-// d.Dashboard is a slice of the answer's buffer, which is reused as soon as
-// visit returns: visit must not keep it. An inventory hashes each model
-// once and drops it, so copying every answer only made garbage.
-func (c *Client) VisitDashboard(ctx context.Context, uid string, visit func(d *Dashboard) error) error {
-	v := &dashboardVisit{visit: visit}
-	if err := c.get(ctx, "/api/dashboards/uid/"+url.PathEscape(uid), nil, v); err != nil {
-		return err
+// ReadDashboard fetches one dashboard and returns its meta. Its model is
+// handed to readModel where the answer's decoder finds it, so that it is
+// walked once instead of delimited, copied and then read: readModel must
+// read exactly one JSON value at the start of rest, return its length, and
+// not keep rest (a buffer reused once ReadDashboard returns). An answer
+// without a model never calls it; one with two calls it twice, and the last
+// reading is the one that counts, as with encoding/json.
+func (c *Client) ReadDashboard(ctx context.Context, uid string, readModel func(rest []byte) (int, error)) (DashboardMeta, error) {
+	a := &dashboardAnswer{readModel: readModel}
+	if err := c.get(ctx, "/api/dashboards/uid/"+url.PathEscape(uid), nil, a); err != nil {
+		return DashboardMeta{}, err
 	}
-	return v.err
+	return a.meta, nil
 }
 
-// dashboardVisit decodes an answer in its pooled buffer and visits it
-// there. The visitor's error is kept apart: it is not a decoding error.
-type dashboardVisit struct {
-	visit func(*Dashboard) error
-	err   error
+// dashboardAnswer decodes an answer in its pooled buffer.
+type dashboardAnswer struct {
+	readModel func([]byte) (int, error)
+	meta      DashboardMeta
 }
 
-func (v *dashboardVisit) decodeBody(body []byte) error {
+func (a *dashboardAnswer) decodeBody(body []byte) error {
 	var d Dashboard
-	if err := d.decodeIn(body); err != nil {
-		return err
-	}
-	v.err = v.visit(&d)
-	return nil
+	err := d.decodeIn(body, a.readModel)
+	a.meta = d.Meta
+	return err
 }
 
 // Folder is an entry of /api/folders. ParentUID is set for nested folders.

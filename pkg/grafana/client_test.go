@@ -1,7 +1,9 @@
 package grafana_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -642,18 +644,25 @@ func TestNewValidatesURL(t *testing.T) {
 	}
 }
 
-// VisitDashboard hands over the same dashboard Dashboard returns, passes the
-// visitor's own error through as it is (not as a decoding error), and
-// reports a missing dashboard as ErrNotFound without visiting.
-func TestVisitDashboard(t *testing.T) {
-	const answer = `{"meta":{"type":"db","version":4,"folderUid":"f1"},"dashboard":{"uid":"a","title":"A","panels":[]}}`
+// ReadDashboard hands readModel the same model Dashboard returns, wherever
+// it stands in the answer, returns the same meta, passes readModel's error
+// on, fails when readModel misreads the model's length, and reports a
+// missing dashboard as ErrNotFound without reading.
+func TestReadDashboard(t *testing.T) {
+	answers := map[string]string{
+		"/api/dashboards/uid/a":     `{"meta":{"type":"db","version":4,"folderUid":"f1"},"dashboard":{"uid":"a","title":"A","panels":[]}}`,
+		"/api/dashboards/uid/b":     ` { "dashboard" : {"uid":"b","s":"}\"]"} , "meta" : {"version":2} } `,
+		"/api/dashboards/uid/twice": `{"dashboard":{"n":1},"meta":{},"dashboard":{"n":2}}`,
+		"/api/dashboards/uid/none":  `{"meta":{"version":1}}`,
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/api/dashboards/uid/a" {
+		a, ok := answers[r.URL.Path]
+		if !ok {
 			w.WriteHeader(http.StatusNotFound)
 			fmt.Fprint(w, `{"message":"Dashboard not found"}`)
 			return
 		}
-		fmt.Fprint(w, answer)
+		fmt.Fprint(w, a)
 	}))
 	defer srv.Close()
 	c, err := grafana.New(fastOpts(srv.URL))
@@ -661,29 +670,48 @@ func TestVisitDashboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	want, err := c.Dashboard(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
+	// A reader that knows JSON: it reads one value with encoding/json.
+	readJSON := func(models *[]string) func([]byte) (int, error) {
+		return func(rest []byte) (int, error) {
+			dec := json.NewDecoder(bytes.NewReader(rest))
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				return 0, err
+			}
+			*models = append(*models, string(v))
+			return int(dec.InputOffset()), nil
+		}
 	}
-	var model string
-	var meta grafana.DashboardMeta
-	if err := c.VisitDashboard(ctx, "a", func(d *grafana.Dashboard) error {
-		model, meta = string(d.Dashboard), d.Meta
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	for _, uid := range []string{"a", "b"} {
+		want, err := c.Dashboard(ctx, uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var models []string
+		meta, err := c.ReadDashboard(ctx, uid, readJSON(&models))
+		if err != nil || len(models) != 1 || models[0] != strings.TrimSpace(string(want.Dashboard)) || meta != want.Meta {
+			t.Errorf("%s: read %q %+v %v; Dashboard gives %s %+v", uid, models, meta, err, want.Dashboard, want.Meta)
+		}
 	}
-	if model != string(want.Dashboard) || meta != want.Meta || meta.Version != 4 || meta.FolderUID != "f1" {
-		t.Errorf("visited %s %+v, Dashboard gives %s %+v", model, meta, want.Dashboard, want.Meta)
+	var models []string
+	if _, err := c.ReadDashboard(ctx, "twice", readJSON(&models)); err != nil || len(models) != 2 {
+		t.Errorf("two models: read %q, %v", models, err)
+	}
+	models = nil
+	if _, err := c.ReadDashboard(ctx, "none", readJSON(&models)); err != nil || len(models) != 0 {
+		t.Errorf("no model: read %q, %v", models, err)
 	}
 
-	mine := errors.New("the visitor's own")
-	if err := c.VisitDashboard(ctx, "a", func(*grafana.Dashboard) error { return mine }); err != mine {
-		t.Errorf("visitor error came back as %v", err)
+	mine := errors.New("the reader's own")
+	if _, err := c.ReadDashboard(ctx, "a", func([]byte) (int, error) { return 0, mine }); !errors.Is(err, mine) {
+		t.Errorf("reader error came back as %v", err)
 	}
-	visited := false
-	err = c.VisitDashboard(ctx, "gone", func(*grafana.Dashboard) error { visited = true; return nil })
-	if !errors.Is(err, grafana.ErrNotFound) || visited {
-		t.Errorf("missing dashboard: %v, visited %v", err, visited)
+	if _, err := c.ReadDashboard(ctx, "a", func([]byte) (int, error) { return 5, nil }); err == nil {
+		t.Error("a reader that stopped inside the model: the answer was taken")
+	}
+	read := false
+	_, err = c.ReadDashboard(ctx, "gone", func([]byte) (int, error) { read = true; return 0, nil })
+	if !errors.Is(err, grafana.ErrNotFound) || read {
+		t.Errorf("missing dashboard: %v, read %v", err, read)
 	}
 }

@@ -79,19 +79,27 @@ func (p *objectPage) decodeBody(body []byte) error {
 // inventory's hash, parses it in full) and decodes only meta: running
 // encoding/json over the model cost more than hashing it.
 func (d *Dashboard) decodeBody(body []byte) error {
-	return d.decodeIn(append([]byte(nil), body...))
+	return d.decodeIn(append([]byte(nil), body...), nil)
 }
 
 // decodeIn decodes body where it stands: d.Dashboard is a slice of body.
-func (d *Dashboard) decodeIn(body []byte) error {
+// With readModel, the model is read where it is found (see ReadDashboard)
+// rather than delimited.
+func (d *Dashboard) decodeIn(body []byte, readModel func(rest []byte) (int, error)) error {
 	s := &jsonScanner{b: body}
 	err := s.object(func(key []byte) error {
 		switch string(key) {
 		case "dashboard":
-			// Delimited only: the hash parses the model in full.
 			s.ws()
 			start := s.i
-			if err := s.skipUnchecked(); err != nil {
+			if readModel != nil {
+				n, err := readModel(s.b[start:])
+				if err != nil {
+					return err
+				}
+				s.i += n
+			} else if err := s.skipUnchecked(); err != nil {
+				// Delimited only: the hash parses the model in full.
 				return err
 			}
 			d.Dashboard = json.RawMessage(s.b[start:s.i])

@@ -53,6 +53,20 @@ func HashDashboardSpec(spec []byte, uid string) (sum, title string, err error) {
 	return hex.EncodeToString(h[:]), top.title, nil
 }
 
+// hashDashboardPrefix is HashDashboard for the model that starts in (an
+// answer from there on), returning where the model ends too.
+func hashDashboardPrefix(in []byte, uid, title string) (sum string, n int, err error) {
+	bp := hashBufPool.Get().(*[]byte)
+	defer hashBufPool.Put(bp)
+	out, n, err := canonicalPrefix((*bp)[:0], in, &topOverride{uid: uid, title: title})
+	*bp = out
+	if err != nil {
+		return "", 0, fmt.Errorf("dashboard JSON: %w", err)
+	}
+	h := sha256.Sum256(out)
+	return hex.EncodeToString(h[:]), n, nil
+}
+
 // hashDashboardSpecPrefix is HashDashboardSpec for the spec that starts
 // in (a list page from there on), returning where the spec ends too.
 func hashDashboardSpecPrefix(in []byte, uid string) (sum, title string, n int, err error) {

@@ -201,19 +201,23 @@ func dashboardEntry(ctx context.Context, c *grafana.Client, h grafana.SearchHit)
 		return Dashboard{}, err
 	}
 	entry := Dashboard{UID: h.UID, Title: h.Title, FolderUID: h.FolderUID}
-	err := c.VisitDashboard(ctx, h.UID, func(d *grafana.Dashboard) error {
-		sum, err := HashDashboard(d.Dashboard, h.UID, h.Title)
+	meta, err := c.ReadDashboard(ctx, h.UID, func(model []byte) (int, error) {
+		sum, n, err := hashDashboardPrefix(model, h.UID, h.Title)
 		if err != nil {
-			return fmt.Errorf("dashboard %s: %w", h.UID, err)
+			return 0, fmt.Errorf("dashboard %s: %w", h.UID, err)
 		}
-		entry.SHA256, entry.Version = sum, d.Meta.Version
-		if d.Meta.FolderUID != "" {
-			entry.FolderUID = d.Meta.FolderUID
-		}
-		return nil
+		entry.SHA256 = sum
+		return n, nil
 	})
 	if err != nil {
 		return Dashboard{}, err
+	}
+	if entry.SHA256 == "" {
+		return Dashboard{}, fmt.Errorf("dashboard %s: Grafana's answer holds no dashboard model", h.UID)
+	}
+	entry.Version = meta.Version
+	if meta.FolderUID != "" {
+		entry.FolderUID = meta.FolderUID
 	}
 	return entry, nil
 }

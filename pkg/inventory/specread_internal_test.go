@@ -58,3 +58,34 @@ func TestSpecReadWhileDecodedMatchesAfterwards(t *testing.T) {
 		})
 	}
 }
+
+// The per-uid path hashes the model where the answer's decoder finds it:
+// the same sum as hashing the model alone, and an answer without a model
+// is an error, not a dashboard with no sum.
+func TestDashboardEntryReadsModelInPlace(t *testing.T) {
+	const model = `{"uid":"old","title":"T","panels":[{"id":1,"x":0.25}],"version":9}`
+	answers := map[string]string{
+		"/api/dashboards/uid/a":    `{"meta":{"version":4,"folderUid":"f"},"dashboard":` + model + `}`,
+		"/api/dashboards/uid/b":    `{"dashboard":` + model + `,"meta":{"version":4}}`,
+		"/api/dashboards/uid/none": `{"meta":{"version":4}}`,
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, answers[r.URL.Path]) }))
+	defer srv.Close()
+	c, err := grafana.New(grafana.Options{URL: srv.URL, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range []string{"a", "b"} {
+		want, err := HashDashboard([]byte(model), uid, "Title")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := dashboardEntry(context.Background(), c, grafana.SearchHit{UID: uid, Title: "Title", FolderUID: "g"})
+		if err != nil || d.SHA256 != want || d.Version != 4 {
+			t.Errorf("%s: %+v %v, want sum %s", uid, d, err, want)
+		}
+	}
+	if d, err := dashboardEntry(context.Background(), c, grafana.SearchHit{UID: "none"}); err == nil || !strings.Contains(err.Error(), "no dashboard model") {
+		t.Errorf("an answer without a model gave %+v, %v", d, err)
+	}
+}
