@@ -706,16 +706,9 @@ func (p *canonParser) canonicalSpan(i, depth int) (int, bool) {
 			if i, ok = p.canonicalSpan(end+1, depth+1); !ok {
 				return i, false
 			}
-			if i >= len(in) {
-				return i, false
-			}
-			switch in[i] {
-			case ',':
-				i++
-			case '}':
-				return i + 1, true
-			default:
-				return i, false
+			var closed bool
+			if i, closed, ok = separator(in, i, '}'); !ok || closed {
+				return i, ok
 			}
 		}
 	case c == '[':
@@ -724,20 +717,12 @@ func (p *canonParser) canonicalSpan(i, depth int) (int, bool) {
 			return i + 1, true
 		}
 		for {
-			var ok bool
+			var ok, closed bool
 			if i, ok = p.canonicalSpan(i, depth+1); !ok {
 				return i, false
 			}
-			if i >= len(in) {
-				return i, false
-			}
-			switch in[i] {
-			case ',':
-				i++
-			case ']':
-				return i + 1, true
-			default:
-				return i, false
+			if i, closed, ok = separator(in, i, ']'); !ok || closed {
+				return i, ok
 			}
 		}
 	case c == '"':
@@ -762,6 +747,20 @@ func (p *canonParser) canonicalSpan(i, depth int) (int, bool) {
 		return end, plainInteger(lit) || canonicalDecimal(lit)
 	}
 	return i, false
+}
+
+// separator reads what follows a member or an element at i: a comma,
+// with more to come, or closer, which ends the object or array (closed).
+func separator(in []byte, i int, closer byte) (next int, closed, ok bool) {
+	if i < len(in) {
+		switch in[i] {
+		case ',':
+			return i + 1, false, true
+		case closer:
+			return i + 1, true, true
+		}
+	}
+	return i, false, false
 }
 
 func literalSpan(in []byte, i int, lit string) (int, bool) {
