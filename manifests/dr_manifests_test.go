@@ -51,6 +51,63 @@ func TestDRRBACMatchesCode(t *testing.T) {
 	}
 }
 
+// TestDRDrillRBACMatchesCode: rbac-dr-drill.yaml grants exactly what a
+// drill asks for in the DR cluster, for the example it describes (release
+// `grafana`, a StatefulSet, Velero in `velero`, another class, the admin
+// Secret, Grafana through the pod proxy), the scratch namespace (named at
+// run time) through its ClusterRole in every namespace.
+func TestDRDrillRBACMatchesCode(t *testing.T) {
+	const scratch = "rebind-drill-dr-grafana-123456"
+	perms := dr.DrillTargetPermissions(dr.DrillTargetScope{VeleroNamespace: velero.DefaultNamespace, Scratch: scratch, Workload: "grafana",
+		MapClass: true, Grafana: dr.GrafanaAccess{PodProxy: true, AdminSecret: true}})
+	want := wanted(perms, func(ns string) string {
+		if ns == scratch {
+			return scopeEvery
+		}
+		return namespaceScope(ns)
+	})
+	got, subjects := granted(t, "rbac-dr-drill.yaml")
+	diff(t, "rbac-dr-drill.yaml", got, want)
+	if len(subjects) != 1 || !subjects["ServiceAccount monitoring/rebind-dr-drill"] {
+		t.Errorf("bindings name %v, want only ServiceAccount monitoring/rebind-dr-drill", subjects)
+	}
+}
+
+// TestDRDrillAdmissionNamesItsAccount: the policy binds to every request
+// and matches the ServiceAccount of rbac-dr-drill.yaml, and confines each
+// write the ClusterRole grants cluster-wide.
+func TestDRDrillAdmissionNamesItsAccount(t *testing.T) {
+	vap := find(t, "admission-dr-drill.yaml", "ValidatingAdmissionPolicy", "")
+	sa := find(t, "rbac-dr-drill.yaml", "ServiceAccount", "")
+	conds, _, _ := unstructured.NestedSlice(vap.Object, "spec", "matchConditions")
+	user := "system:serviceaccount:" + sa.GetNamespace() + ":" + sa.GetName()
+	if len(conds) != 1 || !strings.Contains(conds[0].(map[string]any)["expression"].(string), "'"+user+"'") {
+		t.Errorf("match conditions %v, want the ServiceAccount %s", conds, user)
+	}
+	rules, _, _ := unstructured.NestedSlice(vap.Object, "spec", "matchConstraints", "resourceRules")
+	matched := map[string]bool{}
+	for _, r := range rules {
+		m := r.(map[string]any)
+		for _, res := range m["resources"].([]any) {
+			for _, op := range m["operations"].([]any) {
+				matched[res.(string)+" "+op.(string)] = true
+			}
+		}
+	}
+	for _, w := range []string{"namespaces CREATE", "namespaces DELETE", "volumesnapshotcontents DELETE", "pods/proxy CONNECT"} {
+		if !matched[w] {
+			t.Errorf("the policy does not match %s", w)
+		}
+	}
+	binding := find(t, "admission-dr-drill.yaml", "ValidatingAdmissionPolicyBinding", "")
+	if p, _, _ := unstructured.NestedString(binding.Object, "spec", "policyName"); p != vap.GetName() {
+		t.Errorf("binding names policy %q, want %q", p, vap.GetName())
+	}
+	if a, _, _ := unstructured.NestedStringSlice(binding.Object, "spec", "validationActions"); !slices.Equal(a, []string{"Deny"}) {
+		t.Errorf("validationActions %v, want [Deny]", a)
+	}
+}
+
 // TestDRPodProxyIsTheOnlyDifference: the add-on file is exactly what the
 // pod proxy adds to either command, so one file serves both clusters.
 func TestDRPodProxyIsTheOnlyDifference(t *testing.T) {

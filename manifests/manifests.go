@@ -22,7 +22,7 @@ var FS embed.FS
 
 // Kubernetes lists the files that hold Kubernetes objects (the Helm values
 // file holds chart values, not objects).
-var Kubernetes = []string{"rbac-migrate.yaml", "rbac-migrate-velero-helm.yaml", "rbac-migrate-install.yaml", "rbac-drill.yaml", "rbac-drill-create-namespace.yaml", "rbac-drill-pod-proxy.yaml", "admission-drill.yaml", "cronjob-drill.yaml", "rbac-dr-backup.yaml", "rbac-dr-restore.yaml", "rbac-dr-pod-proxy.yaml", "cronjob-dr-backup.yaml", "helm/prebound-claim-older-charts.yaml"}
+var Kubernetes = []string{"rbac-migrate.yaml", "rbac-migrate-velero-helm.yaml", "rbac-migrate-install.yaml", "rbac-drill.yaml", "rbac-drill-create-namespace.yaml", "rbac-drill-pod-proxy.yaml", "admission-drill.yaml", "cronjob-drill.yaml", "rbac-dr-backup.yaml", "rbac-dr-restore.yaml", "rbac-dr-pod-proxy.yaml", "cronjob-dr-backup.yaml", "rbac-dr-drill.yaml", "admission-dr-drill.yaml", "helm/prebound-claim-older-charts.yaml"}
 
 // Objects decodes every object of a multi-document manifest.
 func Objects(name string) ([]*unstructured.Unstructured, error) {

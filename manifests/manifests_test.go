@@ -285,6 +285,8 @@ func TestManifestsDecode(t *testing.T) {
 		{"rbac-dr-restore.yaml", []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Role", "RoleBinding"}},
 		{"rbac-dr-pod-proxy.yaml", []string{"Role", "RoleBinding"}},
 		{"cronjob-dr-backup.yaml", []string{"CronJob"}},
+		{"rbac-dr-drill.yaml", []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}},
+		{"admission-dr-drill.yaml", []string{"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}},
 		{"helm/prebound-claim-older-charts.yaml", []string{"PersistentVolumeClaim"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {

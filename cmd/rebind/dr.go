@@ -211,7 +211,13 @@ func runDRDrill(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit("the DR cluster: "+err.Error(), exitUsage)
 	}
-	prodChecker, _, err := grafanaChecker(c, prod, ns, log)
+	prodChecker, prodViaProxy, err := grafanaChecker(c, prod, ns, log)
+	if err != nil {
+		return cli.Exit(err.Error(), exitUsage)
+	}
+	// The scratch namespace's pods have no URL anyone could give before
+	// the drill: its Grafana is reached as grafanaChecker decides there.
+	toViaProxy, err := usePodProxy(c)
 	if err != nil {
 		return cli.Exit(err.Error(), exitUsage)
 	}
@@ -231,6 +237,8 @@ func runDRDrill(c *cli.Context) error {
 			checker, _, err := grafanaChecker(c, to, ns, log)
 			return checker, err
 		},
+		Grafana:       drGrafanaAccess(c, prodViaProxy),
+		TargetGrafana: drGrafanaAccess(c, toViaProxy && c.String(flagGrafanaURL) == ""),
 	}
 	every := c.Duration("every")
 	for {

@@ -6,6 +6,8 @@ package dr_test
 
 import (
 	"context"
+	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -24,17 +26,21 @@ import (
 	"github.com/rebind-dev/rebind/manifests"
 	"github.com/rebind-dev/rebind/pkg/dr"
 	"github.com/rebind-dev/rebind/pkg/journal"
+	"github.com/rebind-dev/rebind/pkg/kube"
 	"github.com/rebind-dev/rebind/pkg/report"
 	"github.com/rebind-dev/rebind/pkg/velero"
 )
 
 // rbacGVR: the kinds the DR RBAC files hold.
 var rbacGVR = map[string]schema.GroupVersionResource{
-	"ServiceAccount":     {Version: "v1", Resource: "serviceaccounts"},
-	"Role":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
-	"RoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
-	"ClusterRole":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
-	"ClusterRoleBinding": {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+	"ServiceAccount":            {Version: "v1", Resource: "serviceaccounts"},
+	"Role":                      {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
+	"RoleBinding":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
+	"ClusterRole":               {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+	"ClusterRoleBinding":        {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
+	"ValidatingAdmissionPolicy": {Group: "admissionregistration.k8s.io", Version: "v1", Resource: "validatingadmissionpolicies"},
+	"ValidatingAdmissionPolicyBinding": {Group: "admissionregistration.k8s.io", Version: "v1",
+		Resource: "validatingadmissionpolicybindings"},
 }
 
 // dropRule takes one verb out of the rule for resource in the Role or
@@ -79,6 +85,18 @@ func applyDR(t *testing.T, sb *sandbox.Sandbox, ns, suffix string, drop *dropRul
 					m["namespace"], m["name"] = ns, rename(m["name"].(string))
 				}
 				_ = unstructured.SetNestedSlice(u.Object, subjects, "subjects")
+			case "ValidatingAdmissionPolicy":
+				// It names the ServiceAccount it confines.
+				conds, _, _ := unstructured.NestedSlice(u.Object, "spec", "matchConditions")
+				for _, c := range conds {
+					m := c.(map[string]any)
+					m["expression"] = strings.ReplaceAll(m["expression"].(string), "'system:serviceaccount:"+exampleNS+":rebind-dr-drill'",
+						"'system:serviceaccount:"+ns+":"+rename("rebind-dr-drill")+"'")
+				}
+				_ = unstructured.SetNestedSlice(u.Object, conds, "spec", "matchConditions")
+			case "ValidatingAdmissionPolicyBinding":
+				name, _, _ := unstructured.NestedString(u.Object, "spec", "policyName")
+				_ = unstructured.SetNestedField(u.Object, rename(name), "spec", "policyName")
 			case "Role", "ClusterRole":
 				if drop == nil || u.GetKind() != drop.kind || u.GetNamespace() != drop.namespace {
 					break
@@ -227,5 +245,126 @@ func TestDRManifestsAsServiceAccount(t *testing.T) {
 			t.Fatalf("exit %d\n%s", r.Code, r.Stdout)
 		}
 		assertVerdicts(t, r.Report(t), g.Dashboards)
+	})
+}
+
+// TestDRDrillAsServiceAccounts runs `rebind drill --to-context` as the
+// ServiceAccounts of the shipped files: rbac-dr-backup.yaml (with the pod
+// proxy add-on) in production, rbac-dr-drill.yaml with its admission policy
+// in the DR cluster. With a right taken out in B it is refused before
+// anything is backed up; as shipped it passes and leaves nothing in B; and
+// the policy keeps the ClusterRole's writes to what a drill makes.
+func TestDRDrillAsServiceAccounts(t *testing.T) {
+	e2eutil.NeedSandbox(t)
+	needClusterA(t)
+	bin := e2eutil.BuildRebind(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	const ns = "dr-drill-rbac"
+	for _, sb := range []*sandbox.Sandbox{clusterA, clusterB} {
+		if _, err := sb.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prodFiles, drFiles := []string{"rbac-dr-backup.yaml", "rbac-dr-pod-proxy.yaml"}, []string{"rbac-dr-drill.yaml", "admission-dr-drill.yaml"}
+	contexts := func(t *testing.T, name, a, b string) string {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), name)
+		if err := mergeKubeconfigs(path, map[string]string{"a": a, "b": b}); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	prod := applyDR(t, clusterA, ns, "drill-a", nil, prodFiles...)
+	full := contexts(t, "full", prod, applyDR(t, clusterB, ns, "drill-b", nil, drFiles...))
+	noCleanup := contexts(t, "no-cleanup", prod,
+		applyDR(t, clusterB, ns, "drill-b-less", &dropRule{"ClusterRole", "", "volumesnapshotcontents", "delete"}, drFiles...))
+	g := e2eutil.DeployGrafana(t, clusterA, fixtures.Release{Name: "grafana", Namespace: ns, Replicas: 1, StorageClass: sandbox.StorageClassDefault}, 3)
+
+	drill := func(t *testing.T, kubeconfig string) e2eutil.CLIResult {
+		t.Helper()
+		args := []string{"--context", "a", "drill", "-n", ns, "--release", "grafana", "--to-context", "b", "--restore-storage-class", sandbox.StorageClassPremium,
+			"--sync-timeout", "2m", "--cleanup-timeout", "2m", "--velero-pickup-timeout", "30s", "--grafana-access", "pod-proxy", "-o", "json"}
+		begin := time.Now()
+		r := e2eutil.RunRebind(t, bin, kubeconfig, args...)
+		t.Logf("rebind %s: exit %d in %s\n%s", strings.Join(args, " "), r.Code, time.Since(begin).Round(100*time.Millisecond), r.Stderr)
+		return r
+	}
+	backedUp := func(t *testing.T) []string {
+		t.Helper()
+		va := velero.New(g.Clients, sandbox.VeleroNamespace, nil)
+		list, err := va.Dyn.Resource(velero.BackupsGVR).Namespace(va.Namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, b := range list.Items {
+			if nss, _, _ := unstructured.NestedStringSlice(b.Object, "spec", "includedNamespaces"); slices.Contains(nss, ns) {
+				out = append(out, b.GetName())
+			}
+		}
+		return out
+	}
+
+	t.Run("refused without a right in B, before anything is backed up", func(t *testing.T) {
+		before := leftovers(t, clusterB, "")
+		r := drill(t, noCleanup)
+		want := "not allowed to delete volumesnapshotcontents.snapshot.storage.k8s.io cluster-wide"
+		if r.Code != 2 || !strings.Contains(r.Stderr, want) || !strings.Contains(r.Stderr, dr.DrillTargetManifest) {
+			t.Errorf("exit %d, want 2 naming %q and %s:\n%s", r.Code, want, dr.DrillTargetManifest, r.Stderr)
+		}
+		if b := backedUp(t); len(b) > 0 {
+			t.Errorf("a refused drill backed up: %v", b)
+		}
+		if after := leftovers(t, clusterB, ""); after != before {
+			t.Errorf("a refused drill changed B:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+
+	t.Run("passes as the ServiceAccounts, leaving nothing in B", func(t *testing.T) {
+		before := leftovers(t, clusterB, "")
+		r := drill(t, full)
+		if r.Code != 0 {
+			t.Fatalf("exit %d\n%s", r.Code, r.Stdout)
+		}
+		rep := r.Report(t)
+		assertVerdicts(t, rep, g.Dashboards)
+		if len(rep.Leftovers) > 0 {
+			t.Errorf("leftovers: %v", rep.Leftovers)
+		}
+		if after := leftovers(t, clusterB, ""); after != before {
+			t.Errorf("the drill left objects in B:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+
+	t.Run("the admission policy confines the ClusterRole's writes", func(t *testing.T) {
+		c, err := kube.Load(kube.LoadOptions{Kubeconfig: full, Context: "b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused := func(what string, err error) {
+			t.Helper()
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "rebind-dr-drill.rebind.dev") {
+				t.Errorf("%s: want Invalid from the admission policy, got %v", what, err)
+			}
+		}
+		nsAPI := c.Kube.CoreV1().Namespaces()
+		_, err = nsAPI.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "not-a-drill"}}, metav1.CreateOptions{})
+		refused("creating namespace not-a-drill", err)
+		_, err = nsAPI.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "rebind-drill-dr-unlabelled"}}, metav1.CreateOptions{})
+		refused("creating an unlabelled rebind-drill-dr-* namespace", err)
+		refused("deleting namespace "+ns, nsAPI.Delete(ctx, ns, metav1.DeleteOptions{}))
+		// The pod proxy into a pod of a namespace that is not a drill's.
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "not-grafana", Namespace: ns},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}
+		if _, err := clusterB.Kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var code int
+		res := c.Kube.CoreV1().RESTClient().Get().Namespace(ns).Resource("pods").Name("not-grafana:3000").SubResource("proxy").Suffix("api", "health").Do(ctx)
+		body, _ := res.StatusCode(&code).Raw()
+		if code != http.StatusUnprocessableEntity || !strings.Contains(string(body), "rebind-dr-drill.rebind.dev") {
+			t.Errorf("the pod proxy into %s/not-grafana: HTTP %d %s, want 422 from the admission policy", ns, code, body)
+		}
 	})
 }

@@ -43,6 +43,9 @@ type DrillOptions struct {
 	Pickup, Backup, Sync, Restore, Wait, Verify, Cleanup time.Duration
 	// CheckerFor reaches Grafana pods of namespace ns in the DR cluster.
 	CheckerFor func(ns string) (app.Checker, error)
+	// Grafana and TargetGrafana say how Grafana is reached in production
+	// and in the DR cluster, for the rights preflight asks for.
+	Grafana, TargetGrafana GrafanaAccess
 }
 
 // LeftoverError: the drill could not remove everything it restored in
@@ -76,9 +79,22 @@ func Drill(ctx context.Context, prod, to *Env, o DrillOptions) (*report.Report, 
 	}
 
 	// The DR cluster first: nothing is backed up for a drill that could
-	// not restore.
+	// not restore, or not remove what it restored.
 	vto := velero.New(to.Clients, o.VeleroNamespace, to.log())
+	meta := MetaOf(t, begin)
+	class := o.ToClass
+	if class == "" {
+		class = meta.SourceClass()
+	}
 	var pf preflight.Report
+	scope := DrillTargetScope{VeleroNamespace: vto.Namespace, Scratch: scratch, Workload: t.Name(), Deployment: t.IsDeployment(),
+		MapClass: meta.SourceClass() != "" && class != meta.SourceClass(), Grafana: o.TargetGrafana}
+	if err := checkAccess(ctx, to.Clients.Kube, DrillTargetPermissions(scope), "rebind drill --to-context in the DR cluster", DrillTargetManifest, &pf); err != nil {
+		return finish(err)
+	}
+	if err := pf.Err(); err != nil {
+		return finish(err)
+	}
 	if _, err := vto.Detect(ctx); err != nil {
 		var nr *velero.NotReadyError
 		if !errors.As(err, &nr) {
@@ -90,11 +106,6 @@ func Drill(ctx context.Context, prod, to *Env, o DrillOptions) (*report.Report, 
 		pf.Add("namespace "+scratch+" of the DR cluster", "exists: the drill restores into a namespace of its own and deletes it afterwards", "pass a --scratch-namespace that does not exist (or none: a new name is made)")
 	} else if !apierrors.IsNotFound(err) {
 		return finish(err)
-	}
-	meta := MetaOf(t, begin)
-	class := o.ToClass
-	if class == "" {
-		class = meta.SourceClass()
 	}
 	if sc, err := to.Clients.Kube.StorageV1().StorageClasses().Get(ctx, class, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		pf.Add("StorageClass "+class+" of the DR cluster", "not found", "pass --restore-storage-class with a class of the DR cluster")
@@ -115,7 +126,8 @@ func Drill(ctx context.Context, prod, to *Env, o DrillOptions) (*report.Report, 
 	if ttl == 0 {
 		ttl = 72 * time.Hour
 	}
-	brep, err := prod.Backup(ctx, BackupOptions{Target: o.Target, VeleroNamespace: o.VeleroNamespace, Name: name, TTL: ttl, Pickup: o.Pickup, Timeout: o.Backup})
+	brep, err := prod.Backup(ctx, BackupOptions{Target: o.Target, VeleroNamespace: o.VeleroNamespace, Name: name, TTL: ttl, Pickup: o.Pickup, Timeout: o.Backup,
+		Grafana: o.Grafana})
 	if err != nil {
 		return finish(fmt.Errorf("backup in production: %w", err))
 	}
@@ -137,7 +149,7 @@ func Drill(ctx context.Context, prod, to *Env, o DrillOptions) (*report.Report, 
 	}
 	restoreEnv := *to
 	rrep, rerr := restoreEnv.Restore(ctx, RestoreOptions{FromBackup: name, VeleroNamespace: o.VeleroNamespace, IntoNamespace: scratch, ToClass: class,
-		Pickup: o.Pickup, Restore: o.Restore, Wait: o.Wait, Verify: o.Verify, CheckerFor: o.CheckerFor})
+		Pickup: o.Pickup, Restore: o.Restore, Wait: o.Wait, Verify: o.Verify, CheckerFor: o.CheckerFor, Grafana: o.TargetGrafana})
 	if rrep != nil {
 		rep.Verification, rep.VolumesAfter = rrep.Verification, rrep.VolumesAfter
 		rep.Notes = append(rep.Notes, rrep.Notes...)

@@ -2,6 +2,7 @@ package dr
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"k8s.io/client-go/kubernetes"
@@ -18,6 +19,10 @@ const (
 	BackupManifest   = "manifests/rbac-dr-backup.yaml"
 	RestoreManifest  = "manifests/rbac-dr-restore.yaml"
 	PodProxyManifest = "manifests/rbac-dr-pod-proxy.yaml"
+	// DrillTargetManifest grants DrillTargetPermissions in the DR cluster
+	// (with manifests/admission-dr-drill.yaml to confine it); production's
+	// side of a drill is a backup (BackupManifest).
+	DrillTargetManifest = "manifests/rbac-dr-drill.yaml"
 )
 
 const veleroGroup = "velero.io"
@@ -177,6 +182,64 @@ func RestorePermissions(s RestoreScope) []preflight.Permission {
 	return append(out, grafanaPermissions(ns, s.Workload, s.Deployment, s.Grafana)...)
 }
 
+// DrillTargetScope is what `rebind drill --to-context` does in the DR
+// cluster, for DrillTargetPermissions.
+type DrillTargetScope struct {
+	VeleroNamespace string
+	// Scratch is the namespace the drill creates, restores into and
+	// deletes; it is named at run time.
+	Scratch string
+	// Workload and Deployment are what the backup holds; MapClass and
+	// Grafana as for RestoreScope.
+	Workload   string
+	Deployment bool
+	MapClass   bool
+	Grafana    GrafanaAccess
+}
+
+// DrillTargetPermissions lists every API verb `rebind drill --to-context`
+// needs in the DR cluster: the restore's (RestorePermissions, into the
+// scratch namespace), the wait for the Backup to be synced, and what
+// making and removing the scratch namespace takes: the namespace created
+// (labelled), followed and deleted by uid, its claims listed to wait for
+// their volumes to go, and the VolumeSnapshotContents Velero restored for
+// it deleted. manifests/rbac-dr-drill.yaml grants them; since the
+// namespace is named at run time, only a ClusterRole can, and
+// manifests/admission-dr-drill.yaml confines what it lets the drill write.
+func DrillTargetPermissions(s DrillTargetScope) []preflight.Permission {
+	vns, ns := veleroNamespace(s.VeleroNamespace), s.Scratch
+	const snap = "snapshot.storage.k8s.io"
+	out := RestorePermissions(RestoreScope{VeleroNamespace: vns, Into: ns, Workload: s.Workload, Deployment: s.Deployment,
+		MapClass: s.MapClass, Grafana: s.Grafana})
+	out = append(out,
+		// The Backup taken in production, until this cluster's Velero
+		// has synced it (by name, chosen at run time).
+		perm("list", veleroGroup, "backups", vns), perm("watch", veleroGroup, "backups", vns),
+		// The scratch namespace: must not exist, is created, then deleted
+		// (by uid) and waited for.
+		perm("get", "", "namespaces", ""), perm("create", "", "namespaces", ""), perm("delete", "", "namespaces", ""),
+		perm("list", "", "namespaces", ""), perm("watch", "", "namespaces", ""),
+		// Its claims name the restored volumes, waited for as they go with
+		// them; the snapshot contents restored for it are deleted (only
+		// Retain ones: the snapshot data stays the Backup's).
+		perm("list", "", "persistentvolumeclaims", ns),
+		perm("list", "", "persistentvolumes", ""), perm("watch", "", "persistentvolumes", ""),
+		perm("list", snap, "volumesnapshotcontents", ""), perm("delete", snap, "volumesnapshotcontents", ""),
+	)
+	return uniquePermissions(out)
+}
+
+// uniquePermissions keeps the first of each permission, in order.
+func uniquePermissions(in []preflight.Permission) []preflight.Permission {
+	var out []preflight.Permission
+	for _, p := range in {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // grafanaPermissions are what reaching the workload's Grafana in ns takes:
 // its credentials' Secret by name, and PodProxyPermissions when it goes
 // through the pod proxy.
@@ -227,7 +290,9 @@ func checkAccess(ctx context.Context, k kubernetes.Interface, perms []preflight.
 	}
 	for _, p := range missing.Problems {
 		p.Fix = "nothing was written; grant it to the user or ServiceAccount running " + command + " (see " + manifest + ")"
-		if strings.Contains(p.Message, "pods/proxy") {
+		// A drill's scratch namespace is named at run time: its pod proxy
+		// comes with the drill's own file, and no URL could be given.
+		if strings.Contains(p.Message, "pods/proxy") && manifest != DrillTargetManifest {
 			p.Fix = "nothing was written; Grafana is reached through the API server's pod proxy (rebind runs outside the cluster and no URL is given): grant get and create on pods/proxy (add " + PodProxyManifest + "), or run rebind in the cluster (--grafana-access cluster-dns), or give --grafana-pod-url"
 		}
 		r.Problems = append(r.Problems, p)

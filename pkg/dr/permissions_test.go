@@ -144,6 +144,47 @@ func TestRestorePermissions(t *testing.T) {
 	}
 }
 
+// TestDrillTargetPermissions: a drill into the DR cluster asks for all a
+// restore into its scratch namespace asks for, plus making and removing
+// that namespace; it writes cluster-wide only namespaces and snapshot
+// contents (what admission-dr-drill.yaml confines), and nothing else
+// outside the scratch and Velero namespaces.
+func TestDrillTargetPermissions(t *testing.T) {
+	scope := DrillTargetScope{VeleroNamespace: "velero", Scratch: "rebind-drill-dr-grafana-abc123", Workload: "grafana", MapClass: true,
+		Grafana: GrafanaAccess{PodProxy: true, AdminSecret: true}}
+	perms := DrillTargetPermissions(scope)
+	restore := RestorePermissions(RestoreScope{VeleroNamespace: "velero", Into: scope.Scratch, Workload: "grafana", MapClass: true, Grafana: scope.Grafana})
+	for _, p := range restore {
+		if !slices.Contains(perms, p) {
+			t.Errorf("the restore half asks for %s, which DrillTargetPermissions lacks", p)
+		}
+	}
+	got := strs(perms)
+	for _, w := range []string{"create namespaces cluster-wide", "delete namespaces cluster-wide", "watch namespaces cluster-wide",
+		"list persistentvolumeclaims in namespace " + scope.Scratch, "watch persistentvolumes cluster-wide",
+		"list volumesnapshotcontents.snapshot.storage.k8s.io cluster-wide", "delete volumesnapshotcontents.snapshot.storage.k8s.io cluster-wide",
+		"watch backups.velero.io in namespace velero", "get pods/proxy in namespace " + scope.Scratch} {
+		if !slices.Contains(got, w) {
+			t.Errorf("missing %q", w)
+		}
+	}
+	seen := map[string]bool{}
+	for _, p := range perms {
+		if seen[p.String()] {
+			t.Errorf("asked twice: %s", p)
+		}
+		seen[p.String()] = true
+		switch {
+		case p.Namespace == "" && !slices.Contains([]string{"get", "list", "watch"}, p.Verb) && p.Resource != "namespaces" && p.Resource != "volumesnapshotcontents":
+			t.Errorf("writes cluster-wide: %s", p)
+		case p.Namespace != "" && p.Namespace != scope.Scratch && p.Namespace != "velero":
+			t.Errorf("outside the scratch and Velero namespaces: %s", p)
+		case p.Namespace == scope.Scratch && !slices.Contains([]string{"get", "list", "watch"}, p.Verb) && p.Subresource != "proxy":
+			t.Errorf("writes in the scratch namespace (Velero restores, deleting the namespace removes): %s", p)
+		}
+	}
+}
+
 // assertConfined: nothing outside the given namespaces, no write of a
 // cluster-scoped object, and every verb that carries a name on the
 // objects rebind names in advance (Leases, the baseline, Secrets) limited
@@ -248,5 +289,43 @@ func TestRestoreRefusesBeforeVelero(t *testing.T) {
 	var pf *preflight.Error
 	if !errors.As(err, &pf) || len(pf.Problems) != 1 || !strings.Contains(pf.Problems[0].Fix, RestoreManifest) {
 		t.Fatalf("want one problem naming %s, got %v", RestoreManifest, err)
+	}
+}
+
+// TestDrillRefusesMissingRightsInDRCluster: a drill whose account in the DR
+// cluster lacks a right it needs to restore or to clean up is refused
+// before anything happens in either cluster, naming the right and
+// rbac-dr-drill.yaml.
+func TestDrillRefusesMissingRightsInDRCluster(t *testing.T) {
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "grafana", Namespace: "monitoring"},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1), VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{ObjectMeta: metav1.ObjectMeta{Name: "storage"}}}}}
+	const scratch = "rebind-drill-dr-grafana-test"
+	for _, deny := range []string{
+		"delete namespaces cluster-wide",
+		"delete volumesnapshotcontents.snapshot.storage.k8s.io cluster-wide",
+		"create restores.velero.io in namespace velero",
+		"get pods/proxy in namespace " + scratch,
+	} {
+		t.Run(deny, func(t *testing.T) {
+			prod, dr := fake.NewSimpleClientset(sts), fake.NewSimpleClientset()
+			denying(dr, deny)
+			// No Dynamic clients: reaching Velero in either cluster would panic.
+			_, err := Drill(context.Background(),
+				&Env{Clients: &kube.Clients{Kube: prod, Snap: snapfake.NewSimpleClientset()}, Checker: &fakeChecker{}},
+				&Env{Clients: &kube.Clients{Kube: dr, Snap: snapfake.NewSimpleClientset()}},
+				DrillOptions{Target: discovery.Options{Namespace: "monitoring", StatefulSet: "grafana"}, ScratchNamespace: scratch,
+					CheckerFor:    func(string) (app.Checker, error) { return &fakeChecker{}, nil },
+					TargetGrafana: GrafanaAccess{PodProxy: true, AdminSecret: true}})
+			var pf *preflight.Error
+			if !errors.As(err, &pf) || len(pf.Problems) != 1 {
+				t.Fatalf("want one preflight problem, got %v", err)
+			}
+			if p := pf.Problems[0]; p.Message != "not allowed to "+deny || !strings.Contains(p.Fix, DrillTargetManifest) {
+				t.Errorf("problem %+v, want %q fixed by %s", p, deny, DrillTargetManifest)
+			}
+			if w := append(writes(prod), writes(dr)...); len(w) > 0 {
+				t.Errorf("refused after writing %v", w)
+			}
+		})
 	}
 }
