@@ -99,13 +99,7 @@ func TestDRDrillAdmissionNamesItsAccount(t *testing.T) {
 			t.Errorf("the policy does not match %s", w)
 		}
 	}
-	binding := find(t, "admission-dr-drill.yaml", "ValidatingAdmissionPolicyBinding", "")
-	if p, _, _ := unstructured.NestedString(binding.Object, "spec", "policyName"); p != vap.GetName() {
-		t.Errorf("binding names policy %q, want %q", p, vap.GetName())
-	}
-	if a, _, _ := unstructured.NestedStringSlice(binding.Object, "spec", "validationActions"); !slices.Equal(a, []string{"Deny"}) {
-		t.Errorf("validationActions %v, want [Deny]", a)
-	}
+	assertDenyBinding(t, "admission-dr-drill.yaml", vap)
 }
 
 // TestDRPodProxyIsTheOnlyDifference: the add-on file is exactly what the

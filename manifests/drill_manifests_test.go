@@ -99,13 +99,7 @@ func TestDrillManifestsAgree(t *testing.T) {
 			t.Errorf("the policy never mentions %s", want)
 		}
 	}
-	binding := find(t, "admission-drill.yaml", "ValidatingAdmissionPolicyBinding", "")
-	if p, _, _ := unstructured.NestedString(binding.Object, "spec", "policyName"); p != vap.GetName() {
-		t.Errorf("binding names policy %q, want %q", p, vap.GetName())
-	}
-	if a, _, _ := unstructured.NestedStringSlice(binding.Object, "spec", "validationActions"); !slices.Equal(a, []string{"Deny"}) {
-		t.Errorf("validationActions %v, want [Deny]", a)
-	}
+	assertDenyBinding(t, "admission-drill.yaml", vap)
 
 	// The opt-in file binds the same ServiceAccount and nothing of the
 	// default mode needs it.
@@ -121,5 +115,17 @@ func TestDrillManifestsAgree(t *testing.T) {
 		if p.Namespace != "" && p.Namespace != "monitoring" && p.Namespace != scratch {
 			t.Errorf("the default mode asks for %s outside production and the scratch namespace", p)
 		}
+	}
+}
+
+// assertDenyBinding: the file binds its policy vap to every request, to deny.
+func assertDenyBinding(t *testing.T, file string, vap *unstructured.Unstructured) {
+	t.Helper()
+	binding := find(t, file, "ValidatingAdmissionPolicyBinding", "")
+	if p, _, _ := unstructured.NestedString(binding.Object, "spec", "policyName"); p != vap.GetName() {
+		t.Errorf("binding names policy %q, want %q", p, vap.GetName())
+	}
+	if a, _, _ := unstructured.NestedStringSlice(binding.Object, "spec", "validationActions"); !slices.Equal(a, []string{"Deny"}) {
+		t.Errorf("validationActions %v, want [Deny]", a)
 	}
 }

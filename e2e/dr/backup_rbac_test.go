@@ -145,6 +145,22 @@ func applyDR(t *testing.T, sb *sandbox.Sandbox, ns, suffix string, drop *dropRul
 	return path
 }
 
+// inBothClusters builds rebind and creates namespace ns in both clusters
+// (the release's in A, the ServiceAccount's in B), for a test that runs
+// rebind as the ServiceAccounts of the DR files; ctx ends with the test.
+func inBothClusters(t *testing.T, ns string, timeout time.Duration) (bin string, ctx context.Context) {
+	t.Helper()
+	bin = e2eutil.BuildRebind(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	for _, sb := range []*sandbox.Sandbox{clusterA, clusterB} {
+		if _, err := sb.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bin, ctx
+}
+
 // TestDRManifestsAsServiceAccount runs `rebind backup` in A, and `rebind
 // restore --from-backup` in B, as the ServiceAccounts of the shipped RBAC
 // files (with rbac-dr-pod-proxy.yaml: rebind runs outside the clusters).
@@ -154,15 +170,8 @@ func applyDR(t *testing.T, sb *sandbox.Sandbox, ns, suffix string, drop *dropRul
 func TestDRManifestsAsServiceAccount(t *testing.T) {
 	e2eutil.NeedSandbox(t)
 	needClusterA(t)
-	bin := e2eutil.BuildRebind(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
 	const ns, backupName = "dr-rbac", "dr-rbac-1"
-	for _, sb := range []*sandbox.Sandbox{clusterA, clusterB} {
-		if _, err := sb.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bin, ctx := inBothClusters(t, ns, 8*time.Minute)
 	backupFiles := []string{"rbac-dr-backup.yaml", "rbac-dr-pod-proxy.yaml"}
 	restoreFiles := []string{"rbac-dr-restore.yaml", "rbac-dr-pod-proxy.yaml"}
 	// RBAC first: the authorizer's cache has caught up by the time Grafana
@@ -257,15 +266,8 @@ func TestDRManifestsAsServiceAccount(t *testing.T) {
 func TestDRDrillAsServiceAccounts(t *testing.T) {
 	e2eutil.NeedSandbox(t)
 	needClusterA(t)
-	bin := e2eutil.BuildRebind(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	const ns = "dr-drill-rbac"
-	for _, sb := range []*sandbox.Sandbox{clusterA, clusterB} {
-		if _, err := sb.Kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bin, ctx := inBothClusters(t, ns, 10*time.Minute)
 	prodFiles, drFiles := []string{"rbac-dr-backup.yaml", "rbac-dr-pod-proxy.yaml"}, []string{"rbac-dr-drill.yaml", "admission-dr-drill.yaml"}
 	contexts := func(t *testing.T, name, a, b string) string {
 		t.Helper()
