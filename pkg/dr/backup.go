@@ -134,7 +134,7 @@ func (e *Env) Backup(ctx context.Context, o BackupOptions) (*report.Report, erro
 		scope.ByRelease = true
 	}
 	var access preflight.Report
-	if err := checkAccess(ctx, e.Clients.Kube, discoveryPermissions(scope), "rebind backup", BackupManifest, &access); err != nil {
+	if err := checkAccess(ctx, e.Clients.Kube, discoveryPermissions(scope), backupGrants, &access); err != nil {
 		return finish(err)
 	}
 	if err := access.Err(); err != nil {
@@ -147,7 +147,7 @@ func (e *Env) Backup(ctx context.Context, o BackupOptions) (*report.Report, erro
 	rep.Target = t.Namespace + "/" + t.Name()
 	scope.Workload, scope.Deployment = t.Name(), t.IsDeployment()
 	// Every right before any other check: those read with them.
-	if err := checkAccess(ctx, e.Clients.Kube, BackupPermissions(scope), "rebind backup", BackupManifest, &access); err != nil {
+	if err := checkAccess(ctx, e.Clients.Kube, BackupPermissions(scope), backupGrants, &access); err != nil {
 		return finish(err)
 	}
 	if err := access.Err(); err != nil {

@@ -88,8 +88,8 @@ func Drill(ctx context.Context, prod, to *Env, o DrillOptions) (*report.Report, 
 	}
 	var pf preflight.Report
 	scope := DrillTargetScope{VeleroNamespace: vto.Namespace, Scratch: scratch, Workload: t.Name(), Deployment: t.IsDeployment(),
-		MapClass: meta.SourceClass() != "" && class != meta.SourceClass(), Grafana: o.TargetGrafana}
-	if err := checkAccess(ctx, to.Clients.Kube, DrillTargetPermissions(scope), "rebind drill --to-context in the DR cluster", DrillTargetManifest, &pf); err != nil {
+		MapClass: needsClassMapping(meta.SourceClass(), class), Grafana: o.TargetGrafana}
+	if err := checkAccess(ctx, to.Clients.Kube, DrillTargetPermissions(scope), drillTargetGrants, &pf); err != nil {
 		return finish(err)
 	}
 	if err := pf.Err(); err != nil {

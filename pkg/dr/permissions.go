@@ -280,20 +280,31 @@ func PodProxyPermissions(ns, workload string, deployment bool) []preflight.Permi
 	return out
 }
 
+// grants names, for a command's refusals, the file that grants its rights
+// and the add-on that grants the pod proxy's part ("" when the file itself
+// grants it).
+type grants struct{ command, manifest, podProxy string }
+
+var (
+	backupGrants  = grants{"rebind backup", BackupManifest, PodProxyManifest}
+	restoreGrants = grants{"rebind restore", RestoreManifest, PodProxyManifest}
+	// A drill's scratch namespace is named at run time: no URL could be
+	// given for its pods, and the drill's own file grants their proxy.
+	drillTargetGrants = grants{"rebind drill --to-context in the DR cluster", DrillTargetManifest, ""}
+)
+
 // checkAccess adds a problem to r for every permission missing, its fix
 // naming the command's manifest (and, for the pod proxy, the ways around
 // it). An error means the API server could not be asked.
-func checkAccess(ctx context.Context, k kubernetes.Interface, perms []preflight.Permission, command, manifest string, r *preflight.Report) error {
+func checkAccess(ctx context.Context, k kubernetes.Interface, perms []preflight.Permission, g grants, r *preflight.Report) error {
 	var missing preflight.Report
 	if err := preflight.CheckAccess(ctx, k, perms, &missing); err != nil {
 		return err
 	}
 	for _, p := range missing.Problems {
-		p.Fix = "nothing was written; grant it to the user or ServiceAccount running " + command + " (see " + manifest + ")"
-		// A drill's scratch namespace is named at run time: its pod proxy
-		// comes with the drill's own file, and no URL could be given.
-		if strings.Contains(p.Message, "pods/proxy") && manifest != DrillTargetManifest {
-			p.Fix = "nothing was written; Grafana is reached through the API server's pod proxy (rebind runs outside the cluster and no URL is given): grant get and create on pods/proxy (add " + PodProxyManifest + "), or run rebind in the cluster (--grafana-access cluster-dns), or give --grafana-pod-url"
+		p.Fix = "nothing was written; grant it to the user or ServiceAccount running " + g.command + " (see " + g.manifest + ")"
+		if g.podProxy != "" && strings.Contains(p.Message, "pods/proxy") {
+			p.Fix = "nothing was written; Grafana is reached through the API server's pod proxy (rebind runs outside the cluster and no URL is given): grant get and create on pods/proxy (add " + g.podProxy + "), or run rebind in the cluster (--grafana-access cluster-dns), or give --grafana-pod-url"
 		}
 		r.Problems = append(r.Problems, p)
 	}

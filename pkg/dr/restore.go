@@ -200,7 +200,7 @@ func (e *Env) preflightRestore(ctx context.Context, v *velero.Client, o RestoreO
 	// The rights are asked in two rounds, the second knowing what the
 	// backup holds; one reviewer keeps the first round's answers.
 	ctx = preflight.WithAccessReviewer(ctx, &preflight.AccessReviewer{Kube: e.Clients.Kube})
-	if err := checkAccess(ctx, e.Clients.Kube, veleroReadPermissions(v.Namespace), "rebind restore", RestoreManifest, &pf); err != nil {
+	if err := checkAccess(ctx, e.Clients.Kube, veleroReadPermissions(v.Namespace), restoreGrants, &pf); err != nil {
 		return nil, err
 	}
 	if err := pf.Err(); err != nil {
@@ -244,12 +244,12 @@ func (e *Env) preflightRestore(ctx context.Context, v *velero.Client, o RestoreO
 	if p.to == "" {
 		p.to = p.from
 	}
-	p.mappingNeeded = p.from != "" && p.from != p.to
+	p.mappingNeeded = needsClassMapping(p.from, p.to)
 	// Every right before the checks that read with them.
 	scope := RestoreScope{VeleroNamespace: v.Namespace, Into: p.into, Workload: m.Workload, Deployment: m.Kind == discovery.KindDeployment,
 		MapClass: p.mappingNeeded, Grafana: o.Grafana}
 	var access preflight.Report
-	if err := checkAccess(ctx, e.Clients.Kube, RestorePermissions(scope), "rebind restore", RestoreManifest, &access); err != nil {
+	if err := checkAccess(ctx, e.Clients.Kube, RestorePermissions(scope), restoreGrants, &access); err != nil {
 		return nil, err
 	}
 	if len(access.Problems) > 0 {
@@ -416,3 +416,7 @@ func (e *Env) volumes(ctx context.Context, p *restorePlan) []report.Volume {
 	}
 	return out
 }
+
+// needsClassMapping says whether claims backed up in class from, restored
+// into class to, need Velero's storage-class mapping.
+func needsClassMapping(from, to string) bool { return from != "" && from != to }
