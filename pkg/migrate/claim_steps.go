@@ -216,11 +216,17 @@ func (e *env) oldClaimUID(ord int) types.UID {
 }
 
 func (s claimStep) Precondition(ctx context.Context) error {
-	pvName, pv, err := s.targetPV(ctx, s.ord)
+	return s.claimFitsTarget(ctx, s.ord, s.claim)
+}
+
+// claimFitsTarget checks that the claim made for ordinal ord (by claim,
+// given the PV's name) fits the PV it is to bind: size, modes, class.
+func (e *env) claimFitsTarget(ctx context.Context, ord int, claim func(pv string) *corev1.PersistentVolumeClaim) error {
+	pvName, pv, err := e.targetPV(ctx, ord)
 	if err != nil {
 		return err
 	}
-	c := s.claim(pvName)
+	c := claim(pvName)
 	return volume.CheckFits(pv, volume.ShapeFromSpec(c.Namespace, c.Name, c.Spec))
 }
 func (s claimStep) Apply(ctx context.Context) error {

@@ -237,12 +237,7 @@ func (s switchClaimStep) claim(pvName string) *corev1.PersistentVolumeClaim {
 const annHelmReleaseNamespace = "meta.helm.sh/release-namespace"
 
 func (s switchClaimStep) Precondition(ctx context.Context) error {
-	pvName, pv, err := s.targetPV(ctx, s.ord)
-	if err != nil {
-		return err
-	}
-	c := s.claim(pvName)
-	return volume.CheckFits(pv, volume.ShapeFromSpec(c.Namespace, c.Name, c.Spec))
+	return s.claimFitsTarget(ctx, s.ord, s.claim)
 }
 func (s switchClaimStep) Apply(ctx context.Context) error {
 	pvName, err := s.pvFor(s.ord)
