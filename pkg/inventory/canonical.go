@@ -26,60 +26,52 @@ var volatileKeys = map[string]bool{"id": true, "version": true}
 // uid/title taken from the row (Grafana serves the row's values, while the
 // stored JSON of old dashboards may lack them).
 func HashDashboard(model []byte, uid, title string) (string, error) {
-	bp := hashBufPool.Get().(*[]byte)
-	defer hashBufPool.Put(bp)
-	out, err := canonicalTop((*bp)[:0], model, uid, title)
-	*bp = out
-	if err != nil {
-		return "", fmt.Errorf("dashboard JSON: %w", err)
-	}
-	sum := sha256.Sum256(out)
-	return hex.EncodeToString(sum[:]), nil
+	sum, _, err := hashTop(model, &topOverride{uid: uid, title: title}, true)
+	return sum, err
 }
 
 // HashDashboardSpec hashes a dashboard spec as served by /apis like
 // HashDashboard with the object's name as uid and the spec's own title,
 // and returns that title, in one pass over the spec.
 func HashDashboardSpec(spec []byte, uid string) (sum, title string, err error) {
-	bp := hashBufPool.Get().(*[]byte)
-	defer hashBufPool.Put(bp)
 	top := &topOverride{uid: uid, keepTitle: true}
-	out, err := canonicalWith((*bp)[:0], spec, top)
-	*bp = out
-	if err != nil {
-		return "", "", fmt.Errorf("dashboard JSON: %w", err)
-	}
-	h := sha256.Sum256(out)
-	return hex.EncodeToString(h[:]), top.title, nil
+	sum, _, err = hashTop(spec, top, true)
+	return sum, top.title, err
 }
 
 // hashDashboardPrefix is HashDashboard for the model that starts in (an
 // answer from there on), returning where the model ends too.
 func hashDashboardPrefix(in []byte, uid, title string) (sum string, n int, err error) {
+	return hashTop(in, &topOverride{uid: uid, title: title}, false)
+}
+
+// hashDashboardSpecPrefix is HashDashboardSpec for the spec that starts
+// in (a list page from there on), returning where the spec ends too.
+func hashDashboardSpecPrefix(in []byte, uid string) (sum, title string, n int, err error) {
+	top := &topOverride{uid: uid, keepTitle: true}
+	sum, n, err = hashTop(in, top, false)
+	return sum, top.title, n, err
+}
+
+// hashTop hashes the canonical form of the object in starts with, top's
+// overrides applied; whole: nothing but whitespace may follow it. n is
+// where the object ends.
+func hashTop(in []byte, top *topOverride, whole bool) (sum string, n int, err error) {
 	bp := hashBufPool.Get().(*[]byte)
 	defer hashBufPool.Put(bp)
-	out, n, err := canonicalPrefix((*bp)[:0], in, &topOverride{uid: uid, title: title})
+	var out []byte
+	if whole {
+		out, err = canonicalWith((*bp)[:0], in, top)
+		n = len(in)
+	} else {
+		out, n, err = canonicalPrefix((*bp)[:0], in, top)
+	}
 	*bp = out
 	if err != nil {
 		return "", 0, fmt.Errorf("dashboard JSON: %w", err)
 	}
 	h := sha256.Sum256(out)
 	return hex.EncodeToString(h[:]), n, nil
-}
-
-// hashDashboardSpecPrefix is HashDashboardSpec for the spec that starts
-// in (a list page from there on), returning where the spec ends too.
-func hashDashboardSpecPrefix(in []byte, uid string) (sum, title string, n int, err error) {
-	bp := hashBufPool.Get().(*[]byte)
-	defer hashBufPool.Put(bp)
-	top := &topOverride{uid: uid, keepTitle: true}
-	out, n, err := canonicalPrefix((*bp)[:0], in, top)
-	*bp = out
-	if err != nil {
-		return "", "", 0, fmt.Errorf("dashboard JSON: %w", err)
-	}
-	h := sha256.Sum256(out)
-	return hex.EncodeToString(h[:]), top.title, n, nil
 }
 
 var hashBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}

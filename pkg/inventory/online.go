@@ -212,9 +212,6 @@ func dashboardEntry(ctx context.Context, c *grafana.Client, h grafana.SearchHit)
 	if err != nil {
 		return Dashboard{}, err
 	}
-	if entry.SHA256 == "" {
-		return Dashboard{}, fmt.Errorf("dashboard %s: Grafana's answer holds no dashboard model", h.UID)
-	}
 	entry.Version = meta.Version
 	if meta.FolderUID != "" {
 		entry.FolderUID = meta.FolderUID
@@ -286,9 +283,6 @@ func schemaFamily(version string) string {
 	return "classic"
 }
 
-// dashboardFromObject hashes a dashboard object's spec like a legacy model
-// (id and version dropped, uid and title from the object), so that a
-// classic dashboard hashes the same through /api, /apis and grafana.db.
 // specDigest is a dashboard spec hashed as its list page was decoded.
 type specDigest struct{ uid, sum, title string }
 
@@ -307,6 +301,9 @@ func readDashboardSpec(obj *grafana.Object, rest []byte) (int, error) {
 	return n, nil
 }
 
+// dashboardFromObject hashes a dashboard object's spec like a legacy model
+// (id and version dropped, uid and title from the object), so that a
+// classic dashboard hashes the same through /api, /apis and grafana.db.
 func dashboardFromObject(obj *grafana.Object) (Dashboard, error) {
 	dg, ok := obj.Read.(specDigest)
 	if !ok || dg.uid != obj.Metadata.Name { // not read, or renamed by a later metadata member
