@@ -246,12 +246,16 @@ func (c *Client) Dashboard(ctx context.Context, uid string) (*Dashboard, error) 
 // walked once instead of delimited, copied and then read: readModel must
 // read exactly one JSON value at the start of rest, return its length, and
 // not keep rest (a buffer reused once ReadDashboard returns). An answer
-// without a model never calls it; one with two calls it twice, and the last
-// reading is the one that counts, as with encoding/json.
+// with two models calls it twice, and the last reading is the one that
+// counts, as with encoding/json; an answer without one is an error, so a
+// caller never takes a dashboard it could not read for one it did.
 func (c *Client) ReadDashboard(ctx context.Context, uid string, readModel func(rest []byte) (int, error)) (DashboardMeta, error) {
 	a := &dashboardAnswer{readModel: readModel}
 	if err := c.get(ctx, "/api/dashboards/uid/"+url.PathEscape(uid), nil, a); err != nil {
 		return DashboardMeta{}, err
+	}
+	if !a.read {
+		return DashboardMeta{}, fmt.Errorf("grafana at %s: the answer for dashboard %s holds no dashboard model", c.display, uid)
 	}
 	return a.meta, nil
 }
@@ -260,11 +264,16 @@ func (c *Client) ReadDashboard(ctx context.Context, uid string, readModel func(r
 type dashboardAnswer struct {
 	readModel func([]byte) (int, error)
 	meta      DashboardMeta
+	read      bool // readModel was handed a model
 }
 
 func (a *dashboardAnswer) decodeBody(body []byte) error {
 	var d Dashboard
-	err := d.decodeIn(body, a.readModel)
+	a.read = false
+	err := d.decodeIn(body, func(rest []byte) (int, error) {
+		a.read = true
+		return a.readModel(rest)
+	})
 	a.meta = d.Meta
 	return err
 }

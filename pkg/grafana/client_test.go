@@ -646,8 +646,8 @@ func TestNewValidatesURL(t *testing.T) {
 
 // ReadDashboard hands readModel the same model Dashboard returns, wherever
 // it stands in the answer, returns the same meta, passes readModel's error
-// on, fails when readModel misreads the model's length, and reports a
-// missing dashboard as ErrNotFound without reading.
+// on, fails when readModel misreads the model's length or the answer holds
+// no model, and reports a missing dashboard as ErrNotFound without reading.
 func TestReadDashboard(t *testing.T) {
 	answers := map[string]string{
 		"/api/dashboards/uid/a":     `{"meta":{"type":"db","version":4,"folderUid":"f1"},"dashboard":{"uid":"a","title":"A","panels":[]}}`,
@@ -698,8 +698,8 @@ func TestReadDashboard(t *testing.T) {
 		t.Errorf("two models: read %q, %v", models, err)
 	}
 	models = nil
-	if _, err := c.ReadDashboard(ctx, "none", readJSON(&models)); err != nil || len(models) != 0 {
-		t.Errorf("no model: read %q, %v", models, err)
+	if _, err := c.ReadDashboard(ctx, "none", readJSON(&models)); err == nil || !strings.Contains(err.Error(), "dashboard none holds no dashboard model") || len(models) != 0 {
+		t.Errorf("no model: read %q, %v; want an error naming the dashboard", models, err)
 	}
 
 	mine := errors.New("the reader's own")
