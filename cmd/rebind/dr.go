@@ -114,12 +114,12 @@ kept for inspection); 4 the restore is incomplete (re-run the same command).`,
 			if err != nil {
 				return cli.Exit(err.Error(), exitUsage)
 			}
-			viaProxy, err := usePodProxy(c)
+			viaProxy, err := podProxyUnlessURL(c)
 			if err != nil {
 				return cli.Exit(err.Error(), exitUsage)
 			}
 			// As grafanaChecker decides it, for the restored namespace.
-			viaProxy = viaProxy && c.String(flagGrafanaURL) == "" && podURLs.empty()
+			viaProxy = viaProxy && podURLs.empty()
 			out, ctx, done := progressOutput(c)
 			defer done()
 			env := &dr.Env{Clients: clients, Out: out, Log: log}
@@ -217,7 +217,7 @@ func runDRDrill(c *cli.Context) error {
 	}
 	// The scratch namespace's pods have no URL anyone could give before
 	// the drill: its Grafana is reached as grafanaChecker decides there.
-	toViaProxy, err := usePodProxy(c)
+	toViaProxy, err := podProxyUnlessURL(c)
 	if err != nil {
 		return cli.Exit(err.Error(), exitUsage)
 	}
@@ -238,7 +238,7 @@ func runDRDrill(c *cli.Context) error {
 			return checker, err
 		},
 		Grafana:       drGrafanaAccess(c, prodViaProxy),
-		TargetGrafana: drGrafanaAccess(c, toViaProxy && c.String(flagGrafanaURL) == ""),
+		TargetGrafana: drGrafanaAccess(c, toViaProxy),
 	}
 	every := c.Duration("every")
 	for {

@@ -40,6 +40,13 @@ func usePodProxy(c *cli.Context) (bool, error) {
 	}
 }
 
+// podProxyUnlessURL is usePodProxy with --grafana-url winning: a URL the
+// user gave reaches Grafana directly.
+func podProxyUnlessURL(c *cli.Context) (bool, error) {
+	viaProxy, err := usePodProxy(c)
+	return viaProxy && c.String(flagGrafanaURL) == "", err
+}
+
 // grafanaTargets finds what a checker key names (a StatefulSet pod, or a
 // Deployment whose pods change names) and the chart's Grafana container
 // port there (container and port both named grafana), from the live

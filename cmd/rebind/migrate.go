@@ -253,11 +253,10 @@ func grafanaChecker(c *cli.Context, clients *kube.Clients, ns string, log *zap.L
 	if err != nil {
 		return nil, false, err
 	}
-	viaProxy, err = usePodProxy(c)
+	viaProxy, err = podProxyUnlessURL(c)
 	if err != nil {
 		return nil, false, err
 	}
-	viaProxy = viaProxy && c.String(flagGrafanaURL) == ""
 	var (
 		px      *podproxy.Proxy
 		targets = &grafanaTargets{clients: clients, ns: ns, known: map[string]grafanaTarget{}}
